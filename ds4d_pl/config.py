@@ -1,0 +1,221 @@
+"""Small typed configuration objects.
+
+They are plain dataclasses so LightningCLI/jsonargparse type-checks every key at parse time:
+a typo or a wrong type fails before anything is built, naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class LossWeights:
+    """Weight of every loss term; the only place weights are set (0 disables a term).
+
+    Attributes:
+        rgb: Input-view colour MSE.
+        mask: Input-view alpha MSE (ramped in over ``mask_ramp_steps``).
+        pseudo_l1: Pseudo-view L1 against the multi-view prior.
+        pseudo_ssim: Pseudo-view ``1 - SSIM`` against the multi-view prior.
+        pseudo_mask: Pseudo-view alpha MSE.
+        plane_tv: HexPlane spatial smoothness.
+        time_smooth: HexPlane temporal smoothness.
+        time_l1: HexPlane time planes towards 1.
+        scale_ratio: Penalty on very elongated Gaussians (max/min scale above ``max_scale_ratio``).
+        mask_ramp_steps: Steps over which the mask weight ramps linearly from 0 to ``mask``.
+        max_scale_ratio: Anisotropy allowed before ``scale_ratio`` applies.
+    """
+
+    rgb: float = 1.0
+    mask: float = 0.5
+    pseudo_l1: float = 0.5
+    pseudo_ssim: float = 0.1
+    pseudo_mask: float = 0.25
+    plane_tv: float = 1e-4
+    time_smooth: float = 1e-3
+    time_l1: float = 1e-4
+    scale_ratio: float = 1e-2
+    mask_ramp_steps: int = 100
+    max_scale_ratio: float = 10.0
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass
+class OptimConfig:
+    """Learning rates (Adam) per parameter group.
+
+    Position learning rates are multiplied by the scene extent (radius of the initial points), as
+    in 3DGS, and decay exponentially to ``means_lr_final``·extent.
+
+    Attributes:
+        means_lr: Initial learning rate of the Gaussian centres (×extent).
+        means_lr_final: Final learning rate of the Gaussian centres (×extent).
+        quats_lr: Rotations.
+        scales_lr: Log-scales.
+        opacities_lr: Logit-opacities.
+        sh_dc_lr: Base colour.
+        sh_rest_lr: Higher SH bands.
+        field_lr: Deformation-field encodings (planes / hash tables).
+        field_lr_final: Final learning rate of the encodings (exponential decay).
+        mlp_lr: Deformation MLP and heads.
+        mlp_lr_final: Final learning rate of the MLP and heads.
+        eps: Adam epsilon.
+    """
+
+    means_lr: float = 1.6e-3
+    means_lr_final: float = 1.6e-5
+    quats_lr: float = 1e-3
+    scales_lr: float = 5e-3
+    opacities_lr: float = 5e-2
+    sh_dc_lr: float = 5e-3
+    sh_rest_lr: float = 2.5e-4
+    field_lr: float = 1.6e-2
+    field_lr_final: float = 1.6e-4
+    mlp_lr: float = 1.6e-3
+    mlp_lr_final: float = 1.6e-5
+    eps: float = 1e-15
+
+
+@dataclass
+class StageSchedule:
+    """Coarse (static, middle frame) then fine (deforming, random frames) training.
+
+    Attributes:
+        coarse_steps: Steps of the coarse stage; the field is not used there.
+        fine_steps: Steps of the fine stage.
+        frames_per_step: Timesteps rendered per fine step.
+        pseudo_views_per_step: Pseudo views rendered per timestep (besides the input view);
+            ``-1`` renders all of them.
+    """
+
+    coarse_steps: int = 300
+    fine_steps: int = 1200
+    frames_per_step: int = 2
+    pseudo_views_per_step: int = 2
+
+    @property
+    def total_steps(self) -> int:
+        return self.coarse_steps + self.fine_steps
+
+    def __post_init__(self) -> None:
+        if self.coarse_steps < 0 or self.fine_steps < 0:
+            raise ValueError("StageSchedule: step counts must be >= 0")
+        if self.frames_per_step < 1:
+            raise ValueError("StageSchedule.frames_per_step must be >= 1")
+
+
+@dataclass
+class DensifyConfig:
+    """Adaptive density control (clone / split / prune), in global steps.
+
+    Attributes:
+        enabled: Turn densification off entirely.
+        start_step: First step at which densification may run.
+        stop_step: Last step at which Gaussians are added (pruning continues to ``stop_step``).
+        interval: Steps between two densification events.
+        grad_top_percent: Fraction of Gaussians with the largest mean view-space positional
+            gradient that are densified at each event.
+        grad_threshold: Minimum mean gradient (pixels, normalised by half the image size) for a
+            Gaussian to be densified, so a converged model stops growing.
+        split_scale_fraction: Gaussians larger than this fraction of the scene extent are split,
+            smaller ones cloned.
+        prune_opacity: Gaussians less opaque than this are removed.
+        prune_scale_fraction: Gaussians larger than this fraction of the extent are removed.
+        reset_opacity_interval: Steps between opacity resets (0 = never).
+        max_gaussians: Upper bound on the number of Gaussians.
+    """
+
+    enabled: bool = True
+    start_step: int = 100
+    stop_step: int = 1000
+    interval: int = 100
+    grad_top_percent: float = 0.1
+    grad_threshold: float = 2e-4
+    split_scale_fraction: float = 0.01
+    prune_opacity: float = 0.005
+    prune_scale_fraction: float = 0.5
+    reset_opacity_interval: int = 0
+    max_gaussians: int = 30000
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.grad_top_percent <= 1.0:
+            raise ValueError("DensifyConfig.grad_top_percent must be in (0, 1]")
+        if self.interval < 1:
+            raise ValueError("DensifyConfig.interval must be >= 1")
+
+
+@dataclass
+class GaussianInit:
+    """How the canonical Gaussians start.
+
+    Attributes:
+        mode: ``random`` (uniform in a sphere) or ``points`` (from the scene's init points or
+            ``path``).
+        num: Number of Gaussians for ``random``, samples drawn for ``points`` from a mesh.
+        radius: Sphere radius for ``random``.
+        path: Optional point-cloud / mesh file for ``points``.
+        sh_degree: Spherical-harmonics degree of the colour.
+        init_opacity: Starting opacity.
+    """
+
+    mode: str = "random"
+    num: int = 2000
+    radius: float = 0.5
+    path: str | None = None
+    sh_degree: int = 0
+    init_opacity: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("random", "points"):
+            raise ValueError(f"GaussianInit.mode must be 'random' or 'points', got {self.mode!r}")
+        if not 0 <= self.sh_degree <= 3:
+            raise ValueError("GaussianInit.sh_degree must be in 0..3")
+
+
+@dataclass
+class FieldConfig:
+    """Deformation field: encoding and MLP sizes.
+
+    Attributes:
+        encoding: ``hexplane`` or ``hashgrid``.
+        plane_resolution: Base spatial resolution of the HexPlane.
+        time_resolution: Temporal resolution of the HexPlane (typically frames / 2).
+        multires: Spatial resolution multipliers (one plane set per entry).
+        feature_dim: Channels per plane.
+        half_time_range: Parity flag: map time to ``[0, 1]`` of the grid like some anchor code,
+            instead of the full ``[-1, 1]``.
+        hash_levels: Hash-grid levels.
+        hash_features_per_level: Hash-grid features per level.
+        hash_log2_size: log2 of the hash-table size per level.
+        hash_base_resolution: Coarsest hash-grid resolution.
+        hash_max_resolution: Finest hash-grid resolution.
+        hidden: MLP width.
+        depth: Hidden layers of the shared MLP.
+        deform_opacity: Also predict an opacity change.
+        deform_color: Also predict a colour (SH DC) change.
+    """
+
+    encoding: str = "hexplane"
+    plane_resolution: int = 32
+    time_resolution: int = 8
+    multires: list[int] = field(default_factory=lambda: [1, 2])
+    feature_dim: int = 16
+    half_time_range: bool = False
+    hash_levels: int = 8
+    hash_features_per_level: int = 2
+    hash_log2_size: int = 15
+    hash_base_resolution: int = 8
+    hash_max_resolution: int = 128
+    hidden: int = 64
+    depth: int = 1
+    deform_opacity: bool = False
+    deform_color: bool = False
+
+    def __post_init__(self) -> None:
+        if self.encoding not in ("hexplane", "hashgrid"):
+            raise ValueError(
+                f"FieldConfig.encoding must be 'hexplane' or 'hashgrid', got {self.encoding!r}"
+            )
