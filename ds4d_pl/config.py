@@ -124,6 +124,8 @@ class DensifyConfig:
             smaller ones cloned.
         prune_opacity: Gaussians less opaque than this are removed.
         prune_scale_fraction: Gaussians larger than this fraction of the extent are removed.
+        prune_screen_fraction: Gaussians whose largest screen radius since the last event exceeds
+            this fraction of the image's larger side are removed (0 = off).
         reset_opacity_interval: Steps between opacity resets (0 = never).
         max_gaussians: Upper bound on the number of Gaussians.
     """
@@ -137,6 +139,7 @@ class DensifyConfig:
     split_scale_fraction: float = 0.01
     prune_opacity: float = 0.005
     prune_scale_fraction: float = 0.5
+    prune_screen_fraction: float = 0.0
     reset_opacity_interval: int = 0
     max_gaussians: int = 30000
 
