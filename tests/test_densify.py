@@ -111,6 +111,11 @@ def test_accumulate_requires_grad_and_matching_size():
     out.means2d.grad = None
     with pytest.raises(RuntimeError, match="after backward"):
         s.accumulate(out, W, H)
+    # A render where nothing is visible has no gradient to record and is skipped.
+    blank = fake_render(torch.zeros(1, 4, 2), torch.zeros(1, 4))
+    blank.means2d.grad = None
+    s.accumulate(blank, W, H)
+    assert s.num_tracked is None
     s.accumulate(fake_render(torch.zeros(1, 4, 2), torch.ones(1, 4)), W, H)
     with pytest.raises(ValueError, match="track 4"):
         s.accumulate(fake_render(torch.zeros(1, 5, 2), torch.ones(1, 5)), W, H)

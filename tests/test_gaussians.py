@@ -190,7 +190,7 @@ def test_from_file_obj_point_cloud_and_normalize(tmp_path):
     path.write_text("v 10 0 0\nv 12 0 0\nv 11 1 0\n")
     g = CanonicalGaussians.from_file(path, num_samples=10, normalize_radius=0.5)
     assert g.num_gaussians == 3
-    assert math.isclose(float(g.means.norm(dim=1).max()), 0.5, rel_tol=1e-5)
+    assert math.isclose(float(g.means.detach().norm(dim=1).max()), 0.5, rel_tol=1e-5)
     assert torch.allclose(_colors_from_dc(g), torch.full((3, 3), 0.5), atol=1e-6)
 
 
@@ -269,3 +269,11 @@ def test_state_dict_loads_into_module_of_different_size():
     parent.load_state_dict({"g." + k: v for k, v in small.state_dict().items()})
     assert parent["g"].num_gaussians == 37
     assert len(parent["g"].activated()) == 37
+
+
+def test_empty_placeholder_loads_checkpoint_of_any_degree():
+    g = CanonicalGaussians.empty(sh_degree=0)
+    assert g.num_gaussians == 0 and g.sh_degree == 0
+    assert len(g.activated()) == 0
+    g.load_state_dict(CanonicalGaussians.random_in_sphere(9, 0.5, sh_degree=2).state_dict())
+    assert g.num_gaussians == 9 and g.sh_degree == 2

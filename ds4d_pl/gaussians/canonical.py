@@ -441,6 +441,28 @@ class CanonicalGaussians(nn.Module):
 
     # ------------------------------------------------------------------ constructors
     @classmethod
+    def empty(cls, sh_degree: int = 0) -> CanonicalGaussians:
+        """Zero Gaussians: a placeholder whose tables take their size from a loaded state dict.
+
+        Args:
+            sh_degree: SH degree (0..3); a checkpoint of another degree still loads.
+
+        Returns:
+            Gaussians with ``N = 0``.
+        """
+        if not 0 <= sh_degree <= 3:
+            raise ValueError(f"empty: sh_degree must be in 0..3, got {sh_degree}")
+        k = (sh_degree + 1) ** 2
+        return cls(
+            means=torch.zeros(0, 3),
+            quats=torch.zeros(0, 4),
+            log_scales=torch.zeros(0, 3),
+            logit_opacities=torch.zeros(0),
+            sh_dc=torch.zeros(0, 1, 3),
+            sh_rest=torch.zeros(0, k - 1, 3),
+        )
+
+    @classmethod
     def from_points(
         cls,
         points: Tensor,

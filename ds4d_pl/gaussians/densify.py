@@ -126,11 +126,15 @@ class DensifyStrategy:
             height: Image height in pixels.
 
         Raises:
-            RuntimeError: ``means2d.grad`` is missing (no backward, or the renderer did not
-                ``retain_grad``).
+            RuntimeError: ``means2d.grad`` is missing although some Gaussian is visible (no
+                backward, or the renderer did not ``retain_grad``). A render in which nothing
+                is visible is skipped.
             ValueError: The Gaussian count differs from the tracked one.
         """
         grad = out.means2d.grad
+        if grad is None and not bool((out.radii > 0).any()):
+            # Nothing visible, so the image did not depend on means2d: nothing to record.
+            return
         if grad is None:
             raise RuntimeError(
                 "DensifyStrategy.accumulate: means2d.grad is None; call it after backward() on a "
