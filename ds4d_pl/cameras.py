@@ -25,12 +25,8 @@ OBJECT_FOV_Y_DEG = 49.1
 #: Consistent4D evaluation azimuths (degrees), elevation 0.
 CONSISTENT4D_EVAL_AZIMUTHS = (-75.0, 15.0, 105.0, 195.0)
 #: Zero123++ v1.1 pseudo-view poses (elevation, azimuth) in degrees; v1.2 uses +20/-10.
-ZERO123PP_V11_POSES = tuple(
-    (30.0 if i % 2 == 0 else -20.0, 30.0 + 60.0 * i) for i in range(6)
-)
-ZERO123PP_V12_POSES = tuple(
-    (20.0 if i % 2 == 0 else -10.0, 30.0 + 60.0 * i) for i in range(6)
-)
+ZERO123PP_V11_POSES = tuple((30.0 if i % 2 == 0 else -20.0, 30.0 + 60.0 * i) for i in range(6))
+ZERO123PP_V12_POSES = tuple((20.0 if i % 2 == 0 else -10.0, 30.0 + 60.0 * i) for i in range(6))
 #: Named turntable views used for the output videos (azimuth degrees).
 NAMED_VIEWS = {"front": 0.0, "right": 90.0, "back": 180.0, "left": 270.0}
 
@@ -102,9 +98,7 @@ class Cameras:
         w, h = cams[0].width, cams[0].height
         if any(c.width != w or c.height != h for c in cams):
             raise ValueError("Cameras.cat: all batches must share one image size")
-        return Cameras(
-            torch.cat([c.c2w for c in cams]), torch.cat([c.K for c in cams]), w, h
-        )
+        return Cameras(torch.cat([c.c2w for c in cams]), torch.cat([c.K for c in cams]), w, h)
 
     def project(self, points: Tensor) -> tuple[Tensor, Tensor]:
         """Project world points into every camera.
@@ -153,9 +147,7 @@ def look_at(eye: Tensor, target: Tensor | None = None, up: Tensor | None = None)
     degenerate = right.norm(dim=-1) < 1e-6
     if degenerate.any():
         alt = torch.tensor([0.0, 0.0, -1.0]).expand_as(forward)
-        right = torch.where(
-            degenerate[:, None], torch.linalg.cross(forward, alt, dim=-1), right
-        )
+        right = torch.where(degenerate[:, None], torch.linalg.cross(forward, alt, dim=-1), right)
     right = torch.nn.functional.normalize(right, dim=-1)
     down = torch.linalg.cross(forward, right, dim=-1)
     c2w = torch.eye(4).repeat(eye.shape[0], 1, 1)
