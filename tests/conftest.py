@@ -1,0 +1,49 @@
+"""Shared test set-up: offline hub, two CPU threads, and a tiny-run helper for the CLI."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(2)
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+
+
+def tiny_overrides(run_dir: Path, steps: int = 2) -> list[str]:
+    """CLI overrides that shrink any preset to a seconds-long CPU run.
+
+    One coarse step then fine steps, so both stages (and the deformation field) are exercised.
+    """
+    return [
+        f"--trainer.default_root_dir={run_dir}",
+        f"--trainer.max_steps={steps}",
+        "--trainer.accelerator=cpu",
+        "--trainer.logger=false",
+        "--trainer.enable_progress_bar=false",
+        "--model.schedule.coarse_steps=1",
+        "--model.init.num=300",
+        "--videos.resolution=32",
+        "--videos.turntable_frames=4",
+        "--checkpoint.every_n_train_steps=1",
+    ]
+
+
+def tiny_synthetic() -> list[str]:
+    return [
+        "--data.synthetic.num_frames=4",
+        "--data.synthetic.resolution=32",
+        "--data.synthetic.eval_resolution=32",
+    ]
+
+
+@pytest.fixture
+def run_dir(tmp_path: Path) -> Path:
+    return tmp_path / "run"

@@ -1,0 +1,155 @@
+"""Data plumbing: sampler, Consistent4D reader, DataModule, atomic writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ds4d_pl.atomic import atomic_path, write_json
+from ds4d_pl.cameras import orbit_cameras
+from ds4d_pl.data.datamodule import DS4DDataModule
+from ds4d_pl.data.io import write_rgba
+from ds4d_pl.data.parsers.consistent4d import load_consistent4d
+from ds4d_pl.data.parsers.synthetic import SyntheticConfig
+from ds4d_pl.data.sampler import FrameSampler, step_generator
+from ds4d_pl.data.types import ViewSet, motion_mask
+
+
+def _views(v: int = 4, t: int = 5, s: int = 8) -> ViewSet:
+    g = torch.Generator().manual_seed(0)
+    return ViewSet(
+        rgb=torch.rand(v, t, s, s, 3, generator=g),
+        alpha=torch.rand(v, t, s, s, 1, generator=g),
+        cameras=orbit_cameras([0.0] * v, [90.0 * i for i in range(v)], s, s),
+        times=torch.linspace(0, 1, t),
+    )
+
+
+def test_sampler_always_renders_input_views_and_a_subset_of_pseudo_views() -> None:
+    s = FrameSampler(_views(), num_input_views=1, background=torch.ones(3))
+    batches = s.sample(step_generator(0, 3), frames_per_step=2, pseudo_views_per_step=2)
+    assert len(batches) == 2
+    for b in batches:
+        assert b.view_ids[0] == 0 and len(b) == 3
+        assert b.is_input.tolist() == [True, False, False]
+        assert len(set(b.view_ids.tolist())) == 3
+        assert torch.all(b.times == b.times[0])
+        f = int(b.frame_ids[0])
+        v = int(b.view_ids[1])
+        vs = s.views
+        expect = vs.rgb[v, f] * vs.alpha[v, f] + (1 - vs.alpha[v, f])
+        assert torch.allclose(b.rgb[1], expect)
+    assert len(s.sample(step_generator(0, 3), 1, -1)[0]) == 4
+
+
+def test_sampler_is_a_function_of_seed_step_and_rank() -> None:
+    s = FrameSampler(_views(), 1, torch.ones(3))
+
+    def draw(seed: int, step: int, rank: int) -> list:
+        return [
+            b.view_ids.tolist() + b.frame_ids.tolist()
+            for b in s.sample(step_generator(seed, step, rank), 2, 2)
+        ]
+
+    assert draw(0, 7, 0) == draw(0, 7, 0)
+    assert any(draw(0, 7, 0) != draw(0, st, 0) for st in range(8, 12))
+    assert any(draw(0, st, 0) != draw(0, st, 1) for st in range(4))
+    assert s.sample(step_generator(0, 0), 3, 1, frames=[2])[0].frame_ids.tolist() == [2, 2]
+
+
+def test_viewset_validates_shapes() -> None:
+    v = _views()
+    with pytest.raises(ValueError, match="alpha"):
+        ViewSet(v.rgb, v.alpha[..., :4, :], v.cameras, v.times)
+    with pytest.raises(ValueError, match="cameras"):
+        ViewSet(v.rgb, v.alpha, v.cameras[0:2], v.times)
+    with pytest.raises(ValueError, match="times"):
+        ViewSet(v.rgb, v.alpha, v.cameras, v.times[:2])
+
+
+def test_motion_mask_marks_pixels_that_change() -> None:
+    frames = torch.zeros(1, 4, 6, 6, 3)
+    frames[0, 2, 1, 1] = 1.0
+    m = motion_mask(frames)
+    assert m.shape == (1, 4, 6, 6, 1)
+    assert m[0, :, 1, 1].all() and m.sum() == 4
+
+
+def _write_object(root: Path, t: int = 3, size: int = 8, eval_frames: int | None = None) -> None:
+    g = torch.Generator().manual_seed(1)
+    for i in range(t):
+        write_rgba(root / "obj" / f"{i}.png", torch.rand(size, size, 4, generator=g))
+    for k in range(4):
+        for i in range(t if eval_frames is None else eval_frames):
+            write_rgba(
+                root / "eval_gt" / "obj" / f"eval_{k}" / f"{i}.png", torch.rand(size, size, 4)
+            )
+
+
+def test_consistent4d_reads_input_and_eval_views(tmp_path: Path) -> None:
+    _write_object(tmp_path)
+    scene = load_consistent4d(tmp_path, "obj")
+    assert scene.train.rgb.shape == (1, 3, 8, 8, 3)
+    assert scene.eval.rgb.shape == (4, 3, 8, 8, 3)
+    assert torch.allclose(scene.train.times, torch.tensor([0.0, 0.5, 1.0]))
+    assert load_consistent4d(tmp_path, "obj", resolution=4).train.rgb.shape[2:4] == (4, 4)
+
+
+def test_consistent4d_frames_sort_numerically(tmp_path: Path) -> None:
+    for i in range(12):
+        write_rgba(tmp_path / "obj" / f"{i}.png", torch.full((4, 4, 4), i / 11))
+    scene = load_consistent4d(tmp_path, "obj")
+    assert torch.allclose(scene.train.rgb[0, :, 0, 0, 0], torch.arange(12) / 11, atol=1 / 255)
+
+
+def test_consistent4d_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        load_consistent4d(tmp_path / "nowhere", "obj")
+    _write_object(tmp_path)
+    (tmp_path / "obj" / "1.png").unlink()
+    with pytest.raises(ValueError, match=r"missing \[1\]"):
+        load_consistent4d(tmp_path, "obj")
+
+
+def test_consistent4d_rejects_mismatched_sizes_and_frame_counts(tmp_path: Path) -> None:
+    _write_object(tmp_path)
+    write_rgba(tmp_path / "obj" / "2.png", torch.rand(6, 6, 4))
+    with pytest.raises(ValueError, match="2.png"):
+        load_consistent4d(tmp_path, "obj")
+    other = tmp_path / "b"
+    _write_object(other, eval_frames=2)
+    with pytest.raises(ValueError, match="frames"):
+        load_consistent4d(other, "obj")
+
+
+def test_datamodule_requires_root_for_file_formats_and_rejects_unknown_formats() -> None:
+    with pytest.raises(ValueError, match="data.root"):
+        DS4DDataModule(dataset="consistent4d")
+    with pytest.raises(ValueError, match="synthetic"):
+        DS4DDataModule(dataset="nerf_synthetic")
+
+
+def test_datamodule_serves_eval_frames_with_dynamic_masks() -> None:
+    dm = DS4DDataModule(
+        synthetic=SyntheticConfig(num_frames=4, resolution=16, eval_resolution=16), val_frames=2
+    )
+    dm.setup("fit")
+    val = list(dm.val_dataloader())
+    assert [b["frame"] for b in val] == [0, 3]
+    item = val[0]
+    assert item["rgb"].shape == (4, 16, 16, 3) and item["dyn_mask"].dtype == torch.bool
+    assert len(list(dm.test_dataloader())) == 4
+    steps = iter(dm.train_dataloader())
+    assert [next(steps) for _ in range(3)] == [0, 1, 2]
+
+
+def test_atomic_path_leaves_target_untouched_on_error(tmp_path: Path) -> None:
+    target = tmp_path / "a" / "m.json"
+    write_json(target, {"x": 1})
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("partial")
+        raise RuntimeError("killed")
+    assert target.read_text().strip().startswith("{")
+    assert sorted(p.name for p in target.parent.iterdir()) == ["m.json"]
