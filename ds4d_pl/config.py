@@ -199,6 +199,8 @@ class FieldConfig:
         depth: Hidden layers of the shared MLP.
         deform_opacity: Also predict an opacity change.
         deform_color: Also predict a colour (SH DC) change.
+        hash_backend: Hash-grid implementation: ``auto`` (tinycudann when importable and CUDA
+            is available, else pure torch), ``torch`` or ``tcnn``.
     """
 
     encoding: str = "hexplane"
@@ -216,9 +218,15 @@ class FieldConfig:
     depth: int = 1
     deform_opacity: bool = False
     deform_color: bool = False
+    hash_backend: str = "auto"
 
     def __post_init__(self) -> None:
         if self.encoding not in ("hexplane", "hashgrid"):
             raise ValueError(
                 f"FieldConfig.encoding must be 'hexplane' or 'hashgrid', got {self.encoding!r}"
+            )
+        if self.hash_backend not in ("auto", "torch", "tcnn"):
+            raise ValueError(
+                "FieldConfig.hash_backend must be 'auto', 'torch' or 'tcnn', "
+                f"got {self.hash_backend!r}"
             )
