@@ -215,6 +215,10 @@ class HashGrid4D(BoundedEncoding):
 
     def _forward_torch(self, u: Tensor) -> Tensor:
         u = u.to(self.table.dtype)
+        # A NaN coordinate would become a garbage integer index; look up a valid row instead and
+        # return NaN for that point, as the HexPlane does, so the training loop sees the NaN.
+        bad = ~torch.isfinite(u).all(dim=-1, keepdim=True)
+        u = torch.where(bad, torch.zeros_like(u), u)
         feats = []
         for level in range(self.levels):
             res = self.resolutions[level]
@@ -228,7 +232,8 @@ class HashGrid4D(BoundedEncoding):
             corner_is_far = self.corners.bool()  # (16, 4)
             w = torch.where(corner_is_far, frac[:, None, :], 1.0 - frac[:, None, :]).prod(dim=-1)
             feats.append((self.table[rows] * w[..., None]).sum(dim=1))  # (N, F)
-        return torch.cat(feats, dim=-1)
+        feat = torch.cat(feats, dim=-1)
+        return torch.where(bad, torch.full_like(feat, float("nan")), feat)
 
     def forward(self, x: Tensor, t: Tensor | float) -> Tensor:
         """Space-time features of points.

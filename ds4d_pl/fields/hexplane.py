@@ -95,10 +95,9 @@ def check_query(x: Tensor, t: Tensor | float, who: str) -> tuple[Tensor, Tensor]
             f"{who}: t must be a scalar, (N,) or (N, 1) with N={n} matching x, "
             f"got shape {tuple(tt.shape)}"
         )
-    # One host sync per query; a NaN here otherwise surfaces much later as a NaN loss (or, in the
-    # hash grid, as an out-of-range index) far from its cause.
-    if not bool(torch.isfinite(x).all()) or not bool(torch.isfinite(tt).all()):
-        raise ValueError(f"{who}: x or t contains NaN or inf")
+    # Values are deliberately not checked: that would cost a host sync per step, and a NaN
+    # position propagates to NaN features and then to the loss, where the training loop stops
+    # with one clear error for every source of NaN.
     return x, tt
 
 
@@ -261,19 +260,25 @@ class HexPlane(BoundedEncoding):
         dtype = self.grids[0][0].dtype
         coords = torch.cat([self.normalize_positions(x), self.normalize_time(tt)], dim=-1)
         coords = coords.to(dtype)
+        # grid_sample's border padding turns a NaN coordinate into a finite border sample; keep
+        # the NaN visible (it must reach the loss check) by returning NaN for such points.
+        bad = ~torch.isfinite(coords).all(dim=-1, keepdim=True)
+        grids = [coords[:, (a, b)].reshape(1, n, 1, 2) for a, b in PLANE_AXES]
         feats = []
         for planes in self.grids:
             feat = None
-            for (a, b), plane in zip(PLANE_AXES, planes, strict=True):
-                grid = coords[:, (a, b)].reshape(1, n, 1, 2)
+            for grid, plane in zip(grids, planes, strict=True):
                 # padding "border" only matters at round-off: coordinates are already clamped.
                 sampled = F.grid_sample(
                     plane, grid, mode="bilinear", padding_mode="border", align_corners=True
                 )
-                sampled = sampled.reshape(self.feature_dim, n).t()
+                # Channel-major (C, N) stays contiguous through the product (much faster on CPU
+                # than multiplying transposed views); transposed once at the end.
+                sampled = sampled.reshape(self.feature_dim, n)
                 feat = sampled if feat is None else feat * sampled
             feats.append(feat)
-        return torch.cat(feats, dim=-1)
+        feat = torch.cat(feats, dim=0).t()
+        return torch.where(bad, torch.full_like(feat, float("nan")), feat)
 
     def regularizers(self) -> dict[str, Tensor]:
         """HexPlane regularisers, each a mean over the planes it applies to (and all scales).
