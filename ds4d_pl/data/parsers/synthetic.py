@@ -57,7 +57,7 @@ __all__ = [
     "SyntheticConfig",
     "SyntheticRender",
     "make_synthetic_scene",
-    "moving_part_tip",
+    "moving_part_end",
     "render_synthetic",
     "sample_synthetic_surface",
     "write_consistent4d",
@@ -283,21 +283,22 @@ def _parts(motion: str, seed: int, times: Tensor) -> list[_Part]:
     ]
 
 
-def moving_part_tip(cfg: SyntheticConfig, times: Tensor) -> Tensor:
-    """World position of the arm's outermost surface point (on its axis, past the joint).
+def moving_part_end(cfg: SyntheticConfig, times: Tensor) -> tuple[Tensor, float]:
+    """Centre and radius of the arm's end-cap sphere (the hand) at ``times``.
 
-    A point every view that sees the arm's end projects onto; tests use it to check that the
-    ray caster and :meth:`Cameras.project` agree.
+    The point ``centre + radius * normalize(camera_centre - centre)`` is the hand's surface
+    point nearest to a camera; tests use it to check that the ray caster and
+    :meth:`Cameras.project` agree.
 
     Args:
         cfg: Scene configuration (only ``motion`` and ``seed`` matter).
         times: ``(T,)`` times in ``[0, 1]``.
 
     Returns:
-        ``(T, 3)`` points.
+        ``(T, 3)`` centres and the radius.
     """
     arm = _parts(cfg.motion, cfg.seed, torch.as_tensor(times, dtype=torch.float32))[2]
-    return arm.origin + arm.rot[:, :, 0] * (_ARM_LENGTH + _ARM_RADIUS)
+    return arm.origin + arm.rot[:, :, 0] * _ARM_LENGTH, _ARM_RADIUS
 
 
 # --------------------------------------------------------------------------------------------
@@ -623,7 +624,13 @@ def _scene_tensors(cfg: SyntheticConfig) -> dict:
         r = render_synthetic(cfg, cams, render_times)
         shape = (len(cams), len(times), cams.height, cams.width)
         dyn = r.moving.any(dim=1, keepdim=True).expand(*shape, 1)
-        out[key] = (r.rgb.expand(*shape, 3), r.alpha.expand(*shape, 1), dyn)
+        rgb, alpha = r.rgb.expand(*shape, 3), r.alpha.expand(*shape, 1)
+        # Outside the moving parts every frame hits the same static geometry; vectorised float
+        # maths can still differ by an ulp between frames. Snap to frame 0 so "pixels outside
+        # dyn_mask never change" holds exactly.
+        rgb = torch.where(dyn, rgb, rgb[:, :1])
+        alpha = torch.where(dyn, alpha, alpha[:, :1])
+        out[key] = (rgb, alpha, dyn)
     mid = float(times[len(times) // 2])
     out["init"] = sample_synthetic_surface(cfg, mid, cfg.num_init_points)
     _, alpha, dyn = out["train"]
