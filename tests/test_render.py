@@ -171,10 +171,10 @@ def test_projection_culls_near_plane_and_offscreen() -> None:
 # --------------------------------------------------------------------------------- compositing
 
 
-@pytest.mark.parametrize("chunk_pairs", [1 << 18, 2000])
-def test_render_matches_brute_force(chunk_pairs: int) -> None:
+@pytest.mark.parametrize(("chunk_pairs", "camera_chunk"), [(1 << 18, None), (2000, 1)])
+def test_render_matches_brute_force(chunk_pairs: int, camera_chunk: int | None) -> None:
     """Binning, depth chunks, sorting and early stop change nothing against dense compositing."""
-    renderer = TorchTiledRenderer(chunk_pairs=chunk_pairs)
+    renderer = TorchTiledRenderer(chunk_pairs=chunk_pairs, camera_chunk=camera_chunk)
     p = random_gaussians(250, seed=3, sh_degree=2, scale=(0.02, 0.12), opacity=(0.5, 0.99))
     g = GaussianParams(**p)
     cams = jittered_cameras(2, 40, 32, seed=4)

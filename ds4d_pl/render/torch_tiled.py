@@ -20,18 +20,27 @@ How it is made fast on CPU without custom kernels:
   ``cumsum`` (float64, so the global running sum keeps per-pixel precision) minus its value at the
   start of the pixel's segment. Autograd handles the backward pass; no ``cumprod`` (whose
   backward is slow and unstable near zero) is needed.
+* **Sparse products for the sums.** ``sum_i w_i [rgb_i, z_i, 1]`` per pixel is a CSR (pixels x
+  Gaussians) matrix times a dense ``(Gaussians, 5)`` matrix; its backward uses the transposed
+  layout (pairs grouped per Gaussian, which is the order they were enumerated in), so no
+  ``(pairs, 5)`` tensor is built in the forward pass.
+* **Depth-chunked early stop.** Gaussians are enumerated front to back in chunks; pixels whose
+  transmittance already fell below ``min_transmittance`` are skipped by later chunks, and a
+  summed-area table skips Gaussians that only cover saturated pixels. Inside a solid object most
+  (pixel, Gaussian) pairs lie behind the first layers, so this removes most of the work.
 * **No-grad bookkeeping.** Pair enumeration, culling and sorting run under ``no_grad`` on
   detached values; only the final pair list is recomputed differentiably, so autograd stores a
   handful of ``(pairs,)`` tensors.
 
-Compositing does not stop early when transmittance falls below 1e-4 (3DGS does); the extra
-terms are tiny, keep the result independent of the order in which saturation is detected, and
-keep the gradients exact.
+The early stop follows 3DGS: a pixel composites Gaussians front to back and stops before the one
+that would bring its transmittance below ``min_transmittance`` (1e-4). Gradients are exact
+autograd gradients of this piecewise-smooth function.
 """
 
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -360,19 +369,16 @@ class TorchTiledRenderer:
         flat = feats.reshape(c * n, _FEATS)
         cols = flat.unbind(-1)
         with torch.no_grad():
-            pair_row, pair_pix, seg_start = self._list_pairs(
+            pairs = self._list_pairs(
                 [t.detach() for t in cols[:6]], depths, extents, valid, width, height
             )
         # Differentiable part: only the surviving, sorted pairs. Each quantity is gathered as
         # its own contiguous vector: slicing columns of one gathered (M, F) matrix would make
         # autograd allocate a zero (M, F) gradient per column.
-        alpha = self._pair_alpha(cols[:6], pair_row, pair_pix, width, height)
-        payload = torch.cat([flat[:, 6:10], torch.ones_like(flat[:, :1])], dim=-1)
-        payload = payload.index_select(0, pair_row)  # (M, 5): rgb, depth, 1
-        trans = torch.exp(_segmented_exclusive_sum(torch.log1p(-alpha), seg_start))
-        w = alpha * trans
-        out = torch.zeros(c * hw, 5, dtype=alpha.dtype, device=alpha.device)
-        out = out.index_add(0, pair_pix, payload * w[:, None])
+        alpha = self._pair_alpha(cols[:6], pairs.row, pairs.pix, width, height)
+        trans = torch.exp(_segmented_exclusive_sum(torch.log1p(-alpha), pairs.seg_start))
+        payload = torch.cat([flat[:, 6:10], torch.ones_like(flat[:, :1])], dim=-1)  # rgb, z, 1
+        out = _PairWeightedSum.apply(alpha * trans, payload, pairs, c * hw)
         return out.reshape(c, height, width, 5)
 
     def _pair_alpha(
@@ -393,12 +399,10 @@ class TorchTiledRenderer:
         valid: Tensor,
         width: int,
         height: int,
-    ) -> tuple[Tensor, Tensor, Tensor]:
+    ) -> _PairList:
         """List the contributing (row, pixel) pairs, grouped by pixel, front to back.
 
-        ``row`` indexes the flattened ``(C * N)`` Gaussians, ``pixel`` the flattened
-        ``(C * H * W)`` image batch; ``seg_start`` gives, per pair, the index of its pixel's
-        first pair. A pair contributes when its alpha reaches ``alpha_threshold`` and the
+        A pair contributes when its alpha reaches ``alpha_threshold`` and the
         transmittance *after* it is still at least ``min_transmittance`` (3DGS's early stop).
 
         Gaussians are visited in depth chunks (front to back, ``chunk_pairs`` candidate pairs
@@ -426,10 +430,10 @@ class TorchTiledRenderer:
         counts = size[:, 0] * size[:, 1]
         keep = counts > 0
         rows, lo, size, counts = rows[keep], lo[keep], size[keep], counts[keep]
-        empty = torch.zeros(0, dtype=torch.long, device=device)
         if rows.numel() == 0:
-            return empty, empty, empty
+            return _PairList.empty(device)
         cam = rows // n
+        positions = torch.arange(rows.numel(), device=device)
 
         early_stop = self.min_transmittance > 0.0
         log_tmin = math.log(self.min_transmittance) if early_stop else -math.inf
@@ -437,14 +441,14 @@ class TorchTiledRenderer:
         bounds = torch.cumsum(counts, 0)
         chunk_of = torch.div(bounds - 1, self.chunk_pairs, rounding_mode="floor")
         chunk_sizes = torch.unique_consecutive(chunk_of, return_counts=True)[1].tolist()
-        found_rows, found_pix = [], []
+        found_pos, found_pix, found_log_a = [], [], []
         begin = 0
         for chunk_size in chunk_sizes:
             sl = slice(begin, begin + chunk_size)
             begin += chunk_size
-            c_rows, c_lo, c_size, c_cam = rows[sl], lo[sl], size[sl], cam[sl]
+            c_pos, c_lo, c_size, c_cam = positions[sl], lo[sl], size[sl], cam[sl]
             open_px = None
-            if early_stop and len(found_rows) > 0:
+            if early_stop and len(found_pos) > 0:
                 open_px = log_t >= log_tmin
                 # Summed-area table of unsaturated pixels: drop Gaussians whose box is all
                 # saturated before enumerating a single pixel of them.
@@ -457,15 +461,10 @@ class TorchTiledRenderer:
                 alive = n_open > 0
                 if not bool(alive.any()):
                     continue
-                c_rows, c_lo, c_size, c_cam = (
-                    c_rows[alive],
-                    c_lo[alive],
-                    c_size[alive],
-                    c_cam[alive],
-                )
+                c_pos, c_lo, c_size, c_cam = c_pos[alive], c_lo[alive], c_size[alive], c_cam[alive]
             c_counts = c_size[:, 0] * c_size[:, 1]
             total = int(c_counts.sum())
-            owner = torch.repeat_interleave(torch.arange(c_rows.numel(), device=device), c_counts)
+            owner = torch.repeat_interleave(torch.arange(c_pos.numel(), device=device), c_counts)
             local = (
                 torch.arange(total, device=device) - (torch.cumsum(c_counts, 0) - c_counts)[owner]
             )
@@ -476,20 +475,24 @@ class TorchTiledRenderer:
                 + c_lo[:, 0].index_select(0, owner)
                 + local % bw
             )
-            row = c_rows.index_select(0, owner)
+            pos = c_pos.index_select(0, owner)
             if open_px is not None:
-                is_open = open_px.index_select(0, pix)
-                row, pix = row[is_open], pix[is_open]
-            alpha = self._pair_alpha(cols, row, pix, width, height)
-            hit = alpha >= self.alpha_threshold
-            row, pix, alpha = row[hit], pix[hit], alpha[hit]
+                idx = open_px.index_select(0, pix).nonzero().squeeze(1)
+                pos, pix = pos.index_select(0, idx), pix.index_select(0, idx)
+            alpha = self._pair_alpha(cols, rows.index_select(0, pos), pix, width, height)
+            idx = (alpha >= self.alpha_threshold).nonzero().squeeze(1)
+            pos, pix = pos.index_select(0, idx), pix.index_select(0, idx)
+            log_a = torch.log1p(-alpha.index_select(0, idx))
             if early_stop:
-                log_t.index_add_(0, pix, torch.log1p(-alpha))
-            found_rows.append(row)
+                log_t.index_add_(0, pix, log_a)
+            found_pos.append(pos)
             found_pix.append(pix)
-        if not found_rows:
-            return empty, empty, empty
-        row, pix = torch.cat(found_rows), torch.cat(found_pix)
+            found_log_a.append(log_a)
+        if not found_pos:
+            return _PairList.empty(device)
+        # Generation order: grouped by Gaussian (``pos`` non-decreasing), pixels in raster order.
+        pos, pix_gen = torch.cat(found_pos), torch.cat(found_pix)
+        pix = pix_gen
         # Chunks were visited front to back, so a stable sort by pixel keeps each pixel's pairs
         # in depth order (radix sort on int32 keys when they fit).
         if c * hw < 2**31:
@@ -497,18 +500,113 @@ class TorchTiledRenderer:
             pix = pix_sorted.long()
         else:
             pix, perm = torch.sort(pix, stable=True)
-        row = row[perm]
         seg_start = _segment_starts(pix)
         if early_stop:
             # Chunks only stop at chunk granularity; cut each pixel's list exactly where the
             # transmittance after a pair drops below the threshold (a per-pixel suffix).
-            log_a = torch.log1p(-self._pair_alpha(cols, row, pix, width, height))
+            log_a = torch.cat(found_log_a).index_select(0, perm)
             incl = log_a + _segmented_exclusive_sum(log_a, seg_start)
             stay = incl >= log_tmin
             if not bool(stay.all()):
-                row, pix = row[stay], pix[stay]
+                idx = stay.nonzero().squeeze(1)
+                perm, pix = perm.index_select(0, idx), pix.index_select(0, idx)
                 seg_start = _segment_starts(pix)
-        return row, pix, seg_start
+        # Where each kept pair sits in the pixel-sorted list, visited in generation order: the
+        # layout of the transposed (Gaussian x pixel) matrix used by the backward pass.
+        slot = torch.full((pos.numel(),), -1, dtype=torch.long, device=device)
+        slot[perm] = torch.arange(perm.numel(), device=device)
+        kept = (slot >= 0).nonzero().squeeze(1)
+        t_order = slot.index_select(0, kept)
+        t_counts = torch.bincount(pos.index_select(0, kept), minlength=rows.numel())
+        return _PairList(
+            row=rows.index_select(0, pos.index_select(0, perm)),
+            pix=pix,
+            seg_start=seg_start,
+            t_order=t_order,
+            t_pix=pix_gen.index_select(0, kept),
+            t_crow=torch.cat([t_counts.new_zeros(1), torch.cumsum(t_counts, 0)]),
+            t_rows=rows,
+        )
+
+
+@dataclass
+class _PairList:
+    """Contributing (Gaussian, pixel) pairs in two layouts.
+
+    Attributes:
+        row: ``(M,)`` flattened ``(C * N)`` Gaussian index per pair, pairs sorted by pixel and
+            front to back within a pixel.
+        pix: ``(M,)`` flattened ``(C * H * W)`` pixel index per pair (sorted).
+        seg_start: ``(M,)`` index of the first pair of the same pixel.
+        t_order: ``(M,)`` the same pairs grouped by Gaussian instead (as positions in the
+            pixel-sorted list), for the transposed product in the backward pass.
+        t_pix: ``(M,)`` pixel per pair in the ``t_order`` layout.
+        t_crow: ``(V + 1,)`` CSR row pointer of that layout over the visible Gaussians.
+        t_rows: ``(V,)`` flattened Gaussian index of each CSR row.
+    """
+
+    row: Tensor
+    pix: Tensor
+    seg_start: Tensor
+    t_order: Tensor
+    t_pix: Tensor
+    t_crow: Tensor
+    t_rows: Tensor
+
+    @staticmethod
+    def empty(device: torch.device) -> _PairList:
+        e = torch.zeros(0, dtype=torch.long, device=device)
+        return _PairList(e, e, e, e, e, torch.zeros(1, dtype=torch.long, device=device), e)
+
+
+def _csr_mm(crow: Tensor, col: Tensor, val: Tensor, n_cols: int, dense: Tensor) -> Tensor:
+    """``CSR(crow, col, val) @ dense`` without materialising per-entry rows of ``dense``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "sparse CSR support is in beta"
+        mat = torch.sparse_csr_tensor(
+            crow, col, val, size=(crow.numel() - 1, n_cols), check_invariants=False
+        )
+        return torch.sparse.mm(mat, dense)
+
+
+class _PairWeightedSum(torch.autograd.Function):
+    """``out[p] = sum over pairs i with pix_i = p of w_i * payload[row_i]``.
+
+    ``pix`` must be sorted, so the pairs form a CSR matrix ``(P, R)`` and the forward pass is one
+    sparse-dense product that never materialises the ``(M, channels)`` per-pair payload.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: torch.autograd.function.FunctionCtx,
+        w: Tensor,
+        payload: Tensor,
+        pairs: _PairList,
+        n_pixels: int,
+    ) -> Tensor:
+        crow = torch.zeros(n_pixels + 1, dtype=torch.long, device=w.device)
+        crow[1:] = torch.cumsum(torch.bincount(pairs.pix, minlength=n_pixels), 0)
+        ctx.save_for_backward(w, payload)
+        ctx.pairs = pairs
+        return _csr_mm(crow, pairs.row, w, payload.shape[0], payload)
+
+    @staticmethod
+    def backward(
+        ctx: torch.autograd.function.FunctionCtx, grad_out: Tensor
+    ) -> tuple[Tensor | None, Tensor | None, None, None]:
+        w, payload = ctx.saved_tensors
+        pairs: _PairList = ctx.pairs
+        grad_w = grad_payload = None
+        if ctx.needs_input_grad[0]:
+            # d out[p] / d w_i = payload[row_i]: a per-pair dot product (sampled dense product).
+            g = grad_out.index_select(0, pairs.pix)
+            grad_w = (g * payload.index_select(0, pairs.row)).sum(1)
+        if ctx.needs_input_grad[1]:
+            # Transposed product, (Gaussians x pixels) @ grad_out, in the per-Gaussian layout.
+            w_t = w.index_select(0, pairs.t_order)
+            grad_vis = _csr_mm(pairs.t_crow, pairs.t_pix, w_t, grad_out.shape[0], grad_out)
+            grad_payload = torch.zeros_like(payload).index_copy_(0, pairs.t_rows, grad_vis)
+        return grad_w, grad_payload, None, None
 
 
 def _segment_starts(keys: Tensor) -> Tensor:
