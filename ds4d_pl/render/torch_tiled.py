@@ -367,15 +367,15 @@ class TorchTiledRenderer:
         c, n, _ = feats.shape
         hw = height * width
         flat = feats.reshape(c * n, _FEATS)
-        cols = flat.unbind(-1)
+        cols = _alpha_columns(flat)
         with torch.no_grad():
             pairs = self._list_pairs(
-                [t.detach() for t in cols[:6]], depths, extents, valid, width, height
+                [t.detach() for t in cols], depths, extents, valid, width, height
             )
         # Differentiable part: only the surviving, sorted pairs. Each quantity is gathered as
         # its own contiguous vector: slicing columns of one gathered (M, F) matrix would make
         # autograd allocate a zero (M, F) gradient per column.
-        alpha = self._pair_alpha(cols[:6], pairs.row, pairs.pix, width, height)
+        alpha = self._pair_alpha(cols, pairs.row, pairs.pix, width, height)
         trans = torch.exp(_segmented_exclusive_sum(torch.log1p(-alpha), pairs.seg_start))
         payload = torch.cat([flat[:, 6:10], torch.ones_like(flat[:, :1])], dim=-1)  # rgb, z, 1
         out = _PairWeightedSum.apply(alpha * trans, payload, pairs, c * hw)
@@ -384,11 +384,16 @@ class TorchTiledRenderer:
     def _pair_alpha(
         self, cols: list[Tensor], row: Tensor, pix: Tensor, width: int, height: int
     ) -> Tensor:
-        """Clamped alpha of Gaussian ``row`` at flattened pixel ``pix`` for each pair."""
-        mx, my, ca, cb, cc, op = (t.index_select(0, row) for t in cols)
-        dx = (pix % width).to(mx.dtype) + (0.5 - mx)
-        dy = ((pix // width) % height).to(mx.dtype) + (0.5 - my)
-        power = 0.5 * (ca * dx * dx + cc * dy * dy) + cb * dx * dy
+        """Clamped alpha of Gaussian ``row`` at flattened pixel ``pix`` for each pair.
+
+        ``cols`` are :func:`_alpha_columns`: the per-Gaussian constants are folded in at
+        ``(C * N)`` size so the per-pair expression needs the fewest passes.
+        """
+        mx, my, ha, cb, hc, op = (t.index_select(0, row) for t in cols)
+        y = torch.div(pix, width, rounding_mode="floor")
+        dx = (pix - y * width).to(mx.dtype) - mx
+        dy = (y % height).to(mx.dtype) - my
+        power = dx * (ha * dx + cb * dy) + hc * (dy * dy)
         return (op * torch.exp(-power)).clamp_max(self.max_alpha)
 
     def _list_pairs(
@@ -413,7 +418,8 @@ class TorchTiledRenderer:
         c, n = depths.shape
         hw = height * width
         device = depths.device
-        mx, my = cols[0], cols[1]
+        # Columns 0 and 1 hold the centre minus the half-pixel offset.
+        mx, my = cols[0] + 0.5, cols[1] + 0.5
         order = torch.argsort(torch.where(valid, depths, math.inf), dim=1, stable=True)
         rows_cn = order + torch.arange(c, device=device)[:, None] * n
         # Rank-major order interleaves the cameras so every chunk is one depth layer of each.
@@ -527,6 +533,16 @@ class TorchTiledRenderer:
             t_crow=torch.cat([t_counts.new_zeros(1), torch.cumsum(t_counts, 0)]),
             t_rows=rows,
         )
+
+
+def _alpha_columns(flat: Tensor) -> list[Tensor]:
+    """Per-Gaussian vectors ``[mx - ½, my - ½, a/2, b, c/2, opacity]`` from ``(R, _FEATS)``.
+
+    With pixel *indices* ``(x, y)``: ``dx = x - (mx - ½)`` and
+    ``power = dx (a/2 dx + b dy) + c/2 dy²``, the 3DGS Gaussian exponent.
+    """
+    mx, my, a, b, c, op = flat[:, :6].unbind(-1)
+    return [mx - 0.5, my - 0.5, 0.5 * a, b, 0.5 * c, op]
 
 
 @dataclass
