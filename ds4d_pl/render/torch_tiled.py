@@ -225,8 +225,9 @@ class TorchTiledRenderer:
         eps2d: Low-pass dilation (px²) added to every 2D covariance, as in 3DGS.
         alpha_threshold: A pixel ignores a Gaussian whose alpha there is below this.
         max_alpha: Alpha clamp, keeps ``1 - alpha`` away from 0.
-        camera_chunk: Rasterise at most this many cameras at once to bound peak memory
-            (``None``: all cameras together).
+        camera_chunk: Rasterise at most this many cameras at once (``None``: all together).
+            One at a time is the fastest on CPU (smaller, cache-friendlier pair lists) and
+            bounds peak memory; projection and SH are always batched.
         min_transmittance: Early stop: a pixel ignores every Gaussian after the one that brings
             its transmittance below this (3DGS uses 1e-4); 0 disables it.
         chunk_pairs: Candidate (pixel, Gaussian) pairs per depth chunk; smaller chunks skip more
@@ -243,7 +244,7 @@ class TorchTiledRenderer:
         eps2d: float = 0.3,
         alpha_threshold: float = 1.0 / 255.0,
         max_alpha: float = 0.99,
-        camera_chunk: int | None = None,
+        camera_chunk: int | None = 1,
         min_transmittance: float = 1e-4,
         chunk_pairs: int = 1 << 18,
     ) -> None:
