@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI, SaveConfigCallback
 
 from ds4d_pl.atomic import atomic_path
+from ds4d_pl.callbacks.checkpoint import RunCheckpoint
 from ds4d_pl.callbacks.export import ExportAssets
 from ds4d_pl.callbacks.render_videos import RenderVideos
 from ds4d_pl.data.datamodule import DS4DDataModule
@@ -71,7 +73,7 @@ class DS4DCLI(LightningCLI):
             default=True,
             help="After fit, evaluate on the evaluation views and write metrics.json.",
         )
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults(
             {
                 "checkpoint.save_last": True,
@@ -171,16 +173,19 @@ EXTRA_COMMANDS = {"synth": synth_main}
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``ds4d`` console script."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in EXTRA_COMMANDS:
-        sys.exit(EXTRA_COMMANDS[argv[0]](argv[1:]))
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args and args[0] in EXTRA_COMMANDS:
+        sys.exit(EXTRA_COMMANDS[args[0]](args[1:]))
+    # Lightning warns that manual optimisation checkpoints hold the post-step state; that is
+    # exactly what a resume needs here.
+    warnings.filterwarnings("ignore", message=".*manual optimization and every_n_train_steps.*")
     DS4DCLI(
         DS4DSystem,
         DS4DDataModule,
         save_config_callback=RunDirConfig,
         save_config_kwargs={"overwrite": True},
         parser_kwargs={"description": "DS4D: video-to-4D Gaussians (fit|validate|test|predict)"},
-        args=argv,
+        args=argv,  # None: LightningCLI reads sys.argv itself
     )
 
 
