@@ -253,6 +253,9 @@ class DS4DSystem(pl.LightningModule):
         for out in outputs:
             self.strategy.accumulate(out, cams.width, cams.height)
         optimizer.step()
+        # Split samples come from a generator of (seed, step) alone, so a resumed run makes the
+        # same densification decisions as an uninterrupted one (and, later, every DDP rank).
+        self.strategy.generator = step_generator(self.seed, step)
         events = self.strategy.step(step, self.gaussians, optimizer.optimizer)
 
         for key in ("cloned", "split", "pruned"):
