@@ -9,13 +9,14 @@ concurrently (or a killed writer) never sees a truncated PNG.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
+
+from ds4d_pl.atomic import atomic_path
 
 __all__ = ["read_rgba", "write_rgba", "write_rgb"]
 
@@ -82,18 +83,10 @@ def _to_uint8(image: Tensor, channels: int, name: str) -> np.ndarray:
 
 def _save_atomic(path: str | os.PathLike, arr: np.ndarray) -> None:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG"}.get(path.suffix.lower(), "PNG")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            # The mode follows from the array shape ((H, W, 3) RGB, (H, W, 4) RGBA).
-            Image.fromarray(arr).save(fh, format=fmt)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_path(path) as tmp:
+        # The mode follows from the array shape ((H, W, 3) RGB, (H, W, 4) RGBA).
+        Image.fromarray(arr).save(tmp, format=fmt)
 
 
 def write_rgba(path: str | os.PathLike, rgba: Tensor) -> None:

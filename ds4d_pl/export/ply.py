@@ -18,7 +18,6 @@ returns raw tables, so ``load_ply(save_ply(raw))`` is exact. Tests: ``tests/test
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ds4d_pl.atomic import atomic_path
 from ds4d_pl.gaussians.canonical import CanonicalGaussians
 from ds4d_pl.render.base import GaussianParams
 
@@ -113,14 +113,8 @@ def save_ply(
         data[name] = values[:, i]
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         PlyData([PlyElement.describe(data, "vertex")], text=False, byte_order="<").write(str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 

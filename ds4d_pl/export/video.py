@@ -7,13 +7,14 @@ Tests: ``tests/test_export.py``.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import av
 import numpy as np
 import torch
 from torch import Tensor
+
+from ds4d_pl.atomic import atomic_path
 
 
 def _pad_even(frames: np.ndarray) -> np.ndarray:
@@ -53,25 +54,21 @@ def write_video(path: str | Path, frames: Tensor, fps: int = 24, crf: int = 18) 
     _, h, w, _ = data.shape
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Keep the .mp4 suffix so the muxer is chosen correctly for the temporary file too.
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.mp4")
-    try:
-        with av.open(str(tmp), mode="w", format="mp4") as container:
-            stream = container.add_stream("libx264", rate=fps)
-            stream.width, stream.height = w, h
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(crf)}
-            for frame in data:
-                video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
-                for packet in stream.encode(video_frame):
-                    container.mux(packet)
-            for packet in stream.encode():
+    # The temporary file keeps the .mp4 suffix so the muxer is chosen correctly for it too.
+    with (
+        atomic_path(path, suffix=".mp4") as tmp,
+        av.open(str(tmp), mode="w", format="mp4") as container,
+    ):
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = w, h
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf)}
+        for frame in data:
+            video_frame = av.VideoFrame.from_ndarray(frame, format="rgb24")
+            for packet in stream.encode(video_frame):
                 container.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        for packet in stream.encode():
+            container.mux(packet)
     return path
 
 
