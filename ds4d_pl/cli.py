@@ -179,6 +179,9 @@ def main(argv: list[str] | None = None) -> None:
     # Lightning warns that manual optimisation checkpoints hold the post-step state; that is
     # exactly what a resume needs here.
     warnings.filterwarnings("ignore", message=".*manual optimization and every_n_train_steps.*")
+    # Upstream deprecation noise that a user can do nothing about.
+    warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")
+    warnings.filterwarnings("ignore", message=".*tensorboardX.* has been removed as a dependency.*")
     DS4DCLI(
         DS4DSystem,
         DS4DDataModule,

@@ -88,6 +88,10 @@ def test_fit_writes_the_run_directory_contract(run_dir: Path) -> None:
     assert set(metrics) >= {"psnr", "ssim", "dyn_psnr"}
     # No temp files of the atomic writers are left behind.
     assert not [p for p in run_dir.rglob(".*") if p.is_file()]
+    # The saved config is a complete, valid config: it reruns as is.
+    again = run_dir.parent / "again"
+    run(["fit", "-c", str(run_dir / "config.yaml"), f"--trainer.default_root_dir={again}"])
+    assert (again / "checkpoints" / "last.ckpt").is_file()
 
 
 def test_test_subcommand_reloads_checkpoint_and_reproduces_metrics(run_dir: Path) -> None:
