@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import asdict
+from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
@@ -25,6 +26,7 @@ from ds4d_pl.config import (
     OptimConfig,
     StageSchedule,
 )
+from ds4d_pl.data.io import write_rgba
 from ds4d_pl.data.sampler import FrameSampler, step_generator
 from ds4d_pl.data.types import Scene4D
 from ds4d_pl.fields import build_field
@@ -333,6 +335,20 @@ class DS4DSystem(pl.LightningModule):
             report["num_views"] = self.scene.eval.num_views
             report["resolution"] = list(self.scene.eval.image_size)
             write_json(f"{self.trainer.default_root_dir}/metrics.json", report)
+
+    def predict_step(self, batch: dict, batch_idx: int) -> Tensor:
+        """Render every evaluation view at one frame and write it as RGBA PNGs.
+
+        Files land in ``<run_dir>/predictions/<scene>/eval_{k}/{t}.png``, the layout of the
+        Consistent4D ground truth, so predictions and GT can be compared file by file.
+        """
+        with torch.no_grad():
+            out = self.render(self.scene.eval.cameras, batch["time"])
+        rgba = torch.cat([out.rgb.clamp(0.0, 1.0), out.alpha.clamp(0.0, 1.0)], dim=-1).cpu()
+        root = Path(self.trainer.default_root_dir) / "predictions" / self.scene.name
+        for k, image in enumerate(rgba):
+            write_rgba(root / f"eval_{k}" / f"{int(batch['frame'])}.png", image)
+        return rgba
 
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -18,7 +18,10 @@ import torch
 from conftest import CONFIGS, tiny_overrides, tiny_synthetic
 
 from ds4d_pl.cli import main
+from ds4d_pl.data.io import read_rgba
 from ds4d_pl.data.parsers.synthetic import SyntheticConfig, write_synthetic
+from ds4d_pl.export.ply import save_ply
+from ds4d_pl.gaussians.canonical import CanonicalGaussians
 
 PARTIAL_PRESETS = sorted(
     p.relative_to(CONFIGS).as_posix()
@@ -104,6 +107,43 @@ def test_test_subcommand_reloads_checkpoint_and_reproduces_metrics(run_dir: Path
     for key in ("psnr", "ssim", "dyn_psnr"):
         assert tested[key] == pytest.approx(fitted[key], abs=1e-4), key
     assert tested["num_gaussians"] == fitted["num_gaussians"]
+
+
+def test_predict_writes_eval_view_pngs_in_the_ground_truth_layout(run_dir: Path) -> None:
+    base = ["-c", str(CONFIGS / "demo.yaml"), *tiny_synthetic(), *tiny_overrides(run_dir)]
+    run(["fit", *base])
+    run(["predict", *[a for a in base if not a.startswith("--checkpoint")]])
+    root = run_dir / "predictions" / "synthetic_mostly_static"
+    for k in range(4):
+        files = sorted(p.name for p in (root / f"eval_{k}").glob("*.png"))
+        assert files == ["0.png", "1.png", "2.png", "3.png"]
+    image = read_rgba(root / "eval_1" / "2.png")
+    assert image.shape == (32, 32, 4)
+    assert 0.0 < image[..., 3].mean() < 1.0  # the object covers part of the frame
+
+
+def test_points_init_from_a_file_and_a_clear_error_when_it_is_missing(
+    run_dir: Path, tmp_path: Path
+) -> None:
+    cloud = tmp_path / "cloud.ply"
+    g = torch.Generator().manual_seed(0)
+    save_ply(cloud, CanonicalGaussians.random_in_sphere(500, 0.4, generator=g))
+    common = [
+        "-c",
+        str(CONFIGS / "demo.yaml"),
+        *tiny_synthetic(),
+        *tiny_overrides(run_dir),
+        "--model.init.mode=points",
+    ]
+    run(["fit", *common, f"--model.init.path={cloud}"])
+    assert (
+        torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["ds4d"][
+            "num_gaussians"
+        ]
+        > 0
+    )
+    with pytest.raises(FileNotFoundError, match="nothere.ply"):
+        run(["fit", *common, f"--model.init.path={tmp_path / 'nothere.ply'}"])
 
 
 def test_test_without_a_checkpoint_fails_clearly(run_dir: Path) -> None:

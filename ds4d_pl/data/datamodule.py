@@ -121,3 +121,7 @@ class DS4DDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         views = self._eval_views()
         return DataLoader(EvalFrames(views, list(range(views.num_frames))), batch_size=None)
+
+    def predict_dataloader(self) -> DataLoader:
+        """Every frame of the evaluation views (``ds4d predict`` renders them to PNG)."""
+        return self.test_dataloader()
