@@ -27,29 +27,10 @@ from torch import Tensor, nn
 
 from ds4d_pl.config import DensifyConfig
 from ds4d_pl.gaussians.canonical import CanonicalGaussians
-from ds4d_pl.render.base import RenderOutput
+from ds4d_pl.render.base import RenderOutput, quat_to_rotmat
 
 #: Names of the strategy's per-Gaussian statistics.
 STATS = ("grad_accum", "count", "max_radii")
-
-
-def _quat_to_rotmat(quats: Tensor) -> Tensor:
-    """``(N, 4)`` (w, x, y, z) quaternions (any norm) to ``(N, 3, 3)`` rotation matrices."""
-    w, x, y, z = nn.functional.normalize(quats, dim=-1).unbind(-1)
-    return torch.stack(
-        [
-            1 - 2 * (y * y + z * z),
-            2 * (x * y - w * z),
-            2 * (x * z + w * y),
-            2 * (x * y + w * z),
-            1 - 2 * (x * x + z * z),
-            2 * (y * z - w * x),
-            2 * (x * z - w * y),
-            2 * (y * z + w * x),
-            1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    ).reshape(-1, 3, 3)
 
 
 def _find_param(optimizer: torch.optim.Optimizer, param: Tensor) -> tuple[int, int] | None:
@@ -267,7 +248,7 @@ class DensifyStrategy:
                     torch.randn(scales.shape, generator=self.generator, device=scales.device)
                     * scales
                 )
-                rot = _quat_to_rotmat(rows["quats"])
+                rot = quat_to_rotmat(rows["quats"])
                 rows["means"] = rows["means"] + torch.einsum("nij,nj->ni", rot, noise)
                 rows["log_scales"] = rows["log_scales"] - math.log(1.6)
             keep_mask = torch.ones(gaussians.num_gaussians, dtype=torch.bool, device=idx.device)

@@ -47,8 +47,8 @@ def ssim(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
     )
 
 
-class ImagePSNR(Metric):
-    """PSNR per image, averaged over images (DDP-synced)."""
+class _PerImageMean(Metric):
+    """Mean over images of a per-image score (DDP-synced sum and count)."""
 
     higher_is_better = True
     full_state_update = False
@@ -59,35 +59,32 @@ class ImagePSNR(Metric):
         self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
-    def update(self, pred: Tensor, target: Tensor) -> None:
-        _check_pair(pred, target)
-        mse = ((pred - target) ** 2).flatten(1).mean(1)
-        self.total += psnr_from_mse(mse, self.data_range).double().sum()
-        self.count += mse.numel()
-
-    def compute(self) -> Tensor:
-        return (self.total / self.count.clamp_min(1)).float()
-
-
-class ImageSSIM(Metric):
-    """SSIM per image, averaged over images (DDP-synced)."""
-
-    higher_is_better = True
-    full_state_update = False
-
-    def __init__(self, data_range: float = 1.0, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.data_range = data_range
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
+    def scores(self, pred: Tensor, target: Tensor) -> Tensor:
+        """``(B,)`` scores of ``(B, H, W, 3)`` images."""
+        raise NotImplementedError
 
     def update(self, pred: Tensor, target: Tensor) -> None:
-        values = ssim(pred, target, self.data_range)
+        values = self.scores(pred, target)
         self.total += values.double().sum()
         self.count += values.numel()
 
     def compute(self) -> Tensor:
         return (self.total / self.count.clamp_min(1)).float()
+
+
+class ImagePSNR(_PerImageMean):
+    """PSNR per image, averaged over images."""
+
+    def scores(self, pred: Tensor, target: Tensor) -> Tensor:
+        _check_pair(pred, target)
+        return psnr_from_mse(((pred - target) ** 2).flatten(1).mean(1), self.data_range)
+
+
+class ImageSSIM(_PerImageMean):
+    """SSIM per image, averaged over images."""
+
+    def scores(self, pred: Tensor, target: Tensor) -> Tensor:
+        return ssim(pred, target, self.data_range)
 
 
 class MaskedPSNR(Metric):

@@ -47,7 +47,7 @@ import torch
 from torch import Tensor
 
 from ds4d_pl.cameras import Cameras
-from ds4d_pl.render.base import GaussianParams, RenderOutput, eval_sh
+from ds4d_pl.render.base import GaussianParams, RenderOutput, eval_sh, quat_to_rotmat
 
 #: Number of per-(camera, Gaussian) feature columns gathered per pair (see ``_rasterize``).
 _FEATS = 10
@@ -76,39 +76,6 @@ class Projection:
     radii: Tensor
     extents: Tensor
     valid: Tensor
-
-
-def quat_to_rotmat(quats: Tensor) -> Tensor:
-    """Rotation matrices from ``(w, x, y, z)`` quaternions, safe for zero quaternions.
-
-    Args:
-        quats: ``(..., 4)`` quaternions, any norm.
-
-    Returns:
-        ``(..., 3, 3)`` rotations; a (near-)zero quaternion maps to the identity with zero
-        gradient instead of a division by zero.
-    """
-    norm = quats.norm(dim=-1, keepdim=True)
-    degenerate = norm < 1e-12
-    identity = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=quats.dtype, device=quats.device)
-    # Sanitise before dividing so the discarded branch cannot leak inf/NaN into the backward.
-    q = torch.where(degenerate, identity, quats / torch.where(degenerate, 1.0, norm))
-    w, x, y, z = q.unbind(-1)
-    rot = torch.stack(
-        [
-            1 - 2 * (y * y + z * z),
-            2 * (x * y - w * z),
-            2 * (x * z + w * y),
-            2 * (x * y + w * z),
-            1 - 2 * (x * x + z * z),
-            2 * (y * z - w * x),
-            2 * (x * z - w * y),
-            2 * (y * z + w * x),
-            1 - 2 * (x * x + y * y),
-        ],
-        dim=-1,
-    )
-    return rot.reshape(quats.shape[:-1] + (3, 3))
 
 
 def project_gaussians(
