@@ -275,8 +275,9 @@ class EfficientNetLite0Encoder(FrameEncoder):
     """Frozen ImageNet EfficientNet-Lite0 features at one resolution stage.
 
     The checkpoint was trained on TF-preprocessed inputs in ``[-1, 1]`` (mean 127, std 128 on
-    the 0-255 scale), not on ImageNet mean/std: with ImageNet statistics the first BatchNorm's
-    batch variance is ~5× its running variance (see ``tests/test_encoders.py``).
+    the 0-255 scale), not on ImageNet mean/std: the stem's BatchNorm statistics imply ImageNet's
+    pixel contrast only under ``[-1, 1]``, and on real photos ImageNet mean/std triples the
+    BatchNorm batch-vs-running mismatch (``tests/test_encoders.py`` and the encoder report).
 
     Args:
         stage: Resolution stage 1-5 (see the module table): 4 → 112 channels at stride 16, i.e.
