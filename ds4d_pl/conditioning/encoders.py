@@ -426,7 +426,11 @@ class Dinov2Encoder(FrameEncoder):
             if config.model_type == "dinov2_with_registers"
             else Dinov2Model
         )
-        self.model = model_cls.from_pretrained(directory, local_files_only=True)
+        # float32 explicitly: transformers 5 otherwise keeps the checkpoint's dtype, and the
+        # features feed float32 CPU code downstream.
+        self.model = model_cls.from_pretrained(
+            directory, local_files_only=True, dtype=torch.float32
+        )
         self.variant = variant
         patch = int(config.patch_size)
         self.stride = patch
