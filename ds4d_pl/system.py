@@ -18,7 +18,11 @@ from torch import Tensor
 
 from ds4d_pl.atomic import write_json
 from ds4d_pl.cameras import Cameras
+from ds4d_pl.conditioning.build import build_conditioner, feature_cache_dir
+from ds4d_pl.conditioning.encoders import encode_views, encoder_record
 from ds4d_pl.config import (
+    AblationConfig,
+    ConditioningConfig,
     DensifyConfig,
     FieldConfig,
     GaussianInit,
@@ -26,7 +30,7 @@ from ds4d_pl.config import (
     OptimConfig,
     StageSchedule,
 )
-from ds4d_pl.data.io import write_rgba
+from ds4d_pl.data.io import write_rgb, write_rgba
 from ds4d_pl.data.sampler import FrameSampler, step_generator
 from ds4d_pl.data.types import Scene4D
 from ds4d_pl.fields import build_field
@@ -64,6 +68,10 @@ class DS4DSystem(pl.LightningModule):
         optim: Learning rates per parameter group.
         schedule: Coarse (static) and fine (deforming) stage lengths and per-step sampling.
         densify: Clone / split / prune schedule.
+        ablation: Which parts of DS4D are on (init, frame features, DSFD, TSSF); presets in
+            ``configs/ablation/``.
+        conditioning: Settings of the frame-feature conditioning (encoder, DSFD reference, TSSF
+            temperature, projection width, occlusion test).
         renderer: ``auto`` (gsplat on CUDA, else the torch reference), ``torch_tiled``, ``gsplat``.
         background: RGB background colour in ``[0, 1]`` (white for the Consistent4D protocol).
         seed: Seed of the Gaussian initialisation and of the per-step sampling.
@@ -77,6 +85,8 @@ class DS4DSystem(pl.LightningModule):
         optim: OptimConfig | None = None,
         schedule: StageSchedule | None = None,
         densify: DensifyConfig | None = None,
+        ablation: AblationConfig | None = None,
+        conditioning: ConditioningConfig | None = None,
         renderer: str = "auto",
         background: tuple[float, float, float] = (1.0, 1.0, 1.0),
         seed: int = 0,
@@ -89,6 +99,8 @@ class DS4DSystem(pl.LightningModule):
         self.optim_cfg = _typed(OptimConfig, optim)
         self.schedule = _typed(StageSchedule, schedule)
         self.densify_cfg = _typed(DensifyConfig, densify)
+        self.ablation = _typed(AblationConfig, ablation)
+        self.cond_cfg = _typed(ConditioningConfig, conditioning)
         self.seed = seed
         if len(background) != 3 or not all(0.0 <= c <= 1.0 for c in background):
             raise ValueError(f"model.background must be 3 values in [0, 1], got {background}")
@@ -98,7 +110,15 @@ class DS4DSystem(pl.LightningModule):
         # a resumed run uses the value of the original initialisation.
         self.register_buffer("extent", torch.tensor(0.0))
         self.gaussians = CanonicalGaussians.empty(self.init_cfg.sh_degree)
-        self.field = build_field(self.field_cfg, cond_dim=0)
+        self.conditioner, encoder = build_conditioner(self.ablation, self.cond_cfg)
+        # The frozen encoder is only used once at set-up; kept out of the module tree so it is
+        # neither checkpointed nor moved between devices with the trainable parts.
+        self._encoder = [encoder] if encoder is not None else []
+        cond_dim = self.conditioner.out_dim if self.conditioner is not None else 0
+        self.field = build_field(self.field_cfg, cond_dim=cond_dim)
+        # Rendered depth of the canonical Gaussians in every training view (occlusion test of
+        # the point features); refreshed every conditioning.visibility_every steps.
+        self._visibility: Tensor | None = None
         self.renderer = build_renderer(renderer)
         self.strategy: DensifyStrategy | None = None
         self.sampler: FrameSampler | None = None
@@ -122,11 +142,49 @@ class DS4DSystem(pl.LightningModule):
             self.scene.train, self.scene.num_input_views, self.background.cpu()
         )
         self.strategy = DensifyStrategy(self.densify_cfg, float(self.extent))
+        if self.conditioner is not None and not self.conditioner.ready:
+            self._prepare_features()
+        if stage == "fit" and self.trainer.is_global_zero:
+            self._write_run_info()
+
+    def _prepare_features(self) -> None:
+        """Encode every (view, frame) of the training views once (disk-cached across runs)."""
+        encoder = self._encoder[0]
+        feats = encode_views(
+            encoder,
+            self.scene.train,
+            self.background.cpu(),
+            cache_dir=feature_cache_dir(self.cond_cfg),
+        )
+        self.conditioner.set_features(feats.to(self.device), self.scene.train.times.to(self.device))
+
+    def _write_run_info(self) -> None:
+        """Record what this run actually used: encoder and checksum, renderer, supervision."""
+        root = Path(self.trainer.default_root_dir)
+        info = {
+            "ablation": asdict(self.ablation),
+            "renderer": self.renderer.name,
+            "encoder": encoder_record(self._encoder[0]) if self._encoder else None,
+            "scene": self.scene.name,
+            "pseudo_views": self.scene.train.source,
+            "pseudo_view_loss": "l1+ssim",
+            "scene_meta": {k: str(v) for k, v in self.scene.meta.items()},
+        }
+        write_json(root / "run_info.json", info)
+        if self.conditioner is not None and self.ablation.dsfd:
+            # Dynamic-energy maps ||dynamic|| / ||f||: one row of frames per training view.
+            energy = self.conditioner.energy.cpu()
+            v, t, h, w = energy.shape
+            grid = energy.permute(0, 2, 1, 3).reshape(v * h, t * w)
+            grid = grid / grid.max().clamp_min(1e-6)
+            write_rgb(
+                root / "diagnostics" / "dynamic_energy.png", grid[..., None].expand(-1, -1, 3)
+            )
 
     def _init_gaussians(self, scene: Scene4D) -> None:
         cfg = self.init_cfg
         g = torch.Generator().manual_seed(self.seed)
-        if cfg.mode == "random":
+        if self.ablation.init == "random":
             gaussians = CanonicalGaussians.random_in_sphere(
                 cfg.num, cfg.radius, cfg.sh_degree, cfg.init_opacity, generator=g
             )
@@ -140,7 +198,7 @@ class DS4DSystem(pl.LightningModule):
             )
         else:
             raise ValueError(
-                f"model.init.mode='points' but scene {scene.name!r} has no init points and "
+                f"model.ablation.init='points' but scene {scene.name!r} has no init points and "
                 "model.init.path is not set; give a point cloud or mesh file"
             )
         self.gaussians = gaussians.to(self.device)
@@ -154,6 +212,10 @@ class DS4DSystem(pl.LightningModule):
             {"params": list(self.field.encoding_parameters()), "lr": o.field_lr, "name": "field"}
         )
         groups.append({"params": list(self.field.mlp_parameters()), "lr": o.mlp_lr, "name": "mlp"})
+        if self.conditioner is not None:
+            groups.append(
+                {"params": list(self.conditioner.parameters()), "lr": o.cond_lr, "name": "cond"}
+            )
         return torch.optim.Adam(groups, lr=0.0, eps=o.eps)
 
     # -------------------------------------------------------------- the model
@@ -172,7 +234,12 @@ class DS4DSystem(pl.LightningModule):
             return gs.activated()
         tt = torch.as_tensor(t, dtype=gs.means.dtype, device=gs.means.device)
         tt = tt.reshape(1, 1).expand(gs.num_gaussians, 1)
-        deltas = self.field(gs.means, tt)
+        cond = None
+        if self.conditioner is not None:
+            cond, _ = self.conditioner(
+                gs.means, t, self.scene.train.cameras.to(self.device), self._visibility_depth()
+            )
+        deltas = self.field(gs.means, tt, cond)
         means, quats, log_scales, logit_opacities, sh_dc = apply_deltas(
             gs.means, gs.quats, gs.log_scales, gs.logit_opacities, gs.sh_dc, deltas
         )
@@ -183,6 +250,20 @@ class DS4DSystem(pl.LightningModule):
             logit_opacities=logit_opacities,
             sh_dc=sh_dc,
         )
+
+    @torch.no_grad()
+    def _visibility_depth(self, refresh: bool = False) -> Tensor:
+        """Depth of the canonical Gaussians in every training view, at low resolution.
+
+        Canonical positions do not depend on time, so one render per view serves every frame
+        until the next refresh (DESIGN §5: occluded views get zero features).
+        """
+        if self._visibility is None or refresh:
+            res = self.cond_cfg.visibility_resolution
+            cams = self.scene.train.cameras.resized(res, res).to(self.device)
+            out = self.renderer(self.gaussians.activated(), cams, self.background)
+            self._visibility = out.depth[..., 0].detach()
+        return self._visibility
 
     def render(
         self, cameras: Cameras, t: float | Tensor, deform: bool | None = None
@@ -207,6 +288,8 @@ class DS4DSystem(pl.LightningModule):
                 group["lr"] = decay(o.field_lr, o.field_lr_final)
             elif name == "mlp":
                 group["lr"] = decay(o.mlp_lr, o.mlp_lr_final)
+            elif name == "cond":
+                group["lr"] = decay(o.cond_lr, o.cond_lr_final)
 
     def training_step(self, batch: int, batch_idx: int) -> Tensor:
         step = self.global_step
@@ -214,6 +297,8 @@ class DS4DSystem(pl.LightningModule):
         self._update_learning_rates(optimizer.optimizer, step)
         coarse = self.is_coarse(step)
         deform = self.deforms and not coarse
+        if deform and self.conditioner is not None and step % self.cond_cfg.visibility_every == 0:
+            self._visibility_depth(refresh=True)
         sched = self.schedule
         samples = self.sampler.sample(
             step_generator(self.seed, step, self.global_rank),
@@ -283,7 +368,7 @@ class DS4DSystem(pl.LightningModule):
         log["train/num_gaussians"] = float(self.gaussians.num_gaussians)
         log["train/stage_fine"] = float(deform)
         for group in optimizer.param_groups:
-            if group.get("name") in ("means", "field", "mlp"):
+            if group.get("name") in ("means", "field", "mlp", "cond"):
                 log[f"train/lr/{group['name']}"] = group["lr"]
         # Cumulative counts: events happen every densify.interval steps, and a running total
         # survives the logger's sampling where a one-step value would be missed or repeated.
@@ -356,10 +441,12 @@ class DS4DSystem(pl.LightningModule):
         checkpoint["ds4d"] = {
             "num_gaussians": self.gaussians.num_gaussians,
             "densify_totals": dict(self._densify_totals),
+            "visibility_depth": self._visibility,
             "renderer": self.renderer.name,
             "scene": self.scene.name if self.scene else None,
             "configs": {
                 "init": asdict(self.init_cfg),
+                "ablation": asdict(self.ablation),
                 "schedule": asdict(self.schedule),
             },
         }
@@ -371,3 +458,4 @@ class DS4DSystem(pl.LightningModule):
         if checkpoint.get("densify_state") is not None:
             self.strategy.load_state_dict(checkpoint["densify_state"])
         self._densify_totals.update(checkpoint.get("ds4d", {}).get("densify_totals", {}))
+        self._visibility = checkpoint.get("ds4d", {}).get("visibility_depth")

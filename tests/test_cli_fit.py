@@ -133,7 +133,7 @@ def test_points_init_from_a_file_and_a_clear_error_when_it_is_missing(
         str(CONFIGS / "demo.yaml"),
         *tiny_synthetic(),
         *tiny_overrides(run_dir),
-        "--model.init.mode=points",
+        "--model.ablation.init=points",
     ]
     run(["fit", *common, f"--model.init.path={cloud}"])
     assert (

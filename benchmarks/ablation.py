@@ -1,0 +1,178 @@
+"""DS4D ablation rows on the synthetic objects: quality and step time, several seeds.
+
+    python benchmarks/ablation.py --out benchmarks/results/ablation.json \
+        [--motion mostly_static] [--seeds 3] [--rows row_b,row_d,...]
+
+Every (motion, row, seed) is one ``ds4d fit`` in a subprocess with the same step budget, on the
+same synthetic object; the row's ablation preset is the only difference between rows. Reports
+eval-view PSNR, SSIM and dynamic-region PSNR (mean and std over seeds) and the median fine-stage
+step time. Writes the JSON and a markdown table ``benchmarks/results/<stem of --out>.md``.
+The numbers are what was measured: nothing here is tuned per row.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+MOTIONS = ("static_only", "mostly_static", "dynamic_only")
+ROWS = ("row_b", "row_d", "row_e", "row_f", "row_g", "row_h")
+METRICS = ("psnr", "ssim", "dyn_psnr")
+
+
+def budget_args(a: argparse.Namespace) -> list[str]:
+    """The shared budget: identical for every row."""
+    return [
+        f"--model.schedule.coarse_steps={a.coarse_steps}",
+        f"--model.schedule.fine_steps={a.fine_steps}",
+        f"--data.synthetic.resolution={a.resolution}",
+        f"--data.synthetic.eval_resolution={a.resolution}",
+        f"--data.synthetic.num_frames={a.frames}",
+        "--trainer.val_check_interval=100000",
+        "--trainer.enable_progress_bar=false",
+        "--videos.enabled=false",
+        "--export.enabled=false",
+        "--checkpoint.every_n_train_steps=100000",
+    ]
+
+
+def fine_step_ms(run_dir: Path, coarse_steps: int) -> float | None:
+    logs = list(run_dir.glob("lightning_logs/*/metrics.csv"))
+    if not logs:
+        return None
+    with open(logs[0]) as fh:
+        values = [
+            float(r["train/step_ms"])
+            for r in csv.DictReader(fh)
+            if r.get("train/step_ms") and int(r["step"]) > coarse_steps + 20
+        ]
+    return statistics.median(values) if values else None
+
+
+def run_one(a: argparse.Namespace, motion: str, row: str, seed: int, tmp: Path) -> dict:
+    run_dir = tmp / f"{motion}_{row}_{seed}"
+    cmd = [
+        sys.executable,
+        "-m",
+        "ds4d_pl.cli",
+        "fit",
+        "-c",
+        str(REPO / "configs" / "base.yaml"),
+        "-c",
+        str(REPO / "configs" / "ablation" / f"{row}.yaml"),
+        f"--data.synthetic.motion={motion}",
+        f"--data.synthetic.seed={seed}",
+        f"--model.seed={seed}",
+        f"--seed_everything={seed}",
+        f"--trainer.default_root_dir={run_dir}",
+        *budget_args(a),
+    ]
+    start = time.perf_counter()
+    proc = subprocess.run(
+        cmd, cwd=REPO, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
+    )
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-3000:])
+        raise SystemExit(f"{motion}/{row}/seed {seed} failed (exit {proc.returncode})")
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    result = {k: metrics[k] for k in METRICS}
+    result.update(
+        seed=seed,
+        step_ms=fine_step_ms(run_dir, a.coarse_steps),
+        wall_s=round(time.perf_counter() - start, 1),
+        num_gaussians=metrics.get("num_gaussians"),
+    )
+    return result
+
+
+def summarise(seeds: list[dict]) -> dict:
+    out: dict = {}
+    for key in (*METRICS, "step_ms"):
+        values = [s[key] for s in seeds if s[key] is not None]
+        out[key] = statistics.mean(values) if values else None
+        out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    out["seeds"] = seeds
+    return out
+
+
+def markdown(results: dict, a: argparse.Namespace) -> str:
+    lines = [
+        f"# DS4D ablation on the synthetic objects ({a.seeds} seeds)",
+        "",
+        f"Budget per run: {a.coarse_steps} coarse + {a.fine_steps} fine steps, {a.frames} frames,"
+        f" {a.resolution}² training and evaluation views, oracle pseudo views. Mean ± std over "
+        "seeds; step time is the median fine-stage step.",
+        "",
+    ]
+    for motion, rows in results.items():
+        base = rows.get("row_b")
+        lines += [
+            f"## {motion}",
+            "",
+            "| row | PSNR | SSIM | dyn PSNR | Δdyn vs B | step ms | ×B time |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for row, r in rows.items():
+            if r["dyn_psnr"] is not None and base and base["dyn_psnr"] is not None:
+                ddyn = f"{r['dyn_psnr'] - base['dyn_psnr']:+.2f}"
+            else:
+                ddyn = "n/a"
+            ratio = (
+                f"{r['step_ms'] / base['step_ms']:.2f}"
+                if base and r["step_ms"] and base["step_ms"]
+                else "n/a"
+            )
+            dyn = (
+                "n/a" if r["dyn_psnr"] is None else f"{r['dyn_psnr']:.2f} ± {r['dyn_psnr_std']:.2f}"
+            )
+            step = "n/a" if r["step_ms"] is None else f"{r['step_ms']:.0f}"
+            lines.append(
+                f"| {row} | {r['psnr']:.2f} ± {r['psnr_std']:.2f} | {r['ssim']:.4f} | {dyn} | "
+                f"{ddyn} | {step} | {ratio} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "ablation.json"))
+    p.add_argument("--motion", action="append", choices=MOTIONS, help="repeatable; default all")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--rows", default=",".join(ROWS))
+    p.add_argument("--coarse_steps", type=int, default=150)
+    p.add_argument("--fine_steps", type=int, default=450)
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--frames", type=int, default=12)
+    a = p.parse_args()
+    motions = a.motion or list(MOTIONS)
+    rows = a.rows.split(",")
+    out_path = Path(a.out)
+    results: dict = json.loads(out_path.read_text()) if out_path.exists() else {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for motion in motions:
+            results[motion] = {}
+            for row in rows:
+                seeds = []
+                for seed in range(a.seeds):
+                    seeds.append(run_one(a, motion, row, seed, Path(tmp)))
+                    print(motion, row, seeds[-1], flush=True)
+                results[motion][row] = summarise(seeds)
+                out_path.parent.mkdir(parents=True, exist_ok=True)
+                out_path.write_text(json.dumps(results, indent=2) + "\n")
+    md_path = REPO / "benchmarks" / "results" / f"{out_path.stem}.md"
+    md_path.write_text(markdown(results, a) + "\n")
+    print(markdown(results, a))
+
+
+if __name__ == "__main__":
+    main()
