@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
+# Feature caches of test runs go to a throw-away directory, not the user's ~/.cache.
+os.environ.setdefault("DS4D_CACHE_DIR", tempfile.mkdtemp(prefix="ds4d-test-cache-"))
 
 import pytest  # noqa: E402
 import torch  # noqa: E402

@@ -89,6 +89,14 @@ def test_fit_writes_the_run_directory_contract(run_dir: Path) -> None:
     assert not (run_dir / "export" / "frame_0004.ply").exists()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert set(metrics) >= {"psnr", "ssim", "dyn_psnr"}
+    # The run records what it used: encoder and its weights' checksum, renderer, supervision.
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["encoder"]["name"] == "efficientnet_lite0"
+    assert len(info["encoder"]["weights_sha256"]) == 64
+    assert info["ablation"] == {"init": "points", "frame_features": True, "dsfd": True, "tssf": "da"}
+    assert info["pseudo_views"] == "oracle"
+    energy = read_rgba(run_dir / "diagnostics" / "dynamic_energy.png", require_alpha=False)
+    assert energy.shape[:2] == (7 * 32, 4 * 32)  # views x frames of 32x32 token grids
     # No temp files of the atomic writers are left behind.
     assert not [p for p in run_dir.rglob(".*") if p.is_file()]
     # The saved config is a complete, valid config: it reruns as is.
