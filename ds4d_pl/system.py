@@ -119,6 +119,7 @@ class DS4DSystem(pl.LightningModule):
         # Rendered depth of the canonical Gaussians in every training view (occlusion test of
         # the point features); refreshed every conditioning.visibility_every steps.
         self._visibility: Tensor | None = None
+        self._last_deformed: Tensor | None = None
         self.renderer = build_renderer(renderer)
         self.strategy: DensifyStrategy | None = None
         self.sampler: FrameSampler | None = None
@@ -236,13 +237,22 @@ class DS4DSystem(pl.LightningModule):
         tt = tt.reshape(1, 1).expand(gs.num_gaussians, 1)
         cond = None
         if self.conditioner is not None:
+            points = gs.means
+            last = self._last_deformed
+            if self.cond_cfg.deformed_positions and last is not None and len(last) == len(points):
+                # Knob: where the Gaussians were at the previous forward (stop-grad), a better
+                # guess of their image position in each frame than the canonical one. The
+                # occlusion test still uses the canonical depth renders.
+                points = last
             cond, _ = self.conditioner(
-                gs.means, t, self.scene.train.cameras.to(self.device), self._visibility_depth()
+                points, t, self.scene.train.cameras.to(self.device), self._visibility_depth()
             )
         deltas = self.field(gs.means, tt, cond)
         means, quats, log_scales, logit_opacities, sh_dc = apply_deltas(
             gs.means, gs.quats, gs.log_scales, gs.logit_opacities, gs.sh_dc, deltas
         )
+        if self.cond_cfg.deformed_positions:
+            self._last_deformed = means.detach()
         return gs.activated(
             means=means,
             quats=quats,

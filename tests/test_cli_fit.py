@@ -306,3 +306,21 @@ def test_resumed_run_matches_the_uninterrupted_run(tmp_path: Path) -> None:
     assert a["state_dict"].keys() == b["state_dict"].keys()
     for key, value in a["state_dict"].items():
         torch.testing.assert_close(b["state_dict"][key], value, msg=key)
+
+
+def test_conditioning_knobs_fit(run_dir: Path) -> None:
+    """Non-default conditioning settings (deformed positions, DA concat, mean reference) run."""
+    run(
+        [
+            "fit",
+            "-c",
+            str(CONFIGS / "demo.yaml"),
+            *tiny_synthetic(),
+            *tiny_overrides(run_dir, 3),
+            "--model.conditioning.deformed_positions=true",
+            "--model.conditioning.da_combine=concat",
+            "--model.conditioning.reference=mean",
+            "--model.conditioning.visibility_every=1",
+        ]
+    )
+    assert (run_dir / "metrics.json").is_file()
