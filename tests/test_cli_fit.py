@@ -93,7 +93,8 @@ def test_fit_writes_the_run_directory_contract(run_dir: Path) -> None:
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["encoder"]["name"] == "efficientnet_lite0"
     assert len(info["encoder"]["weights_sha256"]) == 64
-    assert info["ablation"] == {"init": "points", "frame_features": True, "dsfd": True, "tssf": "da"}
+    row_h = {"init": "points", "frame_features": True, "dsfd": True, "tssf": "da"}
+    assert info["ablation"] == row_h
     assert info["pseudo_views"] == "oracle"
     energy = read_rgba(run_dir / "diagnostics" / "dynamic_energy.png", require_alpha=False)
     assert energy.shape[:2] == (7 * 32, 4 * 32)  # views x frames of 32x32 token grids

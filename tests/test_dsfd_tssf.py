@@ -419,3 +419,17 @@ def test_sampling_then_fusion_end_to_end() -> None:
     for fusion in (TSSF(6, "mean"), TSSF(6, "ga"), TSSF(6, "da"), InputViewOnly(6)):
         fused = fusion(pf)
         assert fused.features.shape == (200, 6) and torch.isfinite(fused.features).all()
+
+
+def test_fresh_ga_fusion_starts_as_the_mean_fusion() -> None:
+    """GA's scoring layer is zero-initialised, so before training it equals TSSF-mean."""
+    from ds4d_pl.conditioning.tssf import PointFeatures
+
+    g = torch.Generator().manual_seed(3)
+    feats = torch.randn(4, 30, 6, generator=g)
+    visible = torch.rand(4, 30, generator=g) > 0.3
+    pf = PointFeatures(feats * visible[..., None], visible)
+    ga = TSSF(6, mode="ga")(pf)
+    mean = TSSF(6, mode="mean")(pf)
+    torch.testing.assert_close(ga.features, mean.features)
+    torch.testing.assert_close(ga.weights, mean.weights)

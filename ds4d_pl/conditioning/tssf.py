@@ -236,6 +236,13 @@ class TSSF(nn.Module):
         self.tau = float(tau)
         self.combine = combine
         self.score = nn.Linear(in_dim, 1) if mode == "ga" else None
+        if self.score is not None:
+            # Start GA from the mean fusion (all logits 0). A random init gives arbitrary,
+            # confident per-view weights that often bury the input view, and in the ablation
+            # benchmark (benchmarks/results/ablation.md) GA then trailed even the input-view-only
+            # row; learning away from uniform keeps what the views agree on.
+            nn.init.zeros_(self.score.weight)
+            nn.init.zeros_(self.score.bias)
         self.merge = nn.Linear(2 * in_dim, in_dim) if combine == "concat" else None
 
     def forward(self, pf: PointFeatures, input_view: int = 0) -> Fused:
