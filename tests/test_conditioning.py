@@ -142,3 +142,29 @@ def test_feature_cache_dir_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path:
     assert feature_cache_dir(ConditioningConfig(cache_dir=str(tmp_path))) == tmp_path
     monkeypatch.setenv("DS4D_CACHE_DIR", str(tmp_path))
     assert feature_cache_dir(ConditioningConfig()) == tmp_path / "features"
+
+
+def test_switchboard_builds_dinov2_from_a_local_directory_and_rejects_unknown_encoders(
+    tmp_path: Path,
+) -> None:
+    from transformers import Dinov2Config, Dinov2Model
+
+    config = Dinov2Config(
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        patch_size=14,
+        image_size=56,
+    )
+    Dinov2Model(config).save_pretrained(tmp_path / "dino")
+    cfg = ConditioningConfig(
+        encoder="dinov2", encoder_weights=str(tmp_path / "dino"), encoder_input_size=56
+    )
+    cond, encoder = build_conditioner(ABLATION_PRESETS["row_h"], cfg)
+    assert encoder.name == "dinov2" and encoder.out_dim == 16
+    assert cond.decoupler.out_dim == 32
+    feats = encoder(torch.rand(2, 40, 40, 3))
+    assert feats.shape == (2, 16, 4, 4)
+    with pytest.raises(ValueError, match="efficientnet_lite0"):
+        build_conditioner(ABLATION_PRESETS["row_h"], ConditioningConfig(encoder="clip"))

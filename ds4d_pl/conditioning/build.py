@@ -138,22 +138,14 @@ def build_conditioner(
     """
     if not ablation.frame_features:
         return None, None
-    if cfg.encoder == "efficientnet_lite0":
-        encoder = build_encoder(
-            cfg.encoder,
-            stage=cfg.encoder_stage,
-            input_size=cfg.encoder_input_size,
-            weights=cfg.encoder_weights,
-        )
-    elif cfg.encoder == "dinov2":
-        encoder = build_encoder(
-            cfg.encoder,
-            variant=cfg.dinov2_variant,
-            weights=cfg.encoder_weights,
-            input_size=cfg.encoder_input_size,
-        )
-    else:
-        encoder = build_encoder(cfg.encoder)  # raises with the list of choices
+    # Encoder-specific options; an unknown encoder name is reported by build_encoder.
+    options = {
+        "efficientnet_lite0": {"stage": cfg.encoder_stage},
+        "dinov2": {"variant": cfg.dinov2_variant},
+    }.get(cfg.encoder, {})
+    encoder = build_encoder(
+        cfg.encoder, weights=cfg.encoder_weights, input_size=cfg.encoder_input_size, **options
+    )
     return Conditioner(encoder.out_dim, cfg, ablation.dsfd, ablation.tssf), encoder
 
 
