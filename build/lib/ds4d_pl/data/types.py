@@ -1,0 +1,168 @@
+"""Typed containers every parser returns and every consumer reads.
+
+A :class:`Scene4D` is what a parser produces: named groups of images observed by cameras at
+times in ``[0, 1]``. Groups are :class:`ViewSet` tables of ``V`` cameras × ``T`` frames (object
+videos, pseudo views, evaluation views). A :class:`FrameBatch` is what one training step
+consumes: a flat list of (time, camera, image) samples.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+from ds4d_pl.cameras import Cameras
+
+
+@dataclass
+class ViewSet:
+    """``V`` fixed cameras each observing the same ``T`` instants.
+
+    Attributes:
+        rgb: ``(V, T, H, W, 3)`` straight (not premultiplied) colour in ``[0, 1]``.
+        alpha: ``(V, T, H, W, 1)`` foreground coverage in ``[0, 1]``.
+        cameras: ``V`` cameras.
+        times: ``(T,)`` normalised times in ``[0, 1]``.
+        dyn_mask: Optional ``(V, T, H, W, 1)`` boolean mask of pixels that belong to moving
+            parts; consumers fall back to :func:`motion_mask` when it is absent.
+        source: Where the images come from (``"gt"``, ``"oracle"``, ``"zero123pp"``, ...), so a
+            run can report what supervised it.
+    """
+
+    rgb: Tensor
+    alpha: Tensor
+    cameras: Cameras
+    times: Tensor
+    dyn_mask: Tensor | None = None
+    source: str = "gt"
+
+    def __post_init__(self) -> None:
+        if self.rgb.ndim != 5 or self.rgb.shape[-1] != 3:
+            raise ValueError(f"ViewSet.rgb must be (V, T, H, W, 3), got {tuple(self.rgb.shape)}")
+        v, t, h, w, _ = self.rgb.shape
+        if tuple(self.alpha.shape) != (v, t, h, w, 1):
+            raise ValueError(
+                f"ViewSet.alpha must be {(v, t, h, w, 1)}, got {tuple(self.alpha.shape)}"
+            )
+        if len(self.cameras) != v:
+            raise ValueError(f"ViewSet has {v} views but {len(self.cameras)} cameras")
+        if (self.cameras.width, self.cameras.height) != (w, h):
+            raise ValueError(
+                f"ViewSet images are {w}x{h} but cameras are "
+                f"{self.cameras.width}x{self.cameras.height}"
+            )
+        if tuple(self.times.shape) != (t,):
+            raise ValueError(f"ViewSet.times must be ({t},), got {tuple(self.times.shape)}")
+        if self.dyn_mask is not None and tuple(self.dyn_mask.shape) != (v, t, h, w, 1):
+            raise ValueError(
+                f"ViewSet.dyn_mask must be {(v, t, h, w, 1)}, got {tuple(self.dyn_mask.shape)}"
+            )
+
+    @property
+    def num_views(self) -> int:
+        return self.rgb.shape[0]
+
+    @property
+    def num_frames(self) -> int:
+        return self.rgb.shape[1]
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        """``(height, width)``."""
+        return self.rgb.shape[2], self.rgb.shape[3]
+
+    def composite(self, background: Tensor) -> Tensor:
+        """Colour composited over ``background`` ``(3,)``: ``(V, T, H, W, 3)``."""
+        return self.rgb * self.alpha + background.to(self.rgb) * (1.0 - self.alpha)
+
+    def dynamic_mask(self, threshold: float = 0.02) -> Tensor:
+        """The dataset's moving-pixel mask, or one derived from the images themselves."""
+        if self.dyn_mask is not None:
+            return self.dyn_mask
+        return motion_mask(self.rgb * self.alpha, threshold)
+
+
+@dataclass
+class Scene4D:
+    """Everything a parser knows about one object or scene.
+
+    Attributes:
+        name: Object or scene name.
+        train: Views that supervise training. For objects view 0 is the input video and views
+            ``1..`` are pseudo views; for multi-view scenes all are real cameras.
+        eval: Views the metrics are computed on (Consistent4D's four, a held-out camera, ...).
+        num_input_views: How many leading views of ``train`` are real observations; the rest
+            are pseudo views from a prior (loss ``pseudo`` instead of ``input``).
+        init_points: Optional ``(P, 3)`` points (and ``init_colors`` ``(P, 3)``) to seed the
+            Gaussians from.
+        meta: Free-form provenance recorded in the run directory.
+    """
+
+    name: str
+    train: ViewSet
+    eval: ViewSet | None = None
+    num_input_views: int = 1
+    init_points: Tensor | None = None
+    init_colors: Tensor | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.num_input_views <= self.train.num_views:
+            raise ValueError(
+                f"Scene4D {self.name!r}: num_input_views={self.num_input_views} but the training "
+                f"set has {self.train.num_views} views"
+            )
+
+
+@dataclass
+class FrameBatch:
+    """A flat batch of ``B`` (time, camera, image) samples for one training step.
+
+    Attributes:
+        times: ``(B,)`` normalised times in ``[0, 1]``.
+        cameras: ``B`` cameras (one per sample).
+        rgb: ``(B, H, W, 3)`` target colour composited over the run's background.
+        alpha: ``(B, H, W, 1)`` target coverage.
+        view_ids: ``(B,)`` index of the view within ``Scene4D.train``.
+        frame_ids: ``(B,)`` index of the frame within the view's video.
+        is_input: ``(B,)`` boolean, ``True`` for real observations, ``False`` for pseudo views.
+    """
+
+    times: Tensor
+    cameras: Cameras
+    rgb: Tensor
+    alpha: Tensor
+    view_ids: Tensor
+    frame_ids: Tensor
+    is_input: Tensor
+
+    def __len__(self) -> int:
+        return self.times.shape[0]
+
+    def to(self, device: torch.device | str) -> FrameBatch:
+        return FrameBatch(
+            self.times.to(device),
+            self.cameras.to(device),
+            self.rgb.to(device),
+            self.alpha.to(device),
+            self.view_ids.to(device),
+            self.frame_ids.to(device),
+            self.is_input.to(device),
+        )
+
+
+def motion_mask(frames: Tensor, threshold: float = 0.02) -> Tensor:
+    """Pixels whose colour changes over time anywhere in the clip.
+
+    Args:
+        frames: ``(V, T, H, W, 3)`` premultiplied colour.
+        threshold: Max absolute deviation from the temporal median that counts as motion.
+
+    Returns:
+        ``(V, T, H, W, 1)`` boolean, the same mask repeated for every frame of a view.
+    """
+    median = frames.median(dim=1, keepdim=True).values
+    moving = (frames - median).abs().amax(dim=-1, keepdim=True).amax(dim=1, keepdim=True)
+    return (moving > threshold).expand(*frames.shape[:-1], 1)

@@ -1,0 +1,214 @@
+"""The deformation field: space-time encoding (+ optional conditioning) → per-Gaussian deltas.
+
+``encoding(x, t)`` (HexPlane or 4D hash grid) is optionally concatenated with a per-Gaussian
+conditioning feature (DS4D's fused frame feature) and mapped by a learnable linear fusion layer to
+the MLP width; a shared ReLU MLP follows, then one small head per deformed attribute:
+
+* ``means``: Δposition ``(N, 3)``;
+* ``quats``: Δrotation ``(N, 4)``, added to the raw (unnormalised) quaternion;
+* ``scales``: Δscale ``(N, 3)``, added to the log-scale;
+* ``opacities``: Δlogit-opacity ``(N,)`` (only with ``deform_opacity``);
+* ``sh_dc``: ΔSH-DC colour ``(N, 1, 3)`` (only with ``deform_color``).
+
+The last layer of every head is zero-initialised (weights and bias), so a fresh field returns
+exactly zero deltas and :func:`apply_deltas` is then the identity: training starts from "no
+motion". Locked by ``tests/test_fields.py::test_fresh_field_is_identity``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import Tensor, nn
+
+from ds4d_pl.config import FieldConfig
+from ds4d_pl.fields.hashgrid import HashGrid4D
+from ds4d_pl.fields.hexplane import BoundedEncoding, HexPlane
+
+#: Output width of every head, by delta key.
+HEAD_DIMS: dict[str, int] = {"means": 3, "quats": 4, "scales": 3, "opacities": 1, "sh_dc": 3}
+
+
+def build_encoding(cfg: FieldConfig, bounds: Tensor | None = None) -> BoundedEncoding:
+    """The space-time encoding named by ``cfg.encoding``."""
+    if cfg.encoding == "hexplane":
+        return HexPlane.from_config(cfg, bounds)
+    if cfg.encoding == "hashgrid":
+        return HashGrid4D.from_config(cfg, bounds)
+    raise ValueError(f"FieldConfig.encoding must be 'hexplane' or 'hashgrid', got {cfg.encoding!r}")
+
+
+def _head(width: int, out: int) -> nn.Sequential:
+    head = nn.Sequential(nn.Linear(width, width), nn.ReLU(), nn.Linear(width, out))
+    nn.init.zeros_(head[-1].weight)
+    nn.init.zeros_(head[-1].bias)
+    return head
+
+
+class DeformationField(nn.Module):
+    """Predicts per-Gaussian attribute deltas at time ``t``.
+
+    Args:
+        cfg: Encoding and MLP sizes.
+        cond_dim: Width of the optional per-Gaussian conditioning feature (0: none).
+        bounds: Optional ``(2, 3)`` box ``[min; max]`` of the encoding; usually set later from
+            the initial points with :meth:`set_bounds`.
+
+    Attributes:
+        encoding: :class:`~ds4d_pl.fields.hexplane.HexPlane` or
+            :class:`~ds4d_pl.fields.hashgrid.HashGrid4D`.
+        fusion: ``Linear(encoding.out_dim + cond_dim, hidden)`` when ``cond_dim > 0``, else
+            ``None`` (the MLP reads the encoding directly).
+        mlp: ``depth`` × (``Linear`` → ``ReLU``) of width ``hidden``.
+        heads: One MLP per delta key, last layer zero-initialised.
+        cond_dim: Expected conditioning width.
+        keys: Delta keys this field predicts, in order.
+    """
+
+    def __init__(self, cfg: FieldConfig, cond_dim: int = 0, bounds: Tensor | None = None) -> None:
+        super().__init__()
+        if cond_dim < 0:
+            raise ValueError(f"DeformationField: cond_dim must be >= 0, got {cond_dim}")
+        if cfg.hidden < 1 or cfg.depth < 0:
+            raise ValueError(
+                f"DeformationField: need hidden >= 1 and depth >= 0, got {cfg.hidden}, {cfg.depth}"
+            )
+        self.cfg = cfg
+        self.cond_dim = cond_dim
+        self.encoding = build_encoding(cfg, bounds)
+        width = self.encoding.out_dim
+        if cond_dim > 0:
+            self.fusion: nn.Linear | None = nn.Linear(width + cond_dim, cfg.hidden)
+            width = cfg.hidden
+        else:
+            self.fusion = None
+        layers: list[nn.Module] = []
+        for _ in range(cfg.depth):
+            layers += [nn.Linear(width, cfg.hidden), nn.ReLU()]
+            width = cfg.hidden
+        self.mlp = nn.Sequential(*layers)
+        self.keys = ["means", "quats", "scales"]
+        if cfg.deform_opacity:
+            self.keys.append("opacities")
+        if cfg.deform_color:
+            self.keys.append("sh_dc")
+        self.heads = nn.ModuleDict({k: _head(width, HEAD_DIMS[k]) for k in self.keys})
+
+    @property
+    def out_dim(self) -> int:
+        """Width of the encoding feature (before fusion)."""
+        return self.encoding.out_dim
+
+    def set_bounds(self, points: Tensor, margin: float = 0.1) -> None:
+        """Fit the encoding's box to a point cloud (usually the initial Gaussian centres)."""
+        self.encoding.set_bounds(points, margin)
+
+    def regularizers(self) -> dict[str, Tensor]:
+        """The encoding's regularisers (``plane_tv``, ``time_smooth``, ``time_l1`` or none)."""
+        return self.encoding.regularizers()
+
+    def encoding_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the encoding (planes / hash tables)."""
+        return self.encoding.parameters()
+
+    def mlp_parameters(self) -> Iterator[nn.Parameter]:
+        """Parameters of the fusion layer, shared MLP and heads."""
+        for module in (self.fusion, self.mlp, self.heads):
+            if module is not None:
+                yield from module.parameters()
+
+    def _check_cond(self, cond: Tensor | None, n: int) -> None:
+        if self.cond_dim == 0:
+            if cond is not None:
+                raise ValueError(
+                    "DeformationField: got cond of width "
+                    f"{cond.shape[-1] if cond.ndim else 0} but the field was built with "
+                    "cond_dim=0; build it with build_field(cfg, cond_dim=...) to condition it"
+                )
+            return
+        if cond is None:
+            raise ValueError(
+                f"DeformationField: built with cond_dim={self.cond_dim} but cond is None; pass an "
+                f"(N, {self.cond_dim}) conditioning feature"
+            )
+        if cond.ndim != 2 or cond.shape != (n, self.cond_dim):
+            raise ValueError(
+                f"DeformationField: cond must have shape (N={n}, cond_dim={self.cond_dim}), got "
+                f"{tuple(cond.shape)}"
+            )
+
+    def forward(
+        self, means: Tensor, t: Tensor | float, cond: Tensor | None = None
+    ) -> dict[str, Tensor]:
+        """Attribute deltas of the Gaussians at time ``t``.
+
+        Args:
+            means: ``(N, 3)`` canonical centres (gradients flow back to them).
+            t: Time in ``[0, 1]``: a float, a one-element tensor, ``(N,)`` or ``(N, 1)``.
+            cond: ``(N, cond_dim)`` conditioning feature; required iff ``cond_dim > 0``.
+
+        Returns:
+            Deltas: ``means (N, 3)``, ``quats (N, 4)``, ``scales (N, 3)`` and, when enabled,
+            ``opacities (N,)`` and ``sh_dc (N, 1, 3)``.
+        """
+        feat = self.encoding(means, t)  # validates means and t
+        n = means.shape[0]
+        self._check_cond(cond, n)
+        if self.fusion is not None:
+            feat = self.fusion(torch.cat([feat, cond.to(feat.dtype)], dim=-1))
+        hidden = self.mlp(feat)
+        out = {k: head(hidden) for k, head in self.heads.items()}
+        if "opacities" in out:
+            out["opacities"] = out["opacities"].reshape(n)
+        if "sh_dc" in out:
+            out["sh_dc"] = out["sh_dc"].reshape(n, 1, 3)
+        return out
+
+    def extra_repr(self) -> str:
+        return f"cond_dim={self.cond_dim}, keys={self.keys}"
+
+
+def apply_deltas(
+    means: Tensor,
+    quats: Tensor,
+    log_scales: Tensor,
+    logit_opacities: Tensor,
+    sh_dc: Tensor,
+    deltas: dict[str, Tensor],
+) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """Deform raw canonical Gaussian tables by the field's deltas.
+
+    Raw space in, raw space out: positions, raw quaternions (*not* normalised here; activation
+    does that), log-scales, logit-opacities and SH-DC are each offset additively. Opacity and
+    colour are returned unchanged (the same tensors) when ``deltas`` has no entry for them.
+
+    Args:
+        means: ``(N, 3)`` centres.
+        quats: ``(N, 4)`` raw quaternions.
+        log_scales: ``(N, 3)`` log-scales.
+        logit_opacities: ``(N,)`` logit opacities.
+        sh_dc: ``(N, 1, 3)`` DC colour coefficients.
+        deltas: Output of :meth:`DeformationField.forward`.
+
+    Returns:
+        ``(means, quats, log_scales, logit_opacities, sh_dc)`` at time ``t``.
+    """
+    missing = [k for k in ("means", "quats", "scales") if k not in deltas]
+    if missing:
+        raise ValueError(f"apply_deltas: deltas lack keys {missing}; got {sorted(deltas)}")
+    pairs = {
+        "means": means,
+        "quats": quats,
+        "scales": log_scales,
+        "opacities": logit_opacities,
+        "sh_dc": sh_dc,
+    }
+    for key, base in pairs.items():
+        if key in deltas and deltas[key].shape != base.shape:
+            raise ValueError(
+                f"apply_deltas: delta {key!r} has shape {tuple(deltas[key].shape)}, expected "
+                f"{tuple(base.shape)}"
+            )
+    out = [base + deltas[key] if key in deltas else base for key, base in pairs.items()]
+    return out[0], out[1], out[2], out[3], out[4]

@@ -1,0 +1,31 @@
+"""Packaging invariants: what a wheel built from this tree contains and reports."""
+
+from __future__ import annotations
+
+import tomllib
+from conftest import REPO
+
+import ds4d_pl
+
+
+def test_version_matches_pyproject() -> None:
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert ds4d_pl.__version__ == meta["project"]["version"]
+
+
+def test_every_source_folder_is_a_regular_package() -> None:
+    """setuptools' package discovery skips folders without ``__init__.py``: their modules would
+    silently be missing from a wheel (an editable install hides the problem)."""
+    folders = {p.parent for p in (REPO / "ds4d_pl").rglob("*.py")}
+    missing = sorted(str(f.relative_to(REPO)) for f in folders if not (f / "__init__.py").is_file())
+    assert not missing, f"folders without __init__.py: {missing}"
+
+
+def test_forbidden_heavy_dependencies_are_absent() -> None:
+    """torchvision, torch-fidelity and lpips each pull a CUDA torch on CPU machines."""
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    deps = list(meta["project"]["dependencies"])
+    for extra in meta["project"]["optional-dependencies"].values():
+        deps += extra
+    names = {d.split(">")[0].split("=")[0].split("[")[0].strip().lower() for d in deps}
+    assert not names & {"torchvision", "torch-fidelity", "lpips"}
