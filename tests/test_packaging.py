@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-import tomllib
+import pytest
 from conftest import REPO
 
 import ds4d_pl
+
+# tomllib is in the standard library from Python 3.11; the package itself supports 3.10.
+tomllib = pytest.importorskip("tomllib")
 
 
 def test_version_matches_pyproject() -> None:
