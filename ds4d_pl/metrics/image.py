@@ -64,7 +64,10 @@ class _PerImageMean(Metric):
         raise NotImplementedError
 
     def update(self, pred: Tensor, target: Tensor) -> None:
-        values = self.scores(pred, target)
+        self.update_scores(self.scores(pred, target))
+
+    def update_scores(self, values: Tensor) -> None:
+        """Accumulate already computed per-image scores."""
         self.total += values.double().sum()
         self.count += values.numel()
 
@@ -87,21 +90,12 @@ class ImageSSIM(_PerImageMean):
         return ssim(pred, target, self.data_range)
 
 
-class MaskedPSNR(Metric):
+class MaskedPSNR(_PerImageMean):
     """PSNR restricted to a per-image pixel mask (dynamic-region PSNR), averaged over images.
 
     Images whose mask is empty are skipped (a static clip has no dynamic region); if no image
     had any masked pixel, :meth:`compute` returns NaN rather than a made-up number.
     """
-
-    higher_is_better = True
-    full_state_update = False
-
-    def __init__(self, data_range: float = 1.0, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.data_range = data_range
-        self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
 
     def update(self, pred: Tensor, target: Tensor, mask: Tensor) -> None:
         """Accumulate.
@@ -120,12 +114,10 @@ class MaskedPSNR(Metric):
         npix = m.flatten(1).sum(1)
         sq = ((pred - target) ** 2).sum(-1) * m
         keep = npix > 0
-        if keep.any():
-            mse = sq.flatten(1).sum(1)[keep] / (3.0 * npix[keep])
-            self.total += psnr_from_mse(mse, self.data_range).double().sum()
-            self.count += int(keep.sum())
+        mse = sq.flatten(1).sum(1)[keep] / (3.0 * npix[keep])
+        super().update_scores(psnr_from_mse(mse, self.data_range))
 
     def compute(self) -> Tensor:
         if self.count == 0:
             return torch.tensor(float("nan"))
-        return (self.total / self.count).float()
+        return super().compute()
