@@ -115,7 +115,7 @@ class MaskedPSNR(_PerImageMean):
         sq = ((pred - target) ** 2).sum(-1) * m
         keep = npix > 0
         mse = sq.flatten(1).sum(1)[keep] / (3.0 * npix[keep])
-        super().update_scores(psnr_from_mse(mse, self.data_range))
+        self.update_scores(psnr_from_mse(mse, self.data_range))
 
     def compute(self) -> Tensor:
         if self.count == 0:
