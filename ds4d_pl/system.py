@@ -58,6 +58,19 @@ def _typed(cls: type, value: object) -> object:
     return value
 
 
+def fusion_statistics(weights: Tensor) -> dict[str, float]:
+    """Summary of TSSF view weights ``(V, N)``: how much the input view (view 0) and the pseudo
+    views count, averaged over Gaussians with any weight, and the fraction of Gaussians that no
+    view sees. Logged to check whether a fusion mode buries the input view."""
+    seen = weights.sum(0) > 0
+    stats = {"train/fusion/unseen_fraction": float(1.0 - seen.float().mean())}
+    if seen.any():
+        w = weights[:, seen]
+        stats["train/fusion/input_weight"] = float(w[0].mean())
+        stats["train/fusion/pseudo_weight"] = float(w[1:].sum(0).mean())
+    return stats
+
+
 class DS4DSystem(pl.LightningModule):
     """Fits canonical 3D Gaussians and a deformation field to a video (DS4D).
 
@@ -120,6 +133,7 @@ class DS4DSystem(pl.LightningModule):
         # the point features); refreshed every conditioning.visibility_every steps.
         self._visibility: Tensor | None = None
         self._last_deformed: Tensor | None = None
+        self._last_fusion_weights: Tensor | None = None
         self.renderer = build_renderer(renderer)
         self.strategy: DensifyStrategy | None = None
         self.sampler: FrameSampler | None = None
@@ -244,9 +258,10 @@ class DS4DSystem(pl.LightningModule):
                 # guess of their image position in each frame than the canonical one. The
                 # occlusion test still uses the canonical depth renders.
                 points = last
-            cond, _ = self.conditioner(
+            cond, fused = self.conditioner(
                 points, t, self.scene.train.cameras.to(self.device), self._visibility_depth()
             )
+            self._last_fusion_weights = fused.weights.detach()
         deltas = self.field(gs.means, tt, cond)
         means, quats, log_scales, logit_opacities, sh_dc = apply_deltas(
             gs.means, gs.quats, gs.log_scales, gs.logit_opacities, gs.sh_dc, deltas
@@ -383,6 +398,8 @@ class DS4DSystem(pl.LightningModule):
         # Cumulative counts: events happen every densify.interval steps, and a running total
         # survives the logger's sampling where a one-step value would be missed or repeated.
         log.update({f"train/densify/{k}_total": float(v) for k, v in self._densify_totals.items()})
+        if deform and self._last_fusion_weights is not None:
+            log.update(fusion_statistics(self._last_fusion_weights))
         self.log_dict(log, batch_size=1)
 
     def on_train_batch_start(self, batch: int, batch_idx: int) -> None:

@@ -325,3 +325,33 @@ def test_conditioning_knobs_fit(run_dir: Path) -> None:
         ]
     )
     assert (run_dir / "metrics.json").is_file()
+
+
+def test_every_loss_term_weight_and_fusion_statistic_is_logged(run_dir: Path) -> None:
+    overrides = [a for a in tiny_overrides(run_dir, 3) if not a.startswith("--trainer.logger")]
+    run(
+        [
+            "fit",
+            "-c",
+            str(CONFIGS / "demo.yaml"),
+            "-c",
+            str(CONFIGS / "ablation" / "row_g.yaml"),
+            *tiny_synthetic(),
+            *overrides,
+            "--trainer.log_every_n_steps=1",
+            "--test_after_fit=false",
+        ]
+    )
+    header = next(iter((run_dir / "lightning_logs").rglob("metrics.csv"))).read_text()
+    header = header.splitlines()[0].split(",")
+    for key in (
+        "train/loss/rgb",
+        "train/weight/rgb",
+        "train/loss/pseudo_l1",
+        "train/loss/plane_tv",
+        "train/lr/cond",
+        "train/fusion/input_weight",
+        "train/fusion/pseudo_weight",
+        "train/step_ms",
+    ):
+        assert key in header, key

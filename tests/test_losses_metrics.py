@@ -106,3 +106,13 @@ def test_metric_shape_errors_are_clear() -> None:
         ImagePSNR().update(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8))
     with pytest.raises(ValueError, match="mask"):
         MaskedPSNR().update(torch.rand(1, 8, 8, 3), torch.rand(1, 8, 8, 3), torch.ones(1, 4, 4))
+
+
+def test_fusion_statistics_report_input_and_pseudo_shares() -> None:
+    from ds4d_pl.system import fusion_statistics
+
+    weights = torch.tensor([[1.0, 0.0, 0.0], [0.25, 0.5, 0.0], [0.75, 0.5, 0.0]])
+    stats = fusion_statistics(weights)
+    assert stats["train/fusion/unseen_fraction"] == pytest.approx(1 / 3)
+    assert stats["train/fusion/input_weight"] == pytest.approx(0.5)
+    assert stats["train/fusion/pseudo_weight"] == pytest.approx(1.0)
