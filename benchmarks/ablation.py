@@ -75,6 +75,7 @@ def run_one(a: argparse.Namespace, motion: str, row: str, seed: int, tmp: Path) 
         f"--seed_everything={seed}",
         f"--trainer.default_root_dir={run_dir}",
         *budget_args(a),
+        *a.override,
     ]
     start = time.perf_counter()
     proc = subprocess.run(
@@ -155,6 +156,12 @@ def main() -> None:
     p.add_argument("--fine_steps", type=int, default=450)
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--frames", type=int, default=12)
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="extra ds4d fit argument for every run, e.g. --override=--model.optim.cond_lr=0.016",
+    )
     a = p.parse_args()
     motions = a.motion or list(MOTIONS)
     rows = a.rows.split(",")
