@@ -27,6 +27,7 @@ from ds4d_pl.atomic import atomic_path
 from ds4d_pl.callbacks.checkpoint import RunCheckpoint
 from ds4d_pl.callbacks.export import ExportAssets
 from ds4d_pl.callbacks.render_videos import RenderVideos
+from ds4d_pl.config import StageSchedule
 from ds4d_pl.data.datamodule import DS4DDataModule
 from ds4d_pl.system import DS4DSystem
 
@@ -92,8 +93,8 @@ class DS4DCLI(LightningCLI):
         # smoke test) caps it explicitly with trainer.max_steps.
         if cfg.trainer.max_steps in (None, -1):
             sched = cfg.model.schedule
-            total = (sched.coarse_steps if sched else 300) + (sched.fine_steps if sched else 1200)
-            cfg.trainer.max_steps = total
+            schedule = StageSchedule(**sched.as_dict()) if sched else StageSchedule()
+            cfg.trainer.max_steps = schedule.total_steps
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)

@@ -355,3 +355,21 @@ def test_every_loss_term_weight_and_fusion_statistic_is_logged(run_dir: Path) ->
         "train/step_ms",
     ):
         assert key in header, key
+
+
+def test_run_length_defaults_to_the_stage_schedule(run_dir: Path) -> None:
+    overrides = [a for a in tiny_overrides(run_dir) if not a.startswith("--trainer.max_steps")]
+    run(
+        [
+            "fit",
+            "-c",
+            str(CONFIGS / "demo.yaml"),
+            *tiny_synthetic(),
+            *overrides,
+            "--trainer.max_steps=-1",
+            "--model.schedule.fine_steps=2",
+            "--test_after_fit=false",
+        ]
+    )
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 3  # 1 coarse + 2 fine
