@@ -93,12 +93,19 @@ class StageSchedule:
         frames_per_step: Timesteps rendered per fine step.
         pseudo_views_per_step: Pseudo views rendered per timestep (besides the input view);
             ``-1`` renders all of them.
+        input_views_per_step: Real views rendered per timestep; ``-1`` renders all of them (an
+            object's single input video). Multi-view scenes draw a random subset of cameras.
+        coarse_frames: ``middle`` trains the static coarse stage on the middle frame (object
+            videos, whose other frames differ by the motion); ``all`` on random frames (4D-GS
+            scenes, where the middle frame may be a single image of a moving camera).
     """
 
     coarse_steps: int = 300
     fine_steps: int = 1200
     frames_per_step: int = 2
     pseudo_views_per_step: int = 2
+    input_views_per_step: int = -1
+    coarse_frames: str = "middle"
 
     @property
     def total_steps(self) -> int:
@@ -109,6 +116,12 @@ class StageSchedule:
             raise ValueError("StageSchedule: step counts must be >= 0")
         if self.frames_per_step < 1:
             raise ValueError("StageSchedule.frames_per_step must be >= 1")
+        if self.input_views_per_step == 0 or self.input_views_per_step < -1:
+            raise ValueError("StageSchedule.input_views_per_step must be >= 1, or -1 for all")
+        if self.coarse_frames not in ("middle", "all"):
+            raise ValueError(
+                f"StageSchedule.coarse_frames must be 'middle' or 'all', got {self.coarse_frames!r}"
+            )
 
 
 @dataclass

@@ -329,7 +329,10 @@ class DS4DSystem(pl.LightningModule):
             step_generator(self.seed, step, self.global_rank),
             sched.frames_per_step,
             sched.pseudo_views_per_step,
-            frames=[self.sampler.middle_frame] if coarse else None,
+            frames=[self.sampler.middle_frame]
+            if coarse and sched.coarse_frames == "middle"
+            else None,
+            input_views_per_step=sched.input_views_per_step,
         )
 
         terms: dict[str, Tensor] = {}
@@ -412,7 +415,7 @@ class DS4DSystem(pl.LightningModule):
     def _evaluate(self, batch: dict, stage: str) -> None:
         views = self.scene.eval
         with torch.no_grad():
-            out = self.render(views.cameras, batch["time"])
+            out = self.render(views.cameras_at(int(batch["frame"])), batch["time"])
         bg = self.background
         target = batch["rgb"] * batch["alpha"] + bg * (1.0 - batch["alpha"])
         pred = out.rgb.clamp(0.0, 1.0)
@@ -455,7 +458,7 @@ class DS4DSystem(pl.LightningModule):
         Consistent4D ground truth, so predictions and GT can be compared file by file.
         """
         with torch.no_grad():
-            out = self.render(self.scene.eval.cameras, batch["time"])
+            out = self.render(self.scene.eval.cameras_at(int(batch["frame"])), batch["time"])
         rgba = torch.cat([out.rgb.clamp(0.0, 1.0), out.alpha.clamp(0.0, 1.0)], dim=-1).cpu()
         root = Path(self.trainer.default_root_dir) / "predictions" / self.scene.name
         for k, image in enumerate(rgba):

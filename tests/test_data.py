@@ -69,6 +69,34 @@ def test_viewset_validates_shapes() -> None:
         ViewSet(v.rgb, v.alpha, v.cameras, v.times[:2])
 
 
+def test_viewset_with_a_camera_per_frame_serves_each_frames_camera() -> None:
+    v = _views(v=2, t=3)
+    per_frame = orbit_cameras([0.0] * 6, [10.0 * i for i in range(6)], 8, 8)
+    vs = ViewSet(v.rgb[:2, :3], v.alpha[:2, :3], per_frame, v.times[:3])
+    assert vs.per_frame_cameras and not v.per_frame_cameras
+    # View-major: view 1 at frame 2 is camera 1 * 3 + 2.
+    assert torch.equal(vs.cameras_at(2).c2w, per_frame.c2w[[2, 5]])
+    assert torch.equal(v.cameras_at(4).c2w, v.cameras.c2w)
+    s = FrameSampler(vs, num_input_views=2, background=torch.ones(3))
+    b = s.sample(step_generator(0, 0), 1, 0, frames=[1])[0]
+    assert torch.equal(b.cameras.c2w, per_frame.c2w[[1, 4]])
+    with pytest.raises(ValueError, match="per-frame cameras"):
+        ViewSet(v.rgb[:2, :3], v.alpha[:2, :3], per_frame[:5], v.times[:3])
+    with pytest.raises(ValueError, match="sorted"):
+        ViewSet(v.rgb[:2, :3], v.alpha[:2, :3], per_frame, v.times[:3].flip(0))
+
+
+def test_sampler_draws_a_subset_of_real_views_for_multiview_scenes() -> None:
+    s = FrameSampler(_views(v=4), num_input_views=4, background=torch.ones(3))
+    seen = set()
+    for step in range(6):
+        (b,) = s.sample(step_generator(0, step), 1, 0, input_views_per_step=2)
+        assert len(b) == 2 and bool(b.is_input.all())
+        assert b.view_ids.tolist() == sorted(set(b.view_ids.tolist()))
+        seen.update(b.view_ids.tolist())
+    assert seen == {0, 1, 2, 3}
+
+
 def test_motion_mask_marks_pixels_that_change() -> None:
     frames = torch.zeros(1, 4, 6, 6, 3)
     frames[0, 2, 1, 1] = 1.0

@@ -39,6 +39,7 @@ class FrameSampler:
         frames_per_step: int,
         pseudo_views_per_step: int,
         frames: list[int] | None = None,
+        input_views_per_step: int = -1,
     ) -> list[FrameBatch]:
         """One :class:`FrameBatch` per drawn timestep, holding every view rendered at it.
 
@@ -47,6 +48,7 @@ class FrameSampler:
             frames_per_step: Timesteps to draw when ``frames`` is not given.
             pseudo_views_per_step: Pseudo views per timestep; ``-1`` means all of them.
             frames: Fixed frame indices (the coarse stage passes the middle frame).
+            input_views_per_step: Real views per timestep; ``-1`` means all of them.
         """
         v = self.views
         if frames is None:
@@ -54,10 +56,15 @@ class FrameSampler:
             frames = torch.randperm(v.num_frames, generator=generator)[:n].tolist()
         n_pseudo = v.num_views - self.num_input_views
         k = n_pseudo if pseudo_views_per_step < 0 else min(pseudo_views_per_step, n_pseudo)
+        n_in = self.num_input_views
+        k_in = n_in if input_views_per_step < 0 else min(input_views_per_step, n_in)
         batches = []
         for f in frames:
-            pseudo = torch.randperm(n_pseudo, generator=generator)[:k] + self.num_input_views
-            view_ids = torch.cat([torch.arange(self.num_input_views), pseudo.sort().values])
+            real = torch.arange(n_in)
+            if k_in < n_in:
+                real = torch.randperm(n_in, generator=generator)[:k_in].sort().values
+            pseudo = torch.randperm(n_pseudo, generator=generator)[:k] + n_in
+            view_ids = torch.cat([real, pseudo.sort().values])
             batches.append(self._batch(int(f), view_ids))
         return batches
 
@@ -66,7 +73,7 @@ class FrameSampler:
         n = len(view_ids)
         return FrameBatch(
             times=v.times[frame].expand(n).clone(),
-            cameras=v.cameras[view_ids],
+            cameras=v.cameras[v.camera_indices(view_ids, torch.full_like(view_ids, frame))],
             rgb=self.targets[view_ids, frame],
             alpha=v.alpha[view_ids, frame],
             view_ids=view_ids,

@@ -23,8 +23,10 @@ class ViewSet:
     Attributes:
         rgb: ``(V, T, H, W, 3)`` straight (not premultiplied) colour in ``[0, 1]``.
         alpha: ``(V, T, H, W, 1)`` foreground coverage in ``[0, 1]``.
-        cameras: ``V`` cameras.
-        times: ``(T,)`` normalised times in ``[0, 1]``.
+        cameras: ``V`` fixed cameras, or ``V * T`` cameras (view-major: camera of view ``v`` at
+            frame ``f`` is ``cameras[v * T + f]``) when the camera moves during the clip, as in a
+            monocular D-NeRF capture. Read them through :meth:`cameras_at`.
+        times: ``(T,)`` normalised times in ``[0, 1]``, non-decreasing.
         dyn_mask: Optional ``(V, T, H, W, 1)`` boolean mask of pixels that belong to moving
             parts; consumers fall back to :func:`motion_mask` when it is absent.
         source: Where the images come from (``"gt"``, ``"oracle"``, ``"zero123pp"``, ...), so a
@@ -46,8 +48,11 @@ class ViewSet:
             raise ValueError(
                 f"ViewSet.alpha must be {(v, t, h, w, 1)}, got {tuple(self.alpha.shape)}"
             )
-        if len(self.cameras) != v:
-            raise ValueError(f"ViewSet has {v} views but {len(self.cameras)} cameras")
+        if len(self.cameras) not in (v, v * t):
+            raise ValueError(
+                f"ViewSet has {v} views x {t} frames but {len(self.cameras)} cameras (expected "
+                f"{v} fixed or {v * t} per-frame cameras)"
+            )
         if (self.cameras.width, self.cameras.height) != (w, h):
             raise ValueError(
                 f"ViewSet images are {w}x{h} but cameras are "
@@ -55,6 +60,8 @@ class ViewSet:
             )
         if tuple(self.times.shape) != (t,):
             raise ValueError(f"ViewSet.times must be ({t},), got {tuple(self.times.shape)}")
+        if t > 1 and bool((self.times[1:] < self.times[:-1]).any()):
+            raise ValueError("ViewSet.times must be sorted (non-decreasing)")
         if self.dyn_mask is not None and tuple(self.dyn_mask.shape) != (v, t, h, w, 1):
             raise ValueError(
                 f"ViewSet.dyn_mask must be {(v, t, h, w, 1)}, got {tuple(self.dyn_mask.shape)}"
@@ -67,6 +74,27 @@ class ViewSet:
     @property
     def num_frames(self) -> int:
         return self.rgb.shape[1]
+
+    @property
+    def per_frame_cameras(self) -> bool:
+        """``True`` when every frame has its own camera (moving-camera capture).
+
+        With one frame both layouts coincide, and the fixed-camera reading is used.
+        """
+        return len(self.cameras) != self.num_views
+
+    def cameras_at(self, frame: int) -> Cameras:
+        """The ``V`` cameras observing ``frame``."""
+        if not self.per_frame_cameras:
+            return self.cameras
+        t = self.num_frames
+        return self.cameras[torch.arange(self.num_views) * t + frame]
+
+    def camera_indices(self, view_ids: Tensor, frame_ids: Tensor) -> Tensor:
+        """Index into :attr:`cameras` of each ``(view, frame)`` pair."""
+        if not self.per_frame_cameras:
+            return view_ids
+        return view_ids * self.num_frames + frame_ids
 
     @property
     def image_size(self) -> tuple[int, int]:
