@@ -15,6 +15,8 @@ class LossWeights:
 
     Attributes:
         rgb: Input-view colour MSE.
+        rgb_l1: Input-view colour L1 (the 4D-GS scene loss).
+        rgb_ssim: Input-view ``1 - SSIM`` (optional in 4D-GS scene training).
         mask: Input-view alpha MSE (ramped in over ``mask_ramp_steps``).
         pseudo_l1: Pseudo-view L1 against the multi-view prior.
         pseudo_ssim: Pseudo-view ``1 - SSIM`` against the multi-view prior.
@@ -28,6 +30,8 @@ class LossWeights:
     """
 
     rgb: float = 1.0
+    rgb_l1: float = 0.0
+    rgb_ssim: float = 0.0
     mask: float = 0.5
     pseudo_l1: float = 0.5
     pseudo_ssim: float = 0.1
@@ -322,6 +326,9 @@ class ConditioningConfig:
             that view (relative, so one value serves objects and large scenes).
         visibility_resolution: Resolution of the depth renders used for the occlusion test.
         visibility_every: Steps between two refreshes of those depth renders.
+        temporal_views: For captures whose camera moves every frame (D-NeRF), the views fused
+            at time ``t`` are each video's ``temporal_views`` frames nearest to ``t``, each with
+            its own camera, the nearest first (it plays the input view of DA).
         deformed_positions: Project the deformed positions of the previous forward (stop-grad)
             instead of the canonical ones.
         cache_dir: Where features are cached on disk (``None``: ``$DS4D_CACHE_DIR`` or
@@ -341,6 +348,7 @@ class ConditioningConfig:
     depth_tolerance: float = 0.05
     visibility_resolution: int = 64
     visibility_every: int = 10
+    temporal_views: int = 4
     deformed_positions: bool = False
     cache_dir: str | None = None
 
@@ -349,3 +357,5 @@ class ConditioningConfig:
             raise ValueError("conditioning.width must be >= 1")
         if self.visibility_every < 1:
             raise ValueError("conditioning.visibility_every must be >= 1")
+        if self.temporal_views < 1:
+            raise ValueError("conditioning.temporal_views must be >= 1")

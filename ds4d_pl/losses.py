@@ -24,8 +24,9 @@ def photometric_terms(
 ) -> dict[str, Tensor]:
     """Image losses against real input views and pseudo views.
 
-    Input views get MSE on colour and coverage (they are exact observations); pseudo views come
-    from a generative prior, so they get the more forgiving L1 + (1 − SSIM) and a coverage term.
+    Input views get MSE on colour and coverage (they are exact observations; 4D-GS-style scene
+    presets use L1 and optional 1 − SSIM instead); pseudo views come from a generative prior, so
+    they get the more forgiving L1 + (1 − SSIM) and a coverage term.
     Terms whose weight is 0 or whose subset is empty in this batch are omitted.
 
     Args:
@@ -44,6 +45,10 @@ def photometric_terms(
     if inp.any():
         if weights.rgb > 0:
             terms["rgb"] = ((pred_rgb[inp] - target_rgb[inp]) ** 2).mean()
+        if weights.rgb_l1 > 0:
+            terms["rgb_l1"] = (pred_rgb[inp] - target_rgb[inp]).abs().mean()
+        if weights.rgb_ssim > 0:
+            terms["rgb_ssim"] = 1.0 - ssim(pred_rgb[inp], target_rgb[inp]).mean()
         if weights.mask > 0:
             terms["mask"] = ((pred_alpha[inp] - target_alpha[inp]) ** 2).mean()
     if pse.any():

@@ -171,7 +171,11 @@ class DS4DSystem(pl.LightningModule):
             self.background.cpu(),
             cache_dir=feature_cache_dir(self.cond_cfg),
         )
-        self.conditioner.set_features(feats.to(self.device), self.scene.train.times.to(self.device))
+        self.conditioner.set_features(
+            feats.to(self.device),
+            self.scene.train.times.to(self.device),
+            per_frame_cameras=self.scene.train.per_frame_cameras,
+        )
 
     def _write_run_info(self) -> None:
         """Record what this run actually used: encoder and checksum, renderer, supervision."""

@@ -137,6 +137,25 @@ def test_set_features_and_forward_validate() -> None:
         cond.set_features(_features(), torch.linspace(0, 1, 5))
 
 
+def test_moving_camera_capture_fuses_the_nearest_frames_each_with_its_own_camera() -> None:
+    # One video whose camera moves every frame (D-NeRF): T frames, T cameras.
+    feats = torch.rand(1, 5, C, H, H, generator=torch.Generator().manual_seed(1)) + 0.1
+    times = torch.linspace(0, 1, 5)
+    cams = orbit_cameras([0.0] * 5, [20.0 * i for i in range(5)], 32, 32)
+    cond = Conditioner(C, ConditioningConfig(width=5, temporal_views=3), dsfd=True, tssf="da")
+    cond.set_features(feats, times, per_frame_cameras=True)
+    maps, idx = cond.views_at(0.74)
+    # Nearest first: frame 3 (t=0.75), then 2 (0.5) and 4 (1.0) at distances 0.24 and 0.26.
+    assert idx.tolist() == [3, 2, 4]
+    torch.testing.assert_close(maps, cond.maps[0, [3, 2, 4]])
+    points = torch.randn(30, 3) * 0.2
+    out, fused = cond(points, 0.74, cams, torch.full((5, 8, 8), 10.0))
+    assert out.shape == (30, 5) and fused.weights.shape == (3, 30)
+    assert torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="cameras"):
+        cond(points, 0.5, cams[:3])
+
+
 def test_feature_cache_dir_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert feature_cache_dir(ConditioningConfig(cache_dir="")) is None
     assert feature_cache_dir(ConditioningConfig(cache_dir=str(tmp_path))) == tmp_path

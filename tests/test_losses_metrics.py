@@ -31,6 +31,18 @@ def test_photometric_terms_split_input_and_pseudo_views() -> None:
     assert set(only_input) == {"rgb", "mask"}
 
 
+def test_scene_loss_uses_l1_and_ssim_on_real_views() -> None:
+    pred, target = _pair()
+    alpha = torch.ones(4, 16, 16, 1)
+    w = LossWeights(rgb=0.0, rgb_l1=1.0, rgb_ssim=0.2, mask=0.0)
+    terms = photometric_terms(pred, alpha, target, alpha, torch.ones(4, dtype=bool), w)
+    assert set(terms) == {"rgb_l1", "rgb_ssim"}
+    assert terms["rgb_l1"] == pytest.approx((pred - target).abs().mean().item())
+    assert 0.0 < terms["rgb_ssim"] < 2.0
+    same = photometric_terms(pred, alpha, pred, alpha, torch.ones(4, dtype=bool), w)
+    assert same["rgb_ssim"].abs() < 1e-5 and same["rgb_l1"] == 0
+
+
 def test_zero_weight_terms_are_not_computed_and_perfect_prediction_costs_nothing() -> None:
     pred, _ = _pair()
     alpha = torch.rand(4, 16, 16, 1)

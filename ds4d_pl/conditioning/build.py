@@ -59,18 +59,23 @@ class Conditioner(nn.Module):
         self.register_buffer("maps", torch.zeros(0), persistent=False)
         self.register_buffer("times", torch.zeros(0), persistent=False)
         self.register_buffer("energy", torch.zeros(0), persistent=False)
+        self.per_frame_cameras = False
 
     @property
     def ready(self) -> bool:
         return self.maps.numel() > 0
 
     @torch.no_grad()
-    def set_features(self, features: Tensor, times: Tensor) -> None:
+    def set_features(
+        self, features: Tensor, times: Tensor, per_frame_cameras: bool = False
+    ) -> None:
         """Decouple and store the encoder features of the training views.
 
         Args:
             features: ``(V, T, C, h, w)`` frozen encoder features.
             times: ``(T,)`` normalised frame times.
+            per_frame_cameras: Every frame has its own camera (camera table of ``V * T``
+                entries, view-major) instead of one fixed camera per view.
         """
         if features.ndim != 5 or features.shape[1] != times.shape[0]:
             raise ValueError(
@@ -86,6 +91,7 @@ class Conditioner(nn.Module):
         scale = rms.repeat(maps.shape[2] // c)
         self.maps = maps / scale.view(1, 1, -1, 1, 1)
         self.times = times.to(maps)
+        self.per_frame_cameras = per_frame_cameras
         self.energy = self.decoupler.dynamic_energy(features)
 
     def maps_at(self, t: float | Tensor) -> Tensor:
@@ -100,6 +106,25 @@ class Conditioner(nn.Module):
         w = ((t - times[lo]) / (times[hi] - times[lo]).clamp_min(1e-12)).clamp(0.0, 1.0)
         return self.maps[:, lo] * (1 - w) + self.maps[:, hi] * w
 
+    def views_at(self, t: float | Tensor) -> tuple[Tensor, Tensor]:
+        """The views fused at time ``t``: maps ``(K, 2C, h, w)`` and their camera-table indices.
+
+        Fixed cameras: every view, its maps interpolated in time, camera ``v``. A camera per
+        frame: each view's ``temporal_views`` frames nearest to ``t`` (maps are not interpolated
+        across frames, which were seen from different cameras), nearest first so that view 0 of
+        the fusion, DA's anchor, is the observation closest in time.
+        """
+        v, n_t = self.maps.shape[:2]
+        if not self.per_frame_cameras:
+            return self.maps_at(t), torch.arange(v, device=self.maps.device)
+        t = torch.as_tensor(t, dtype=self.times.dtype, device=self.times.device)
+        k = min(self.cfg.temporal_views, n_t)
+        # Stable sort: ties (equal distance) keep the earlier frame first, deterministically.
+        order = torch.sort((self.times - t).abs(), stable=True).indices[:k]
+        frames = order.repeat(v)
+        views = torch.arange(v, device=order.device).repeat_interleave(k)
+        return self.maps[views, frames], views * n_t + frames
+
     def forward(
         self,
         points: Tensor,
@@ -112,16 +137,29 @@ class Conditioner(nn.Module):
         Args:
             points: ``(N, 3)`` positions (detached: features steer the field, not the points).
             t: Normalised time.
-            cameras: The ``V`` training cameras, in the order of the stored maps.
-            depth_maps: ``(V, h', w')`` rendered depth for the occlusion test, or ``None``.
+            cameras: The training camera table in the order of the stored maps: ``V`` fixed
+                cameras, or ``V * T`` (view-major) when every frame has its own camera.
+            depth_maps: ``(len(cameras), h', w')`` rendered depth for the occlusion test, or
+                ``None``.
 
         Returns:
             ``(N, out_dim)`` features and the fusion result (per-view weights for logging).
         """
         if not self.ready:
             raise RuntimeError("Conditioner.set_features() has not been called")
+        maps, idx = self.views_at(t)
+        v, n_t = self.maps.shape[:2]
+        if len(cameras) != (v * n_t if self.per_frame_cameras else v):
+            raise ValueError(
+                f"Conditioner holds maps of {tuple(self.maps.shape[:2])} (views, frames) but got "
+                f"{len(cameras)} cameras"
+            )
         pf = sample_point_features(
-            points.detach(), cameras, self.maps_at(t), depth_maps, self.cfg.depth_tolerance
+            points.detach(),
+            cameras[idx],
+            maps,
+            None if depth_maps is None else depth_maps[idx],
+            self.cfg.depth_tolerance,
         )
         fused = self.fusion(pf, input_view=0)
         return self.proj(fused.features), fused
