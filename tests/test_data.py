@@ -80,6 +80,8 @@ def test_viewset_with_a_camera_per_frame_serves_each_frames_camera() -> None:
     s = FrameSampler(vs, num_input_views=2, background=torch.ones(3))
     b = s.sample(step_generator(0, 0), 1, 0, frames=[1])[0]
     assert torch.equal(b.cameras.c2w, per_frame.c2w[[1, 4]])
+    # Camera motion changes every pixel: no derived dynamic mask (metrics report n/a).
+    assert not vs.dynamic_mask().any()
     with pytest.raises(ValueError, match="per-frame cameras"):
         ViewSet(v.rgb[:2, :3], v.alpha[:2, :3], per_frame[:5], v.times[:3])
     with pytest.raises(ValueError, match="sorted"):

@@ -106,9 +106,16 @@ class ViewSet:
         return self.rgb * self.alpha + background.to(self.rgb) * (1.0 - self.alpha)
 
     def dynamic_mask(self, threshold: float = 0.02) -> Tensor:
-        """The dataset's moving-pixel mask, or one derived from the images themselves."""
+        """The dataset's moving-pixel mask, or one derived from the images themselves.
+
+        A camera that moves every frame changes almost every pixel, so no mask can be derived
+        from the images; without a dataset mask the result is empty and dynamic-region metrics
+        report "not available" instead of a number over the wrong pixels.
+        """
         if self.dyn_mask is not None:
             return self.dyn_mask
+        if self.per_frame_cameras:
+            return torch.zeros_like(self.alpha, dtype=torch.bool)
         return motion_mask(self.rgb * self.alpha, threshold)
 
 
