@@ -199,10 +199,12 @@ def zero123pp_cameras(width: int, height: int, version: str = "v1.1") -> Cameras
     return orbit_cameras([p[0] for p in poses], [p[1] for p in poses], width, height)
 
 
-def turntable_cameras(n: int, width: int, height: int, elevation_deg: float = 0.0) -> Cameras:
+def turntable_cameras(
+    n: int, width: int, height: int, elevation_deg: float = 0.0, radius: float = OBJECT_RADIUS
+) -> Cameras:
     """``n`` cameras evenly spaced over 360° of azimuth, starting at the front view."""
     az = torch.arange(n, dtype=torch.float32) * (360.0 / n)
-    return orbit_cameras(torch.full((n,), elevation_deg), az, width, height)
+    return orbit_cameras(torch.full((n,), elevation_deg), az, width, height, radius=radius)
 
 
 def opengl_to_opencv(c2w: Tensor) -> Tensor:

@@ -80,6 +80,8 @@ def test_fit_writes_the_run_directory_contract(run_dir: Path) -> None:
         "renders/back.mp4",
         "renders/left.mp4",
         "renders/right.mp4",
+        "renders/eval_0.mp4",
+        "renders/eval_3.mp4",
         "export/canonical.ply",
         "export/frame_0000.ply",
         "export/frame_0003.ply",

@@ -12,17 +12,24 @@ from ds4d_pl.export.video import write_video
 
 
 class RenderVideos(pl.Callback):
-    """Writes ``renders/turntable.mp4`` and ``renders/{front,back,left,right}.mp4``.
+    """Writes ``renders/turntable.mp4``, ``renders/{front,back,left,right}.mp4`` and
+    ``renders/eval_{k}.mp4``.
 
     The turntable makes one full orbit while time runs through every frame of the clip once; the
-    four named views are fixed cameras playing the whole clip.
+    four named views are fixed orbit cameras playing the whole clip; ``eval_{k}`` plays the clip
+    from the dataset's evaluation camera ``k`` (for a moving evaluation camera, from each
+    frame's own camera), at the dataset's resolution.
 
     Args:
         enabled: Turn the videos off (e.g. in sweeps).
-        resolution: Square video resolution in pixels.
+        resolution: Square resolution of the orbit videos in pixels.
         turntable_frames: Frames of the orbit (at least the clip length is used).
         fps: Frames per second of every video.
-        elevation: Camera elevation in degrees for all videos.
+        elevation: Camera elevation in degrees of the orbit videos.
+        radius: Orbit radius (2.0 is the object protocol; larger for scenes such as D-NeRF).
+        orbit: Write the orbit videos; off for forward-facing scenes (Neural 3D Video) that
+            were never seen from the side.
+        eval_views: Write the evaluation-camera videos.
     """
 
     def __init__(
@@ -32,12 +39,20 @@ class RenderVideos(pl.Callback):
         turntable_frames: int = 48,
         fps: int = 24,
         elevation: float = 0.0,
+        radius: float = 2.0,
+        orbit: bool = True,
+        eval_views: bool = True,
     ) -> None:
+        if radius <= 0:
+            raise ValueError(f"videos.radius must be > 0, got {radius}")
         self.enabled = enabled
         self.resolution = resolution
         self.turntable_frames = turntable_frames
         self.fps = fps
         self.elevation = elevation
+        self.radius = radius
+        self.orbit = orbit
+        self.eval_views = eval_views
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled or not trainer.is_global_zero:
@@ -49,10 +64,25 @@ class RenderVideos(pl.Callback):
     @torch.no_grad()
     def render(self, pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:
         """Render every video as ``(T, H, W, 3)`` tensors, keyed by name."""
+        videos: dict[str, torch.Tensor] = {}
+        if self.orbit:
+            videos.update(self._orbit(pl_module))
+        ev = pl_module.scene.eval
+        if self.eval_views and ev is not None:
+            for k in range(ev.num_views):
+                videos[f"eval_{k}"] = torch.cat(
+                    [
+                        pl_module.render(ev.cameras_at(f)[k], ev.times[f]).rgb.cpu()
+                        for f in range(ev.num_frames)
+                    ]
+                )
+        return {k: v.clamp(0.0, 1.0) for k, v in videos.items()}
+
+    def _orbit(self, pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:
         res = self.resolution
         times = pl_module.scene.train.times
         n = max(self.turntable_frames, len(times))
-        cams = turntable_cameras(n, res, res, self.elevation)
+        cams = turntable_cameras(n, res, res, self.elevation, radius=self.radius)
         orbit_times = torch.linspace(0.0, 1.0, n)
         videos = {
             "turntable": torch.cat(
@@ -60,6 +90,6 @@ class RenderVideos(pl.Callback):
             )
         }
         for name, azimuth in NAMED_VIEWS.items():
-            cam = orbit_cameras([self.elevation], [azimuth], res, res)
+            cam = orbit_cameras([self.elevation], [azimuth], res, res, radius=self.radius)
             videos[name] = torch.cat([pl_module.render(cam, t).rgb.cpu() for t in times])
-        return {k: v.clamp(0.0, 1.0) for k, v in videos.items()}
+        return videos
