@@ -14,6 +14,7 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from ds4d_pl.atomic import write_json
@@ -151,6 +152,17 @@ class DS4DSystem(pl.LightningModule):
         if dm is None or getattr(dm, "scene", None) is None:
             raise RuntimeError("DS4DSystem needs a DataModule whose setup() produced a scene")
         self.scene = dm.scene
+        intended = self.scene.meta.get("background")
+        if intended is not None and not torch.allclose(
+            torch.as_tensor(intended, dtype=torch.float32), self.background.cpu()
+        ):
+            # Composited targets and renders then disagree with the dataset's own protocol
+            # (e.g. D-NeRF scenes scored on white), which shifts PSNR without any error.
+            rank_zero_warn(
+                f"model.background={self.background.tolist()} differs from the background "
+                f"{list(intended)} that dataset scene {self.scene.name!r} is meant to be "
+                "composited on"
+            )
         if self.gaussians.num_gaussians == 0:
             self._init_gaussians(self.scene)
         self.sampler = FrameSampler(
