@@ -1,4 +1,4 @@
-"""Data plumbing: sampler, Consistent4D reader, DataModule, atomic writes."""
+"""Data plumbing: sampler, DataModule, atomic writes (parsers: test_parsers_objects.py)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ import torch
 from ds4d_pl.atomic import atomic_path, write_json
 from ds4d_pl.cameras import orbit_cameras
 from ds4d_pl.data.datamodule import DS4DDataModule
-from ds4d_pl.data.io import write_rgba
-from ds4d_pl.data.parsers.consistent4d import load_consistent4d
 from ds4d_pl.data.parsers.synthetic import SyntheticConfig
 from ds4d_pl.data.sampler import FrameSampler, step_generator
 from ds4d_pl.data.types import ViewSet, motion_mask
@@ -105,53 +103,6 @@ def test_motion_mask_marks_pixels_that_change() -> None:
     m = motion_mask(frames)
     assert m.shape == (1, 4, 6, 6, 1)
     assert m[0, :, 1, 1].all() and m.sum() == 4
-
-
-def _write_object(root: Path, t: int = 3, size: int = 8, eval_frames: int | None = None) -> None:
-    g = torch.Generator().manual_seed(1)
-    for i in range(t):
-        write_rgba(root / "obj" / f"{i}.png", torch.rand(size, size, 4, generator=g))
-    for k in range(4):
-        for i in range(t if eval_frames is None else eval_frames):
-            write_rgba(
-                root / "eval_gt" / "obj" / f"eval_{k}" / f"{i}.png", torch.rand(size, size, 4)
-            )
-
-
-def test_consistent4d_reads_input_and_eval_views(tmp_path: Path) -> None:
-    _write_object(tmp_path)
-    scene = load_consistent4d(tmp_path, "obj")
-    assert scene.train.rgb.shape == (1, 3, 8, 8, 3)
-    assert scene.eval.rgb.shape == (4, 3, 8, 8, 3)
-    assert torch.allclose(scene.train.times, torch.tensor([0.0, 0.5, 1.0]))
-    assert load_consistent4d(tmp_path, "obj", resolution=4).train.rgb.shape[2:4] == (4, 4)
-
-
-def test_consistent4d_frames_sort_numerically(tmp_path: Path) -> None:
-    for i in range(12):
-        write_rgba(tmp_path / "obj" / f"{i}.png", torch.full((4, 4, 4), i / 11))
-    scene = load_consistent4d(tmp_path, "obj")
-    assert torch.allclose(scene.train.rgb[0, :, 0, 0, 0], torch.arange(12) / 11, atol=1 / 255)
-
-
-def test_consistent4d_errors_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="nowhere"):
-        load_consistent4d(tmp_path / "nowhere", "obj")
-    _write_object(tmp_path)
-    (tmp_path / "obj" / "1.png").unlink()
-    with pytest.raises(ValueError, match=r"missing \[1\]"):
-        load_consistent4d(tmp_path, "obj")
-
-
-def test_consistent4d_rejects_mismatched_sizes_and_frame_counts(tmp_path: Path) -> None:
-    _write_object(tmp_path)
-    write_rgba(tmp_path / "obj" / "2.png", torch.rand(6, 6, 4))
-    with pytest.raises(ValueError, match="2.png"):
-        load_consistent4d(tmp_path, "obj")
-    other = tmp_path / "b"
-    _write_object(other, eval_frames=2)
-    with pytest.raises(ValueError, match="frames"):
-        load_consistent4d(other, "obj")
 
 
 def test_datamodule_requires_root_for_file_formats_and_rejects_unknown_formats() -> None:

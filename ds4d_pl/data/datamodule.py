@@ -13,7 +13,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset
 
-from ds4d_pl.data.parsers.consistent4d import load_consistent4d
+from ds4d_pl.data.parsers.consistent4d import Consistent4DConfig, load_consistent4d
 from ds4d_pl.data.parsers.synthetic import SyntheticConfig, make_synthetic_scene
 from ds4d_pl.data.types import Scene4D, ViewSet
 
@@ -97,7 +97,11 @@ class DS4DDataModule(pl.LightningDataModule):
             self.scene = make_synthetic_scene(self.synthetic)
         else:
             self.scene = load_consistent4d(
-                self.root, self.object_name, self.resolution, self.eval_resolution
+                self.root,
+                self.object_name,
+                Consistent4DConfig(
+                    resolution=self.resolution, eval_resolution=self.eval_resolution
+                ),
             )
 
     def _eval_views(self) -> ViewSet:
