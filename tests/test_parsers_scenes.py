@@ -139,7 +139,9 @@ def test_frustum_points_lie_in_some_frustum_between_the_bounds() -> None:
 
 def test_dnerf_round_trip_gives_one_view_with_a_camera_per_frame(dnerf_dir: Path) -> None:
     scene = load_dnerf(dnerf_dir)
-    assert scene.name == "creature" and scene.num_input_views == 1 and scene.init_points is None
+    assert scene.name == "creature" and scene.num_input_views == 1
+    # No point cloud in D-NeRF: random points in the init cube, as 4D-GS does.
+    assert scene.init_points.shape == (2000, 3) and scene.init_points.abs().max() <= 1.3
     assert scene.meta["background"] == (1.0, 1.0, 1.0)
     assert scene.meta["split_sizes"] == {"train": N_TRAIN, "test": N_TEST}
     for vs, split, n in ((scene.train, "train", N_TRAIN), (scene.eval, "test", N_TEST)):
@@ -163,6 +165,29 @@ def test_dnerf_round_trip_gives_one_view_with_a_camera_per_frame(dnerf_dir: Path
         r = render_synthetic(CFG, vs.cameras[f], vs.times[f : f + 1], aux=False)
         assert torch.allclose(vs.rgb[0, f], r.rgb[0, 0], atol=QUANT)
         assert torch.allclose(vs.alpha[0, f], r.alpha[0, 0], atol=QUANT)
+        # The written dynamic mask is the moving part's pixels in that very image.
+        assert torch.equal(vs.dyn_mask[0, f], r.moving[0, 0])
+    assert vs.dynamic_mask().any()
+
+
+def test_dnerf_dynamic_masks_are_all_or_none_and_must_exist(
+    dnerf_dir: Path, tmp_path: Path
+) -> None:
+    root = _copy(dnerf_dir, tmp_path)
+    path = root / "transforms_train.json"
+    data = json.loads(path.read_text())
+    del data["frames"][1]["dyn_mask_path"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ValueError, match=r"transforms_train.json.*4 of 5 frames.*dyn_mask_path"):
+        load_dnerf(root)
+    for fr in data["frames"]:
+        fr.pop("dyn_mask_path", None)
+    path.write_text(json.dumps(data))
+    assert load_dnerf(root).train.dyn_mask is None
+    data["frames"][0]["dyn_mask_path"] = "./train/nope"
+    path.write_text(json.dumps(data))
+    with pytest.raises(FileNotFoundError, match=r"nope.png: dynamic mask"):
+        load_dnerf(root)
 
 
 def test_dnerf_sorts_frames_by_time_stably(dnerf_dir: Path, tmp_path: Path) -> None:

@@ -8,6 +8,14 @@ Layout (the Blender synthetic scenes of D-NeRF, Pumarola et al. 2021)::
     ROOT/{train,val,test}/r_XXX.png   RGBA images (straight colour + alpha)
 
 ``file_path`` is relative to ``ROOT`` and usually has no extension; ``.png`` is tried then.
+An optional per-frame ``"dyn_mask_path"`` (same rules, a greyscale PNG, white = moving) gives the
+dynamic-region mask of that image; a camera that moves every frame leaves no other way to know
+which pixels belong to moving parts, so without it dynamic-region PSNR is reported as n/a. The
+synthetic writer (``synthetic_scenes.write_dnerf``) provides it. Either every frame of a split
+has one or none does.
+
+D-NeRF ships no point cloud; like 4D-GS, the scene's initial points are random in a cube
+(``init_box``), which the ``points`` initialisation then uses.
 
 Each split becomes one :class:`ViewSet` with ``V = 1`` view and ``T`` frames sorted by time
 (stable for equal times), with one camera per frame (``len(cameras) == T``), because D-NeRF
@@ -61,12 +69,16 @@ class DNeRFConfig:
         eval_split: Split used for evaluation, ``"test"`` (default) or ``"val"``.
         require_alpha: Refuse images without an alpha channel; an opaque image would make the
             whole frame foreground.
+        init_box: Half size of the cube the initial points are drawn in (world units).
+        num_init_points: Number of random initial points (grey).
     """
 
     downscale: int = 1
     background: tuple[float, float, float] = (1.0, 1.0, 1.0)
     eval_split: str = "test"
     require_alpha: bool = True
+    init_box: float = 1.3
+    num_init_points: int = 2000
 
     def __post_init__(self) -> None:
         if isinstance(self.downscale, bool) or not isinstance(self.downscale, int):
@@ -88,6 +100,14 @@ class DNeRFConfig:
             raise ValueError(
                 f"DNeRFConfig.eval_split must be one of {', '.join(_EVAL_SPLITS)}, got "
                 f"{self.eval_split!r}"
+            )
+        if not self.init_box > 0:
+            raise ValueError(f"DNeRFConfig.init_box must be > 0, got {self.init_box!r}")
+        if isinstance(self.num_init_points, bool) or not (
+            isinstance(self.num_init_points, int) and self.num_init_points >= 1
+        ):
+            raise ValueError(
+                f"DNeRFConfig.num_init_points must be an integer >= 1, got {self.num_init_points!r}"
             )
         if not isinstance(self.require_alpha, bool):
             raise ValueError(
@@ -212,12 +232,25 @@ def _load_split(root: Path, split: str, cfg: DNeRFConfig) -> tuple[ViewSet, floa
         image = _image_path(root, fr["file_path"])
         if not image.is_file():
             raise FileNotFoundError(f"{image}: image referenced by {where} does not exist")
-        entries.append((t, m, image))
+        mask = None
+        if "dyn_mask_path" in fr:
+            mask = _image_path(root, str(fr["dyn_mask_path"]))
+            if not mask.is_file():
+                raise FileNotFoundError(
+                    f"{mask}: dynamic mask referenced by {where} does not exist"
+                )
+        entries.append((t, m, image, mask))
+    with_mask = sum(e[3] is not None for e in entries)
+    if 0 < with_mask < len(entries):
+        raise ValueError(
+            f"{path}: {with_mask} of {len(entries)} frames have a 'dyn_mask_path'; give it for "
+            "every frame of the split or for none"
+        )
 
     # Python's sort is stable, so frames with equal times keep their file order.
     entries.sort(key=lambda e: e[0])
     images = []
-    for _, _, image in entries:
+    for _, _, image, _ in entries:
         rgba = read_rgba(image, require_alpha=cfg.require_alpha)
         if images and rgba.shape != images[0].shape:
             raise ValueError(
@@ -240,7 +273,23 @@ def _load_split(root: Path, split: str, cfg: DNeRFConfig) -> tuple[ViewSet, floa
     c2w = blender_to_opencv(np.stack([e[1] for e in entries]))
     cameras = Cameras(c2w, K.expand(len(entries), 3, 3).clone(), w, h)
     times = torch.tensor([e[0] for e in entries], dtype=torch.float32)
-    views = ViewSet(rgba[None, ..., :3], rgba[None, ..., 3:], cameras, times, source="gt")
+    dyn = None
+    if with_mask:
+        masks = []
+        for _, _, image, mask in entries:
+            m = read_rgba(mask, require_alpha=False)
+            if m.shape[:2] != (h * ds, w * ds):
+                raise ValueError(
+                    f"{mask}: mask is {m.shape[1]}x{m.shape[0]} but its image {image} is "
+                    f"{w * ds}x{h * ds}"
+                )
+            # A pixel is dynamic if any of the full-resolution pixels it covers is.
+            full = (m[..., :1] > 0.5).float().permute(2, 0, 1)[None]
+            masks.append(torch.nn.functional.max_pool2d(full, ds)[0].permute(1, 2, 0) > 0)
+        dyn = torch.stack(masks)[None]
+    views = ViewSet(
+        rgba[None, ..., :3], rgba[None, ..., 3:], cameras, times, dyn_mask=dyn, source="gt"
+    )
     return views, angle
 
 
@@ -254,7 +303,7 @@ def load_dnerf(root: str | Path, cfg: DNeRFConfig | None = None) -> Scene4D:
     Returns:
         A :class:`Scene4D` named after the folder: ``train`` and ``eval`` (``cfg.eval_split``)
         each with one view, ``T`` frames sorted by time and one OpenCV camera per frame;
-        ``num_input_views = 1``; no initial points.
+        ``num_input_views = 1``; random grey initial points in the ``init_box`` cube.
 
     Raises:
         FileNotFoundError: The root, a transforms file or a referenced image is missing.
@@ -275,6 +324,8 @@ def load_dnerf(root: str | Path, cfg: DNeRFConfig | None = None) -> Scene4D:
     train, angle = _load_split(root, "train", cfg)
     evals, eval_angle = _load_split(root, cfg.eval_split, cfg)
     h, w = train.image_size
+    g = torch.Generator().manual_seed(0)
+    points = (torch.rand(cfg.num_init_points, 3, generator=g) * 2.0 - 1.0) * cfg.init_box
     meta = {
         "dataset": "dnerf",
         "root": str(root),
@@ -292,7 +343,7 @@ def load_dnerf(root: str | Path, cfg: DNeRFConfig | None = None) -> Scene4D:
         train=train,
         eval=evals,
         num_input_views=1,
-        init_points=None,
-        init_colors=None,
+        init_points=points,
+        init_colors=torch.full_like(points, 0.5),
         meta=meta,
     )

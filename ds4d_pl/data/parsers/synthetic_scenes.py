@@ -119,6 +119,7 @@ def write_dnerf(
 
         out_dir/transforms_{train,val,test}.json   camera_angle_x + frames (Blender c2w, time)
         out_dir/{train,val,test}/r_XXX.png          RGBA, straight colour
+        out_dir/{train,val,test}/dyn_XXX.png        moving-part mask ("dyn_mask_path")
 
     At radius 2.6 with D-NeRF's 39.6° field of view the object fills about 70 % of the frame.
 
@@ -150,9 +151,13 @@ def write_dnerf(
             # One camera at one time per image: the camera moves with time.
             r = render_synthetic(cfg, cams[i], times[i : i + 1], aux=False)
             write_rgba(root / split / f"r_{i:03d}.png", torch.cat([r.rgb[0, 0], r.alpha[0, 0]], -1))
+            # The moving part's pixels in this image: the only dynamic-region mask a camera
+            # that moves every frame can have.
+            write_rgb(root / split / f"dyn_{i:03d}.png", r.moving[0, 0].float().expand(-1, -1, 3))
             frames.append(
                 {
                     "file_path": f"./{split}/r_{i:03d}",
+                    "dyn_mask_path": f"./{split}/dyn_{i:03d}",
                     "time": float(times[i]),
                     "transform_matrix": blender[i].tolist(),
                 }
