@@ -59,6 +59,15 @@ def _typed(cls: type, value: object) -> object:
     return value
 
 
+def _is_colour(value: object) -> bool:
+    """An RGB triple of numbers (parsers record the background their data is meant for)."""
+    return (
+        isinstance(value, (tuple, list))
+        and len(value) == 3
+        and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in value)
+    )
+
+
 def fusion_statistics(weights: Tensor) -> dict[str, float]:
     """Summary of TSSF view weights ``(V, N)``: how much the input view (view 0) and the pseudo
     views count, averaged over Gaussians with any weight, and the fraction of Gaussians that no
@@ -153,7 +162,7 @@ class DS4DSystem(pl.LightningModule):
             raise RuntimeError("DS4DSystem needs a DataModule whose setup() produced a scene")
         self.scene = dm.scene
         intended = self.scene.meta.get("background")
-        if intended is not None and not torch.allclose(
+        if _is_colour(intended) and not torch.allclose(
             torch.as_tensor(intended, dtype=torch.float32), self.background.cpu()
         ):
             # Composited targets and renders then disagree with the dataset's own protocol

@@ -739,7 +739,7 @@ def make_synthetic_scene(cfg: SyntheticConfig | None = None) -> Scene4D:
         "pseudo_views": "oracle (analytic ground truth), not a generative prior",
         "init_points": "analytic surface samples of the middle frame (stand-in for an LRM mesh)",
         "renderer": "analytic ray caster (ds4d_pl.data.parsers.synthetic), 2x2 supersampling",
-        "background": "white (straight rgb where alpha == 0)",
+        "background": (1.0, 1.0, 1.0),  # white; rgb is straight where alpha == 0
         "dyn_fraction_front": data["dyn_fraction_front"],
     }
     return Scene4D(
