@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
-# Feature caches of test runs go to a throw-away directory, not the user's ~/.cache.
-os.environ.setdefault("DS4D_CACHE_DIR", tempfile.mkdtemp(prefix="ds4d-test-cache-"))
+# Feature caches of test runs go to a throw-away directory, not the user's ~/.cache, removed
+# when the session ends so repeated runs do not fill /tmp.
+if "DS4D_CACHE_DIR" not in os.environ:
+    _cache = tempfile.mkdtemp(prefix="ds4d-test-cache-")
+    os.environ["DS4D_CACHE_DIR"] = _cache
+    atexit.register(shutil.rmtree, _cache, ignore_errors=True)
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
