@@ -11,6 +11,7 @@ Spec:
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,7 @@ from conftest import CONFIGS, tiny_overrides, tiny_synthetic
 from ds4d_pl.cli import main
 from ds4d_pl.data.io import read_rgba
 from ds4d_pl.data.parsers.synthetic import SyntheticConfig, write_synthetic
+from ds4d_pl.data.parsers.synthetic_scenes import write_dnerf, write_n3dv
 from ds4d_pl.export.ply import save_ply
 from ds4d_pl.gaussians.canonical import CanonicalGaussians
 
@@ -44,24 +46,91 @@ def c4d_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def preset_args(preset: str, c4d_root: Path) -> list[str]:
+@pytest.fixture(scope="module")
+def dnerf_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("dnerf") / "toy"
+    return write_dnerf(SyntheticConfig(), root, num_train=6, num_val=2, num_test=3, resolution=32)
+
+
+@pytest.fixture(scope="module")
+def n3dv_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("n3dv") / "toy"
+    return write_n3dv(SyntheticConfig(), root, num_cameras=4, num_frames=4, resolution=(32, 24))
+
+
+def preset_args(preset: str, roots: dict[str, Path]) -> list[str]:
+    """A preset with the tiny fixture of its dataset format."""
     args = ["-c", str(CONFIGS / "base.yaml"), "-c", str(CONFIGS / preset)]
+    c4d = [f"--data.root={roots['c4d']}", "--data.object_name=toy"]
     if "consistent4d" in preset:
+        return (
+            args
+            + c4d
+            + [
+                "--data.consistent4d.resolution=32",
+                "--data.consistent4d.eval_resolution=32",
+            ]
+        )
+    if "objaverse" in preset:
+        return (
+            args
+            + c4d
+            + [
+                "--data.objaverse.resolution=32",
+                "--data.objaverse.eval_resolution=32",
+            ]
+        )
+    if "multiview_sequence" in preset:
         return args + [
-            f"--data.root={c4d_root}",
-            "--data.object_name=toy",
-            "--data.resolution=32",
-            "--data.eval_resolution=32",
+            f"--data.root={roots['c4d']}",
+            "--data.object_name=toy_mv",
+            "--data.multiview_sequence.resolution=32",
+            "--data.multiview_sequence.eval_resolution=32",
+        ]
+    if "dnerf" in preset:
+        return args + [f"--data.root={roots['dnerf']}", "--data.dnerf.num_init_points=300"]
+    if "n3dv" in preset:
+        return args + [
+            f"--data.root={roots['n3dv']}",
+            "--data.n3dv.downscale=1",
+            "--data.n3dv.num_init_points=300",
         ]
     return args + tiny_synthetic()
 
 
+@pytest.fixture(scope="module")
+def roots(c4d_root: Path, dnerf_root: Path, n3dv_root: Path) -> dict[str, Path]:
+    return {"c4d": c4d_root, "dnerf": dnerf_root, "n3dv": n3dv_root}
+
+
 @pytest.mark.parametrize("preset", PARTIAL_PRESETS)
-def test_every_partial_preset_fits_two_steps(preset: str, run_dir: Path, c4d_root: Path) -> None:
-    run(["fit", *preset_args(preset, c4d_root), *tiny_overrides(run_dir)])
+def test_every_partial_preset_fits_two_steps(
+    preset: str, run_dir: Path, roots: dict[str, Path]
+) -> None:
+    run(["fit", *preset_args(preset, roots), *tiny_overrides(run_dir)])
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert all(torch.isfinite(torch.tensor(metrics[k])) for k in ("psnr", "ssim"))
+
+
+@pytest.mark.parametrize(
+    ("scene", "ablation"),
+    [("dnerf", "wo_dsfd"), ("dnerf", "row_b"), ("n3dv", "wo_tssf")],
+)
+def test_scene_presets_take_ablations_on_top_and_test_on_the_held_out_split(
+    scene: str, ablation: str, run_dir: Path, roots: dict[str, Path]
+) -> None:
+    args = preset_args(f"scene/{scene}.yaml", roots)
+    args += ["-c", str(CONFIGS / "ablation" / f"{ablation}.yaml")]
+    run(["fit", *args, *tiny_overrides(run_dir), "--test_after_fit=false"])
+    run(["test", *args, f"--trainer.default_root_dir={run_dir}", "--trainer.logger=false"])
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    # D-NeRF: the 3 test images (one moving camera); N3DV: cam00 over the 4 frames.
+    assert (metrics["num_views"], metrics["num_frames"]) == ((1, 3) if scene == "dnerf" else (1, 4))
+    assert all(math.isfinite(metrics[k]) for k in ("psnr", "ssim", "dyn_psnr"))
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["scene_meta"]["dataset"] == scene
+    assert (info["encoder"] is None) == (ablation == "row_b")
 
 
 @pytest.mark.parametrize("preset", FULL_PRESETS)

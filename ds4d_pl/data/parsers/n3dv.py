@@ -75,15 +75,18 @@ class N3DVConfig:
             ``[0]`` holds out ``cam00``. Empty: no evaluation set.
         num_frames: Number of frames to load after striding (``None``: all).
         frame_stride: Keep every ``frame_stride``-th frame of the videos.
+        num_init_points: Initial points sampled in the training cameras' frusta (N3DV ships no
+            point cloud; 4D-GS uses COLMAP's, which ``model.init.path`` can load instead).
     """
 
     downscale: int = 2
     test_cameras: list[int] = field(default_factory=lambda: [0])
     num_frames: int | None = None
     frame_stride: int = 1
+    num_init_points: int = NUM_INIT_POINTS
 
     def __post_init__(self) -> None:
-        for name in ("downscale", "frame_stride"):
+        for name in ("downscale", "frame_stride", "num_init_points"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"N3DVConfig.{name} must be an integer >= 1, got {value!r}")
@@ -337,7 +340,7 @@ def load_n3dv(root: str | Path, cfg: N3DVConfig | None = None) -> Scene4D:
         A :class:`Scene4D` named after the folder: ``train`` holds the non-test cameras (fixed,
         all real, ``num_input_views = V_train``), ``eval`` the test cameras (``None`` if
         ``cfg.test_cameras`` is empty); ``alpha = 1``; ``init_points`` are
-        :data:`NUM_INIT_POINTS` deterministic :func:`frustum_points` samples of the training
+        ``cfg.num_init_points`` deterministic :func:`frustum_points` samples of the training
         cameras between the scene's near and far bounds, with mid-grey ``init_colors``.
         ``meta`` holds ``near``/``far`` (min near, max far) and per-camera ``bounds``.
 
@@ -459,7 +462,7 @@ def load_n3dv(root: str | Path, cfg: N3DVConfig | None = None) -> Scene4D:
     train_near = torch.as_tensor(pb[train_ids, 15], dtype=torch.float32)
     train_far = torch.as_tensor(pb[train_ids, 16], dtype=torch.float32)
     g = torch.Generator().manual_seed(_INIT_SEED)
-    points = frustum_points(train.cameras, train_near, train_far, NUM_INIT_POINTS, g)
+    points = frustum_points(train.cameras, train_near, train_far, cfg.num_init_points, g)
     meta = {
         "dataset": "n3dv",
         "root": str(root),
@@ -476,7 +479,7 @@ def load_n3dv(root: str | Path, cfg: N3DVConfig | None = None) -> Scene4D:
         "image_size": [w, h],
         "source_image_size": [w_img, h_img],
         "init_points": (
-            f"{NUM_INIT_POINTS} samples in the training cameras' frusta between their bounds "
+            f"{cfg.num_init_points} samples in the training cameras' frusta between their bounds "
             "(uniform in pixels and inverse depth); grey colours"
         ),
     }
@@ -486,6 +489,6 @@ def load_n3dv(root: str | Path, cfg: N3DVConfig | None = None) -> Scene4D:
         eval=evals,
         num_input_views=len(train_ids),
         init_points=points,
-        init_colors=torch.full((NUM_INIT_POINTS, 3), 0.5),
+        init_colors=torch.full((cfg.num_init_points, 3), 0.5),
         meta=meta,
     )
