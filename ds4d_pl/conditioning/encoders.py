@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from ds4d_pl.atomic import atomic_path
 from ds4d_pl.data.types import ViewSet
+from ds4d_pl.metrics.weights import MissingWeightsError, sha256_file
 
 ENCODERS: tuple[str, ...] = ("efficientnet_lite0", "dinov2")
 
@@ -52,23 +53,6 @@ IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 WEIGHTS_ENV = "DS4D_WEIGHTS_DIR"
-
-
-class MissingWeightsError(FileNotFoundError):
-    """Pretrained weights were requested but are not on this machine.
-
-    The message names the file or directory that was looked for, what it is, where it is
-    published and where to put it. Nothing is ever downloaded at run time.
-    """
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes, read in chunks (checkpoints can be hundreds of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 class FrameEncoder(nn.Module):
