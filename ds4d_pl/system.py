@@ -40,6 +40,7 @@ from ds4d_pl.gaussians.canonical import CanonicalGaussians
 from ds4d_pl.gaussians.densify import DensifyStrategy
 from ds4d_pl.losses import photometric_terms, scale_ratio_term, weigh
 from ds4d_pl.metrics.image import ImagePSNR, ImageSSIM, MaskedPSNR
+from ds4d_pl.metrics.protocol import BenchmarkConfig, ProtocolScorer, write_report
 from ds4d_pl.render import build_renderer
 from ds4d_pl.render.base import GaussianParams, RenderOutput
 
@@ -57,6 +58,14 @@ def _typed(cls: type, value: object) -> object:
     if not isinstance(value, cls):
         raise TypeError(f"expected {cls.__name__}, got {type(value).__name__}")
     return value
+
+
+def _resize_frames(frames: Tensor, size: tuple[int, int]) -> Tensor:
+    """``(T, H, W, C)`` frames resized to ``size`` (area when shrinking, bilinear otherwise)."""
+    x = frames.permute(0, 3, 1, 2)
+    mode = "area" if size[0] < x.shape[2] else "bilinear"
+    kwargs = {} if mode == "area" else {"align_corners": False}
+    return torch.nn.functional.interpolate(x, size, mode=mode, **kwargs).permute(0, 2, 3, 1)
 
 
 def _is_colour(value: object) -> bool:
@@ -95,6 +104,8 @@ class DS4DSystem(pl.LightningModule):
             ``configs/ablation/``.
         conditioning: Settings of the frame-feature conditioning (encoder, DSFD reference, TSSF
             temperature, projection width, occlusion test).
+        benchmark: Metrics of ``ds4d test`` (CLIP, LPIPS, FVD, FID-VID besides PSNR / SSIM /
+            dynamic PSNR), their variants, weight paths and the protocol resolution.
         renderer: ``auto`` (gsplat on CUDA, else the torch reference), ``torch_tiled``, ``gsplat``.
         background: RGB background colour in ``[0, 1]`` (white for the Consistent4D protocol).
         seed: Seed of the Gaussian initialisation and of the per-step sampling.
@@ -110,6 +121,7 @@ class DS4DSystem(pl.LightningModule):
         densify: DensifyConfig | None = None,
         ablation: AblationConfig | None = None,
         conditioning: ConditioningConfig | None = None,
+        benchmark: BenchmarkConfig | None = None,
         renderer: str = "auto",
         background: tuple[float, float, float] = (1.0, 1.0, 1.0),
         seed: int = 0,
@@ -124,6 +136,7 @@ class DS4DSystem(pl.LightningModule):
         self.densify_cfg = _typed(DensifyConfig, densify)
         self.ablation = _typed(AblationConfig, ablation)
         self.cond_cfg = _typed(ConditioningConfig, conditioning)
+        self.benchmark_cfg = _typed(BenchmarkConfig, benchmark)
         self.seed = seed
         if len(background) != 3 or not all(0.0 <= c <= 1.0 for c in background):
             raise ValueError(f"model.background must be 3 values in [0, 1], got {background}")
@@ -467,14 +480,43 @@ class DS4DSystem(pl.LightningModule):
         self._evaluate(batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        values = self._finish("test")
+        self._finish("test")
         if self.trainer.is_global_zero:
-            report = {k: (None if math.isnan(v) else v) for k, v in values.items()}
-            report["num_gaussians"] = self.gaussians.num_gaussians
-            report["num_frames"] = self.scene.eval.num_frames
-            report["num_views"] = self.scene.eval.num_views
-            report["resolution"] = list(self.scene.eval.image_size)
-            write_json(f"{self.trainer.default_root_dir}/metrics.json", report)
+            results = self.protocol_results()
+            results["num_gaussians"] = self.gaussians.num_gaussians
+            results["num_frames"] = self.scene.eval.num_frames
+            results["num_views"] = self.scene.eval.num_views
+            write_report(self.trainer.default_root_dir, results, title=self.scene.name)
+
+    @torch.no_grad()
+    def protocol_results(self) -> dict:
+        """Every evaluation view rendered for every frame, scored on the benchmark protocol
+        (``metrics/protocol.py``): the numbers of ``metrics.json`` and ``metrics.md``."""
+        cfg = self.benchmark_cfg
+        views = self.scene.eval
+        scorer = ProtocolScorer(cfg, device=self.device)
+        h, w = views.image_size
+        size = (cfg.resolution, cfg.resolution) if cfg.resolution else (h, w)
+        bg = torch.ones(3) if cfg.white_background else self.background.cpu()
+        dyn = views.dynamic_mask()
+        for k in range(views.num_views):
+            preds = []
+            for f in range(views.num_frames):
+                cam = views.cameras_at(f)[k].resized(size[1], size[0])
+                out = self.render(cam, views.times[f])
+                # Renders are composited on the model background; re-composite on the
+                # protocol's background through the rendered alpha.
+                rgb = out.rgb + (bg.to(out.rgb) - self.background) * (1.0 - out.alpha)
+                preds.append(rgb[0].clamp(0.0, 1.0).cpu())
+            target = views.rgb[k] * views.alpha[k] + bg * (1.0 - views.alpha[k])
+            mask = dyn[k].float()
+            if size != (h, w):
+                target = _resize_frames(target, size)
+                mask = _resize_frames(mask, size)
+            scorer.add_clip(self.scene.name, k, torch.stack(preds), target, mask > 0.5)
+        results = scorer.results()
+        results["resolution"] = list(size)
+        return results
 
     def predict_step(self, batch: dict, batch_idx: int) -> Tensor:
         """Render every evaluation view at one frame and write it as RGBA PNGs.

@@ -1,0 +1,306 @@
+"""The video-to-4D benchmark protocol: which metrics, how clips are averaged, how it is reported.
+
+One :class:`ProtocolScorer` is fed ``(object, view)`` clips of predicted and ground-truth frames
+(composited on the protocol's white background by the caller) and reports
+
+* per-image metrics (CLIP similarity, LPIPS, PSNR, SSIM, dynamic-region PSNR) averaged over
+  frames, then views, then objects (DESIGN §7), so a long clip does not outweigh a short one;
+* per-clip FVD (``consistent4d`` mode, averaged over views then objects) or set FVD;
+* FID-VID over all clips (``frame_fid`` or ``r3d50``).
+
+A metric whose network weights are not on the machine is reported as
+``"n/a (missing weights: FILE)"``, never as a number. ``ds4d test`` (through the system) and
+``ds4d eval`` (two directories of PNGs) use this same scorer and write the same
+``metrics.json`` + ``metrics.md``.
+
+Tests: ``tests/test_metrics_protocol.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from ds4d_pl.atomic import atomic_path, write_json
+from ds4d_pl.metrics.image import psnr_from_mse, ssim
+from ds4d_pl.metrics.weights import REGISTRY, MissingWeightsError, resolve
+
+__all__ = ["COLUMNS", "BenchmarkConfig", "ProtocolScorer", "write_report"]
+
+#: Report columns in the order of the paper's tables, with the better direction.
+COLUMNS = (
+    ("clip", "CLIP↑"),
+    ("lpips", "LPIPS↓"),
+    ("fvd", "FVD↓"),
+    ("fid_vid", "FID-VID↓"),
+    ("psnr", "PSNR↑"),
+    ("ssim", "SSIM↑"),
+    ("dyn_psnr", "dyn PSNR↑"),
+)
+
+#: Networks each pretrained metric needs (keys of ``metrics.weights.REGISTRY``).
+_NETWORKS = {
+    "clip": ("clip_vit_b32",),
+    "lpips": ("vgg16", "lpips_vgg"),
+    "fvd": ("i3d",),
+    "fid_vid/frame_fid": ("inception_fid",),
+    "fid_vid/r3d50": ("r3d50",),
+}
+
+
+@dataclass
+class BenchmarkConfig:
+    """Benchmark metrics computed by ``ds4d test`` and ``ds4d eval``.
+
+    Attributes:
+        clip: CLIP ViT-B/32 image-embedding cosine similarity (pred vs GT).
+        lpips: LPIPS (VGG), inputs in ``[-1, 1]``.
+        fvd: Fréchet video distance with I3D (Kinetics-400).
+        fid_vid: FID-VID.
+        fvd_mode: ``consistent4d`` (the per-clip distance behind published numbers) or ``set``
+            (Fréchet distance of the sets of clips; needs at least two clips).
+        fid_vid_variant: ``frame_fid`` (per-frame Inception FID averaged over frames, STAG4D)
+            or ``r3d50`` (3D-ResNet-50 video FID, DisCo).
+        resolution: Square resolution the evaluation views are rendered and compared at
+            (``None``: the ground truth's own, 512² for Consistent4D).
+        white_background: Composite prediction and ground truth on white (the Consistent4D
+            protocol); ``False`` keeps the model's background (scenes such as N3DV).
+        weights: Explicit weight paths by network name (``vgg16``, ``lpips_vgg``, ``i3d``,
+            ``inception_fid``, ``r3d50``, ``clip_vit_b32``); others are resolved from
+            ``$DS4D_WEIGHTS_DIR`` and the caches (see ``ds4d weights``).
+    """
+
+    clip: bool = True
+    lpips: bool = True
+    fvd: bool = True
+    fid_vid: bool = True
+    fvd_mode: str = "consistent4d"
+    fid_vid_variant: str = "frame_fid"
+    resolution: int | None = None
+    white_background: bool = True
+    weights: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.fvd_mode not in ("consistent4d", "set"):
+            raise ValueError(f"fvd_mode must be 'consistent4d' or 'set', got {self.fvd_mode!r}")
+        if self.fid_vid_variant not in ("frame_fid", "r3d50"):
+            raise ValueError(
+                f"fid_vid_variant must be 'frame_fid' or 'r3d50', got {self.fid_vid_variant!r}"
+            )
+        if self.resolution is not None and self.resolution < 16:
+            raise ValueError(f"resolution must be >= 16 or None, got {self.resolution}")
+        unknown = set(self.weights) - set(REGISTRY)
+        if unknown:
+            raise ValueError(
+                f"weights: unknown networks {sorted(unknown)}; known: {sorted(REGISTRY)}"
+            )
+
+
+def _missing_files(networks: tuple[str, ...], explicit: dict[str, str]) -> list[str]:
+    missing = []
+    for name in networks:
+        try:
+            resolve(name, explicit.get(name))
+        except MissingWeightsError:
+            missing.append(REGISTRY[name].filename)
+    return missing
+
+
+class ProtocolScorer:
+    """Scores ``(object, view)`` clips on the benchmark protocol.
+
+    Args:
+        cfg: Which metrics, their variants and weight paths.
+        device: Where the metric networks run.
+    """
+
+    def __init__(self, cfg: BenchmarkConfig | None = None, device: str | torch.device = "cpu"):
+        self.cfg = cfg or BenchmarkConfig()
+        self.device = torch.device(device)
+        #: Metric name → reason it is not computed (``"n/a (missing weights: FILE)"``).
+        self.unavailable: dict[str, str] = {}
+        #: Metric name → sha256 of every weights file it loaded.
+        self.checksums: dict[str, Any] = {}
+        self._nets: dict[str, Any] = {}
+        self._build()
+        # metric → object → view → list of per-frame (or per-clip) values
+        self._values: dict[str, dict[str, dict[int, list[float]]]] = defaultdict(
+            lambda: defaultdict(lambda: defaultdict(list))
+        )
+        self._num_clips = 0
+
+    # ------------------------------------------------------------------ set-up
+    def _want(self, key: str) -> tuple[str, ...] | None:
+        if key == "fid_vid":
+            return _NETWORKS[f"fid_vid/{self.cfg.fid_vid_variant}"]
+        return _NETWORKS[key]
+
+    def _build(self) -> None:
+        cfg, w = self.cfg, self.cfg.weights
+        for key in ("clip", "lpips", "fvd", "fid_vid"):
+            if not getattr(cfg, key):
+                continue
+            missing = _missing_files(self._want(key), w)
+            if missing:
+                self.unavailable[key] = f"n/a (missing weights: {', '.join(missing)})"
+                continue
+            self._nets[key] = self._load(key).to(self.device)
+            self.checksums[key] = getattr(self._nets[key], "weights_sha256", None)
+
+    def _load(self, key: str) -> Any:
+        w = self.cfg.weights
+        if key == "clip":
+            from ds4d_pl.metrics.clip import CLIPSimilarity
+
+            return CLIPSimilarity.from_pretrained(w.get("clip_vit_b32"))
+        if key == "lpips":
+            from ds4d_pl.metrics.lpips import LPIPS
+
+            return LPIPS.from_pretrained(w.get("vgg16"), w.get("lpips_vgg"))
+        if key == "fvd":
+            from ds4d_pl.metrics.fvd import FVD
+
+            return FVD.from_pretrained(w.get("i3d"), mode=self.cfg.fvd_mode)
+        from ds4d_pl.metrics.fid_vid import FIDVID
+
+        variant = self.cfg.fid_vid_variant
+        path = w.get("inception_fid" if variant == "frame_fid" else "r3d50")
+        return FIDVID.from_pretrained(variant, path)
+
+    # ---------------------------------------------------------------- scoring
+    @torch.no_grad()
+    def add_clip(
+        self,
+        obj: str,
+        view: int,
+        pred: Tensor,
+        target: Tensor,
+        dyn_mask: Tensor | None = None,
+        chunk: int = 8,
+    ) -> None:
+        """Score one clip.
+
+        Args:
+            obj: Object name.
+            view: Evaluation view index.
+            pred: ``(T, H, W, 3)`` predicted frames in ``[0, 1]``, on the protocol background.
+            target: ``(T, H, W, 3)`` ground-truth frames, same size and background.
+            dyn_mask: Optional ``(T, H, W, 1)`` boolean moving-region mask.
+            chunk: Frames per network batch.
+        """
+        if pred.shape != target.shape or pred.ndim != 4 or pred.shape[-1] != 3:
+            raise ValueError(
+                f"{obj}/eval_{view}: prediction {tuple(pred.shape)} and ground truth "
+                f"{tuple(target.shape)} must both be (T, H, W, 3)"
+            )
+        if dyn_mask is not None and dyn_mask.shape[:3] != pred.shape[:3]:
+            raise ValueError(f"{obj}/eval_{view}: dynamic mask {tuple(dyn_mask.shape)} mismatch")
+        pred = pred.float().clamp(0.0, 1.0)
+        target = target.float().clamp(0.0, 1.0)
+        values = self._values
+        for s in range(0, pred.shape[0], chunk):
+            p = pred[s : s + chunk].to(self.device)
+            t = target[s : s + chunk].to(self.device)
+            mse = (p - t).pow(2).mean(dim=(1, 2, 3))
+            values["psnr"][obj][view] += psnr_from_mse(mse).tolist()
+            values["ssim"][obj][view] += ssim(p, t).tolist()
+            if dyn_mask is not None:
+                m = dyn_mask[s : s + chunk].to(self.device).float()
+                n = m.sum(dim=(1, 2, 3)) * 3
+                err = ((p - t).pow(2) * m).sum(dim=(1, 2, 3))
+                # Frames whose mask is empty have no dynamic region to score.
+                values["dyn_psnr"][obj][view] += [
+                    psnr_from_mse(e / c).item() for e, c in zip(err, n, strict=True) if c > 0
+                ]
+            for key in ("clip", "lpips"):
+                if key in self._nets:
+                    values[key][obj][view] += self._nets[key].scores(p, t).tolist()
+        if "fvd" in self._nets:
+            fvd = self._nets["fvd"]
+            if self.cfg.fvd_mode == "consistent4d":
+                before = float(fvd.total) if hasattr(fvd, "total") else None
+                fvd.update(pred.to(self.device), target.to(self.device))
+                # The per-clip distance, recovered from the metric's running sum, so clips can
+                # be averaged over views then objects rather than over all clips at once.
+                values["fvd"][obj][view].append(float(fvd.total) - before)
+            else:
+                fvd.update(pred.to(self.device), target.to(self.device))
+        if "fid_vid" in self._nets:
+            self._nets["fid_vid"].update(pred.to(self.device), target.to(self.device))
+        self._num_clips += 1
+
+    def results(self) -> dict[str, Any]:
+        """Every requested metric: a number, ``None`` (nothing to score, e.g. no moving pixels)
+        or ``"n/a (missing weights: FILE)"``; plus ``num_objects``, ``num_clips`` and the
+        weights' checksums."""
+        out: dict[str, Any] = {}
+        for key, _ in COLUMNS:
+            if key in self.unavailable:
+                out[key] = self.unavailable[key]
+            elif key in self._nets and (key == "fid_vid" or self.cfg.fvd_mode == "set"):
+                # Set-level metrics: one number over all clips.
+                out[key] = float(self._nets[key].compute())
+            elif key in self._values:
+                out[key] = _hierarchical_mean(self._values[key])
+            elif key in ("psnr", "ssim", "dyn_psnr") or key in self._nets:
+                out[key] = None
+        out["num_objects"] = len(self._values["psnr"])
+        out["num_clips"] = self._num_clips
+        if self.cfg.fvd and "fvd" in self._nets:
+            out["fvd_mode"] = self.cfg.fvd_mode
+        if self.cfg.fid_vid and "fid_vid" in self._nets:
+            out["fid_vid_variant"] = self.cfg.fid_vid_variant
+        out["weights_sha256"] = self.checksums
+        return out
+
+
+def _hierarchical_mean(values: dict[str, dict[int, list[float]]]) -> float | None:
+    """Mean over frames, then views, then objects (empty views and objects are skipped)."""
+    per_object = []
+    for views in values.values():
+        per_view = [sum(v) / len(v) for v in views.values() if v]
+        if per_view:
+            per_object.append(sum(per_view) / len(per_view))
+    if not per_object:
+        return None
+    return sum(per_object) / len(per_object)
+
+
+def _cell(value: Any, digits: int) -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, float) and math.isnan(value):
+        return "n/a"
+    return f"{value:.{digits}f}"
+
+
+def markdown_table(results: dict[str, Any], title: str) -> str:
+    """The paper's columns as a one-row markdown table."""
+    digits = {"clip": 4, "lpips": 4, "fvd": 2, "fid_vid": 2, "psnr": 2, "ssim": 4, "dyn_psnr": 2}
+    keys = [k for k, _ in COLUMNS if k in results]
+    head = "| " + " | ".join(label for k, label in COLUMNS if k in results) + " |"
+    sep = "|" + "---|" * len(keys)
+    row = "| " + " | ".join(_cell(results[k], digits[k]) for k in keys) + " |"
+    notes = []
+    if "fvd_mode" in results:
+        notes.append(f"FVD mode: {results['fvd_mode']}")
+    if "fid_vid_variant" in results:
+        notes.append(f"FID-VID variant: {results['fid_vid_variant']}")
+    notes.append(f"{results.get('num_objects', 0)} object(s), {results.get('num_clips', 0)} clips")
+    return f"# {title}\n\n{head}\n{sep}\n{row}\n\n" + "; ".join(notes) + "\n"
+
+
+def write_report(out_dir: str | Path, results: dict[str, Any], title: str = "Metrics") -> None:
+    """Write ``metrics.json`` and ``metrics.md`` into ``out_dir`` atomically."""
+    out_dir = Path(out_dir)
+    write_json(out_dir / "metrics.json", results)
+    with atomic_path(out_dir / "metrics.md") as tmp:
+        tmp.write_text(markdown_table(results, title))

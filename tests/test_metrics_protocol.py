@@ -1,0 +1,79 @@
+"""The benchmark protocol: averaging order, missing weights reported as n/a, the report files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from ds4d_pl.metrics import weights
+from ds4d_pl.metrics.protocol import BenchmarkConfig, ProtocolScorer, write_report
+
+
+@pytest.fixture
+def no_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """An empty weights directory and caches: every pretrained metric is missing."""
+    wdir = tmp_path / "weights"
+    wdir.mkdir()
+    monkeypatch.setenv("DS4D_WEIGHTS_DIR", str(wdir))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch_hub"))
+    monkeypatch.setattr(weights, "_hf_cached", lambda repo: None)
+    return wdir
+
+
+def _clip(t: int, value: float, size: int = 16) -> torch.Tensor:
+    return torch.full((t, size, size, 3), value)
+
+
+def test_per_image_metrics_average_frames_then_views_then_objects(no_weights: Path) -> None:
+    scorer = ProtocolScorer(BenchmarkConfig(clip=False, lpips=False, fvd=False, fid_vid=False))
+    gt = _clip(4, 0.5)
+    # Object a: one view with error 0.1 (20 dB) and 4 frames, one with 0.01 (40 dB) and 2 frames.
+    scorer.add_clip("a", 0, gt + 0.1, gt)
+    scorer.add_clip("a", 1, gt[:2] + 0.01, gt[:2])
+    # Object b: a single view at 30 dB.
+    scorer.add_clip("b", 0, gt + 10**-1.5, gt)
+    r = scorer.results()
+    # Views count equally within an object, objects equally overall: ((20 + 40) / 2 + 30) / 2.
+    assert r["psnr"] == pytest.approx(30.0, abs=1e-3)
+    assert (r["num_objects"], r["num_clips"]) == (2, 3)
+    assert r["dyn_psnr"] is None  # no masks given
+
+
+def test_missing_weights_are_reported_as_na_with_the_file_never_as_numbers(
+    no_weights: Path, tmp_path: Path
+) -> None:
+    scorer = ProtocolScorer(BenchmarkConfig())
+    gt = _clip(3, 0.5)
+    mask = torch.zeros(3, 16, 16, 1, dtype=torch.bool)
+    mask[:, 4:8] = True
+    scorer.add_clip("obj", 0, gt + 0.1 * mask, gt, mask)
+    r = scorer.results()
+    assert r["clip"] == "n/a (missing weights: clip-vit-base-patch32)"
+    assert r["lpips"] == "n/a (missing weights: vgg16-397923af.pth, lpips_vgg_v0.1.pth)"
+    assert r["fvd"] == "n/a (missing weights: i3d_pretrained_400.pt)"
+    assert r["fid_vid"] == "n/a (missing weights: pt_inception-2015-12-05-6726825d.pth)"
+    assert r["dyn_psnr"] == pytest.approx(20.0, abs=1e-3)
+    assert r["psnr"] == pytest.approx(26.02, abs=1e-2)  # a quarter of the pixels at 20 dB
+    write_report(tmp_path / "run", r, title="obj")
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["fvd"].startswith("n/a")
+    md = (tmp_path / "run" / "metrics.md").read_text()
+    assert "| CLIP↑ | LPIPS↓ | FVD↓ | FID-VID↓ | PSNR↑ | SSIM↑ | dyn PSNR↑ |" in md
+    assert "n/a (missing weights: i3d_pretrained_400.pt)" in md
+
+
+def test_r3d50_variant_names_its_own_file_and_bad_settings_fail(no_weights: Path) -> None:
+    r = ProtocolScorer(BenchmarkConfig(fid_vid_variant="r3d50")).results()
+    assert r["fid_vid"] == "n/a (missing weights: r3d50_K_200ep.pth)"
+    with pytest.raises(ValueError, match="fvd_mode"):
+        BenchmarkConfig(fvd_mode="clipwise")
+    with pytest.raises(ValueError, match="unknown networks"):
+        BenchmarkConfig(weights={"vgg19": "x"})
+
+
+def test_clips_must_match_in_shape(no_weights: Path) -> None:
+    scorer = ProtocolScorer(BenchmarkConfig(clip=False, lpips=False, fvd=False, fid_vid=False))
+    with pytest.raises(ValueError, match="obj/eval_2"):
+        scorer.add_clip("obj", 2, _clip(3, 0.5), _clip(4, 0.5))
