@@ -77,3 +77,57 @@ def test_clips_must_match_in_shape(no_weights: Path) -> None:
     scorer = ProtocolScorer(BenchmarkConfig(clip=False, lpips=False, fvd=False, fid_vid=False))
     with pytest.raises(ValueError, match="obj/eval_2"):
         scorer.add_clip("obj", 2, _clip(3, 0.5), _clip(4, 0.5))
+
+
+def _write_tree(root: Path, objects: dict[str, list[torch.Tensor]]) -> None:
+    from ds4d_pl.data.io import write_rgba
+
+    for name, views in objects.items():
+        for k, clip in enumerate(views):
+            for t, frame in enumerate(clip):
+                write_rgba(root / name / f"eval_{k}" / f"{t}.png", frame)
+
+
+def _rgba(t: int, value: float, size: int = 16) -> torch.Tensor:
+    img = torch.full((t, size, size, 4), value)
+    img[..., 3] = 1.0
+    return img
+
+
+def test_eval_scores_directories_like_ds4d_test_and_writes_the_report(
+    no_weights: Path, tmp_path: Path
+) -> None:
+    from ds4d_pl.cli import main
+
+    gt = {"a": [_rgba(3, 0.5)] * 2, "b": [_rgba(2, 0.5)] * 2}
+    _write_tree(tmp_path / "gt", gt)
+    _write_tree(tmp_path / "same", gt)
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", "--pred", str(tmp_path / "same"), "--gt", str(tmp_path / "gt")])
+    assert exc.value.code == 0
+    r = json.loads((tmp_path / "same" / "metrics.json").read_text())
+    assert r["psnr"] == pytest.approx(120.0, abs=0.5)  # identical images: the 1e-12 MSE floor
+    assert r["objects"] == ["a", "b"] and r["num_clips"] == 4
+    assert r["lpips"].startswith("n/a (missing weights")
+    assert (tmp_path / "same" / "metrics.md").is_file()
+
+
+def test_eval_rejects_mismatched_frame_counts_sizes_and_missing_objects(
+    no_weights: Path, tmp_path: Path
+) -> None:
+    from ds4d_pl.metrics.evaluate import evaluate_dirs
+
+    cfg = BenchmarkConfig(clip=False, lpips=False, fvd=False, fid_vid=False)
+    _write_tree(tmp_path / "gt", {"a": [_rgba(3, 0.5)]})
+    _write_tree(tmp_path / "short", {"a": [_rgba(2, 0.5)]})
+    with pytest.raises(ValueError, match=r"short/a/eval_0: 2 frames but the ground truth"):
+        evaluate_dirs(tmp_path / "short", tmp_path / "gt", cfg)
+    _write_tree(tmp_path / "small", {"a": [_rgba(3, 0.5, size=8)]})
+    with pytest.raises(ValueError, match=r"small/a/eval_0: frames are 8x8"):
+        evaluate_dirs(tmp_path / "small", tmp_path / "gt", cfg)
+    # ... unless both sides are compared at one resolution.
+    cfg16 = BenchmarkConfig(clip=False, lpips=False, fvd=False, fid_vid=False, resolution=16)
+    assert evaluate_dirs(tmp_path / "small", tmp_path / "gt", cfg16)["psnr"] > 60
+    _write_tree(tmp_path / "other", {"b": [_rgba(3, 0.5)]})
+    with pytest.raises(FileNotFoundError, match=r"other/a: no predictions for object 'a'"):
+        evaluate_dirs(tmp_path / "other", tmp_path / "gt", cfg)
