@@ -127,3 +127,14 @@ def test_weights_subcommand_lists_every_network(
     for name in weights.REGISTRY:
         assert f"{name} " in out
     assert "MISSING  i3d_pretrained_400.pt" in out and "looked at" in out
+
+
+def test_load_strict_tolerates_only_missing_batchnorm_counters(tmp_path: Path) -> None:
+    net = nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4))
+    state = {k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}
+    torch.save(state, tmp_path / "old.pth")
+    load_strict(nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)), tmp_path / "old.pth")
+    del state["1.running_mean"]
+    torch.save(state, tmp_path / "broken.pth")
+    with pytest.raises(ValueError, match="1.running_mean"):
+        load_strict(nn.Sequential(nn.Conv2d(3, 4, 1), nn.BatchNorm2d(4)), tmp_path / "broken.pth")

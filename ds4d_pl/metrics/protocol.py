@@ -224,11 +224,12 @@ class ProtocolScorer:
         if "fvd" in self._nets:
             fvd = self._nets["fvd"]
             if self.cfg.fvd_mode == "consistent4d":
-                before = float(fvd.total) if hasattr(fvd, "total") else None
-                fvd.update(pred.to(self.device), target.to(self.device))
-                # The per-clip distance, recovered from the metric's running sum, so clips can
-                # be averaged over views then objects rather than over all clips at once.
-                values["fvd"][obj][view].append(float(fvd.total) - before)
+                from ds4d_pl.metrics.fvd import consistent4d_fvd
+
+                # Per-clip distance kept per (object, view), so clips average over views and
+                # then objects as the published evaluation does.
+                logits = fvd.logits(torch.stack([pred, target]).to(self.device))
+                values["fvd"][obj][view].append(float(consistent4d_fvd(logits[0], logits[1])))
             else:
                 fvd.update(pred.to(self.device), target.to(self.device))
         if "fid_vid" in self._nets:

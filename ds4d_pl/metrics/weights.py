@@ -280,7 +280,10 @@ def load_strict(
         for old, new in rename.items():
             state = {(new + k[len(old) :] if k.startswith(old) else k): v for k, v in state.items()}
     own = module.state_dict()
-    missing = sorted(set(own) - set(state))
+    # Checkpoints saved before PyTorch 0.4.1 lack BatchNorm's num_batches_tracked counters,
+    # which torch itself tolerates; they hold no learned value (only the momentum=None path
+    # reads them), so their absence is not a mismatch.
+    missing = sorted(k for k in set(own) - set(state) if not k.endswith(".num_batches_tracked"))
     unexpected = sorted(set(state) - set(own))
     shapes = [k for k in set(own) & set(state) if own[k].shape != state[k].shape]
     if missing or unexpected or shapes:
@@ -289,5 +292,7 @@ def load_strict(
             f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
             f"{'...' if len(unexpected) > 5 else ''}, shape mismatch {sorted(shapes)[:5]})"
         )
+    for key in set(own) - set(state):
+        state[key] = own[key]  # the counters kept as initialised
     module.load_state_dict(state, strict=True)
     return sha256_file(path)
