@@ -131,3 +131,56 @@ def test_eval_rejects_mismatched_frame_counts_sizes_and_missing_objects(
     _write_tree(tmp_path / "other", {"b": [_rgba(3, 0.5)]})
     with pytest.raises(FileNotFoundError, match=r"other/a: no predictions for object 'a'"):
         evaluate_dirs(tmp_path / "other", tmp_path / "gt", cfg)
+
+
+@pytest.fixture(scope="module")
+def random_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Randomly initialised networks of the real architectures, saved under the published file
+    names, so the scorer goes through the real resolution and strict loading code."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from ds4d_pl.metrics.i3d import InceptionI3d
+    from ds4d_pl.metrics.lpips import LPIPSHeads, VGG16Features
+
+    wdir = tmp_path_factory.mktemp("weights")
+    torch.manual_seed(0)
+    torch.save(VGG16Features().state_dict(), wdir / "vgg16-397923af.pth")
+    heads = LPIPSHeads()
+    with torch.no_grad():
+        for p in heads.parameters():
+            p.uniform_(0.1, 1.0)  # LPIPS heads are non-negative
+    torch.save(heads.state_dict(), wdir / "lpips_vgg_v0.1.pth")
+    torch.save(InceptionI3d().state_dict(), wdir / "i3d_pretrained_400.pt")
+    cfg = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=224,
+        patch_size=32,
+        projection_dim=16,
+    )
+    CLIPVisionModelWithProjection(cfg).save_pretrained(wdir / "clip-vit-base-patch32")
+    return wdir
+
+
+def test_scorer_runs_the_real_networks_when_their_weights_are_present(
+    random_weights: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("DS4D_WEIGHTS_DIR", str(random_weights))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch_hub"))
+    g = torch.Generator().manual_seed(0)
+    gt = torch.rand(2, 32, 32, 3, generator=g)
+    noisy = (gt + 0.3 * torch.randn(gt.shape, generator=g)).clamp(0, 1)
+    results = {}
+    for name, pred in (("same", gt), ("noisy", noisy)):
+        scorer = ProtocolScorer(BenchmarkConfig(fid_vid=False))
+        scorer.add_clip("obj", 0, pred, gt)
+        results[name] = scorer.results()
+    same, noisy_r = results["same"], results["noisy"]
+    assert same["clip"] == pytest.approx(1.0, abs=1e-5)
+    assert same["lpips"] == pytest.approx(0.0, abs=1e-6)
+    assert same["fvd"] == pytest.approx(0.0, abs=1e-9)
+    assert noisy_r["clip"] < 1.0 and noisy_r["lpips"] > 0.0 and noisy_r["fvd"] > 0.0
+    assert set(same["weights_sha256"]) == {"clip", "lpips", "fvd"}
+    assert "fid_vid" not in same  # switched off: not reported at all
