@@ -67,6 +67,9 @@ class OptimConfig:
         mlp_lr: Deformation MLP and heads.
         mlp_lr_final: Final learning rate of the MLP and heads.
         cond_lr: Learnable conditioning layers (TSSF-GA logits, DA concat, low-rank projection).
+            10x the MLP rate: these layers start from zero-initialised heads and must move
+            within the fine stage (+0.19 dB dynamic PSNR for DS4D-DA over 1.6e-3, and every
+            conditioned ablation row gained; ``benchmarks/results/ablation_findings.md``).
         cond_lr_final: Final learning rate of the conditioning layers.
         eps: Adam epsilon.
     """
@@ -82,8 +85,8 @@ class OptimConfig:
     field_lr_final: float = 1.6e-4
     mlp_lr: float = 1.6e-3
     mlp_lr_final: float = 1.6e-5
-    cond_lr: float = 1.6e-3
-    cond_lr_final: float = 1.6e-5
+    cond_lr: float = 1.6e-2
+    cond_lr_final: float = 1.6e-4
     eps: float = 1e-15
 
 
