@@ -332,7 +332,7 @@ def test_missing_weights_name_the_file_and_unknown_variants_are_rejected(
 ) -> None:
     with pytest.raises(MissingWeightsError, match="pt_inception-2015-12-05-6726825d.pth"):
         FIDVID.from_pretrained("frame_fid")
-    with pytest.raises(MissingWeightsError, match="r3d50_K_200ep.pth"):
+    with pytest.raises(MissingWeightsError, match="resnet-50-kinetics.pth"):
         FIDVID.from_pretrained("r3d50")
     with pytest.raises(MissingWeightsError, match="typo.pth"):
         FIDVID.from_pretrained("r3d50", no_caches / "typo.pth")

@@ -66,7 +66,7 @@ def test_missing_weights_are_reported_as_na_with_the_file_never_as_numbers(
 
 def test_r3d50_variant_names_its_own_file_and_bad_settings_fail(no_weights: Path) -> None:
     r = ProtocolScorer(BenchmarkConfig(fid_vid_variant="r3d50")).results()
-    assert r["fid_vid"] == "n/a (missing weights: r3d50_K_200ep.pth)"
+    assert r["fid_vid"] == "n/a (missing weights: resnet-50-kinetics.pth)"
     with pytest.raises(ValueError, match="fvd_mode"):
         BenchmarkConfig(fvd_mode="clipwise")
     with pytest.raises(ValueError, match="unknown networks"):
@@ -140,6 +140,7 @@ def random_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
     from ds4d_pl.metrics.i3d import InceptionI3d
+    from ds4d_pl.metrics.inception import InceptionV3
     from ds4d_pl.metrics.lpips import LPIPSHeads, VGG16Features
 
     wdir = tmp_path_factory.mktemp("weights")
@@ -151,6 +152,7 @@ def random_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
             p.uniform_(0.1, 1.0)  # LPIPS heads are non-negative
     torch.save(heads.state_dict(), wdir / "lpips_vgg_v0.1.pth")
     torch.save(InceptionI3d().state_dict(), wdir / "i3d_pretrained_400.pt")
+    torch.save(InceptionV3().state_dict(), wdir / "pt_inception-2015-12-05-6726825d.pth")
     cfg = CLIPVisionConfig(
         hidden_size=32,
         intermediate_size=37,
@@ -174,13 +176,20 @@ def test_scorer_runs_the_real_networks_when_their_weights_are_present(
     noisy = (gt + 0.3 * torch.randn(gt.shape, generator=g)).clamp(0, 1)
     results = {}
     for name, pred in (("same", gt), ("noisy", noisy)):
-        scorer = ProtocolScorer(BenchmarkConfig(fid_vid=False))
+        scorer = ProtocolScorer(BenchmarkConfig())
+        # Two views: the frame FID compares sets of frames and needs at least two clips.
         scorer.add_clip("obj", 0, pred, gt)
+        scorer.add_clip("obj", 1, pred.flip(2), gt.flip(2))
         results[name] = scorer.results()
     same, noisy_r = results["same"], results["noisy"]
     assert same["clip"] == pytest.approx(1.0, abs=1e-5)
     assert same["lpips"] == pytest.approx(0.0, abs=1e-6)
     assert same["fvd"] == pytest.approx(0.0, abs=1e-9)
+    assert same["fid_vid"] == pytest.approx(0.0, abs=1e-3)
     assert noisy_r["clip"] < 1.0 and noisy_r["lpips"] > 0.0 and noisy_r["fvd"] > 0.0
-    assert set(same["weights_sha256"]) == {"clip", "lpips", "fvd"}
-    assert "fid_vid" not in same  # switched off: not reported at all
+    assert noisy_r["fid_vid"] > same["fid_vid"]
+    assert set(same["weights_sha256"]) == {"clip", "lpips", "fvd", "fid_vid"}
+    # A single clip is too few for a set-level distance: reported, not a number.
+    one = ProtocolScorer(BenchmarkConfig(clip=False, lpips=False, fvd=False))
+    one.add_clip("obj", 0, gt, gt)
+    assert one.results()["fid_vid"].startswith("n/a (")

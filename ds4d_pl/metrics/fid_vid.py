@@ -170,8 +170,8 @@ class FIDVID(Metric):
 
         Args:
             variant: ``"frame_fid"`` (``pt_inception-2015-12-05-6726825d.pth``) or ``"r3d50"``
-                (``r3d50_K_200ep.pth``, or DisCo's ``resnet-50-kinetics.pth`` given as
-                ``path``).
+                (DisCo's ``resnet-50-kinetics.pth``; the Kinetics-700 ``r3d50_K_200ep.pth``
+                also loads when given as ``path``).
             path: The checkpoint or a directory holding it; ``None`` searches
                 ``$DS4D_WEIGHTS_DIR`` and the torch hub cache.
             **kwargs: Passed to the constructor.

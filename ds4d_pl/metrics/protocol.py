@@ -245,8 +245,11 @@ class ProtocolScorer:
             if key in self.unavailable:
                 out[key] = self.unavailable[key]
             elif key in self._nets and (key == "fid_vid" or self.cfg.fvd_mode == "set"):
-                # Set-level metrics: one number over all clips.
-                out[key] = float(self._nets[key].compute())
+                # Set-level metrics: one number over all clips, which needs at least two.
+                try:
+                    out[key] = float(self._nets[key].compute())
+                except ValueError as err:
+                    out[key] = f"n/a ({err})"
             elif key in self._values:
                 out[key] = _hierarchical_mean(self._values[key])
             elif key in ("psnr", "ssim", "dyn_psnr") or key in self._nets:

@@ -20,14 +20,14 @@ checkpoints saved by PyTorch >= 0.4.1.
 
 Checkpoints (see :meth:`R3D50.from_pretrained`):
 
-``r3d50_K_200ep.pth`` (the registry's ``r3d50``; 2020 release)
+``r3d50_K_200ep.pth`` (2020 release; pass it explicitly)
     Kinetics-700, ``n_classes=700`` (the repository README: ``--n_pretrain_classes 700``). A
     training checkpoint ``{"epoch", "arch", "state_dict", "optimizer", "scheduler"}``; the
     ``state_dict`` is unwrapped by :func:`~ds4d_pl.metrics.weights.load_state_dict` and a
     ``module.`` prefix (DataParallel) is stripped with ``rename={"module.": ""}``. Trained on
     RGB in [0, 1] normalised with the Kinetics mean/std of that repository's ``mean.py``:
     normalisation ``"kinetics"``.
-``resnet-50-kinetics.pth`` (2017 release, what DisCo's FID-VID actually loads)
+``resnet-50-kinetics.pth`` (the registry's ``r3d50``; 2017 release, what DisCo's FID-VID loads)
     Kinetics-400, ``n_classes=400``, keys prefixed ``module.`` and no BatchNorm counters (saved
     by PyTorch < 0.4.1; ``load_strict`` accepts that, as torch does).
     Trained, and used by DisCo, on 0-255 RGB minus the ActivityNet mean
@@ -207,7 +207,7 @@ class R3D50(nn.Module):
         ``"kinetics"`` otherwise (``r3d50_K_200ep.pth``).
 
         Args:
-            path: The checkpoint or a directory holding ``r3d50_K_200ep.pth``; ``None``
+            path: The checkpoint or a directory holding ``resnet-50-kinetics.pth``; ``None``
                 searches ``$DS4D_WEIGHTS_DIR`` and the torch hub cache
                 (:func:`~ds4d_pl.metrics.weights.resolve`).
             normalization: Override of the input normalisation.

@@ -114,10 +114,13 @@ REGISTRY: dict[str, WeightsSpec] = {
         ),
         WeightsSpec(
             name="r3d50",
-            filename="r3d50_K_200ep.pth",
-            description="3D ResNet-50 trained on Kinetics (Hara et al.), for FID-VID variant "
-            "r3d50 (DisCo's FID-VID)",
-            published="https://github.com/kenshohara/3D-ResNets-PyTorch (r3d50_K_200ep.pth)",
+            filename="resnet-50-kinetics.pth",
+            description="3D ResNet-50 trained on Kinetics-400 (Hara et al., 2017 release), the "
+            "network DisCo's FID-VID loads (eval_fvd/resnet-50-kinetics.pth); for FID-VID "
+            "variant r3d50. The later Kinetics-700 r3d50_K_200ep.pth also loads when passed "
+            "explicitly, but gives different numbers",
+            published="https://github.com/kenshohara/video-classification-3d-cnn-pytorch "
+            "(resnet-50-kinetics.pth), as used by https://github.com/Wangt-CN/DisCo",
         ),
         WeightsSpec(
             name="clip_vit_b32",
