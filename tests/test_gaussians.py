@@ -216,8 +216,12 @@ def test_from_file_errors_name_the_file(tmp_path):
         CanonicalGaussians.from_file(out_of_range, 10)
     glb = tmp_path / "model.glb"
     glb.write_bytes(b"glTF")
-    with pytest.raises(NotImplementedError, match=r"\.ply.*\.obj"):
+    with pytest.raises(ValueError, match=r"model.glb: too short for a GLB"):
         CanonicalGaussians.from_file(glb, 10)
+    fbx = tmp_path / "model.fbx"
+    fbx.write_bytes(b"x")
+    with pytest.raises(NotImplementedError, match=r"\.ply.*\.obj.*\.glb"):
+        CanonicalGaussians.from_file(fbx, 10)
 
 
 def test_param_groups_learning_rates():

@@ -15,15 +15,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from ds4d_pl.config import OptimConfig
+from ds4d_pl.gaussians.mesh_io import read_mesh, sample_surface
 from ds4d_pl.render.base import GaussianParams, rgb_to_sh0
-
-#: Formats :meth:`CanonicalGaussians.from_file` understands.
-SUPPORTED_FORMATS = (".ply", ".obj")
 
 # Smallest isotropic scale an initial Gaussian gets, so coincident points do not give log(0).
 _MIN_INIT_SCALE = 1e-7
@@ -84,135 +81,6 @@ def normalize_points(points: Tensor, target_radius: float) -> Tensor:
     if radius <= 0:
         return centred
     return centred * (target_radius / radius)
-
-
-def _parse_obj(path: Path) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Read vertices, optional per-vertex colours and triangulated faces from a Wavefront OBJ."""
-    verts: list[list[float]] = []
-    colors: list[list[float]] = []
-    faces: list[list[int]] = []
-    try:
-        text = path.read_text(encoding="utf-8", errors="strict")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not a text OBJ file ({err})") from err
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        tokens = line.split()
-        if not tokens or tokens[0].startswith("#"):
-            continue
-        try:
-            if tokens[0] == "v":
-                vals = [float(t) for t in tokens[1:]]
-                if len(vals) not in (3, 4, 6, 7):
-                    raise ValueError(f"expected 3 or 6 numbers after 'v', got {len(vals)}")
-                # "v x y z w" carries a homogeneous weight, "v x y z r g b" a colour.
-                verts.append(vals[:3])
-                if len(vals) >= 6:
-                    colors.append(vals[3:6] if len(vals) == 6 else vals[4:7])
-            elif tokens[0] == "f":
-                idx = [int(t.split("/")[0]) for t in tokens[1:]]
-                if len(idx) < 3:
-                    raise ValueError("a face needs at least 3 vertices")
-                # OBJ is 1-based; negative indices count back from the latest vertex.
-                idx = [i - 1 if i > 0 else len(verts) + i for i in idx]
-                for j in range(1, len(idx) - 1):
-                    faces.append([idx[0], idx[j], idx[j + 1]])
-        except ValueError as err:
-            raise ValueError(f"{path}:{lineno}: cannot parse {line.strip()!r} ({err})") from err
-    if not verts:
-        raise ValueError(f"{path}: no vertices ('v' lines) found")
-    v = torch.tensor(verts, dtype=torch.float32)
-    c = None
-    if colors:
-        if len(colors) != len(verts):
-            raise ValueError(f"{path}: only some vertices carry colours")
-        c = torch.tensor(colors, dtype=torch.float32)
-        if c.max() > 1.0:  # some exporters write 0..255
-            c = c / 255.0
-    f = None
-    if faces:
-        f = torch.tensor(faces, dtype=torch.long)
-        if f.min() < 0 or f.max() >= len(verts):
-            raise ValueError(f"{path}: face index out of range (1..{len(verts)})")
-    return v, c, f
-
-
-def _parse_ply(path: Path) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """Read vertices, optional colours (red/green/blue) and triangulated faces from a PLY."""
-    from plyfile import PlyData
-
-    try:
-        ply = PlyData.read(str(path))
-    except Exception as err:  # plyfile raises several unrelated types on bad input
-        raise ValueError(f"{path}: not a readable PLY file ({err})") from err
-    names = [e.name for e in ply.elements]
-    if "vertex" not in names:
-        raise ValueError(f"{path}: PLY has no 'vertex' element (elements: {names})")
-    vert = ply["vertex"]
-    props = [p.name for p in vert.properties]
-    missing = [n for n in ("x", "y", "z") if n not in props]
-    if missing:
-        raise ValueError(f"{path}: PLY vertex element lacks properties {missing}")
-    v = torch.from_numpy(np.stack([np.asarray(vert[n], dtype=np.float32) for n in "xyz"], axis=1))
-    c = None
-    if all(n in props for n in ("red", "green", "blue")):
-        raw = np.stack([np.asarray(vert[n]) for n in ("red", "green", "blue")], axis=1)
-        scale = 255.0 if np.issubdtype(raw.dtype, np.integer) else 1.0
-        c = torch.from_numpy(raw.astype(np.float32) / scale)
-    f = None
-    if "face" in names:
-        face = ply["face"]
-        fprops = [p.name for p in face.properties]
-        key = next((k for k in ("vertex_indices", "vertex_index") if k in fprops), None)
-        if key is None:
-            raise ValueError(f"{path}: PLY face element lacks 'vertex_indices'")
-        tris: list[list[int]] = []
-        for poly in face[key]:
-            poly = [int(i) for i in poly]
-            for j in range(1, len(poly) - 1):
-                tris.append([poly[0], poly[j], poly[j + 1]])
-        if tris:
-            f = torch.tensor(tris, dtype=torch.long)
-            if f.min() < 0 or f.max() >= v.shape[0]:
-                raise ValueError(f"{path}: face index out of range (0..{v.shape[0] - 1})")
-    return v, c, f
-
-
-def sample_mesh_surface(
-    verts: Tensor,
-    faces: Tensor,
-    num_samples: int,
-    colors: Tensor | None = None,
-    generator: torch.Generator | None = None,
-) -> tuple[Tensor, Tensor | None]:
-    """Draw points uniformly over a triangle mesh's surface (area-weighted).
-
-    Args:
-        verts: ``(V, 3)`` vertex positions.
-        faces: ``(F, 3)`` vertex indices of triangles.
-        num_samples: Points to draw.
-        colors: Optional ``(V, 3)`` vertex colours, interpolated barycentrically.
-        generator: Random generator for reproducible samples.
-
-    Returns:
-        ``(num_samples, 3)`` points and ``(num_samples, 3)`` colours (or ``None``).
-    """
-    tri = verts[faces]  # (F, 3, 3)
-    area = torch.linalg.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]).norm(dim=1) / 2
-    if not torch.isfinite(area).all() or area.sum() <= 0:
-        raise ValueError("sample_mesh_surface: the mesh has zero total area")
-    face_idx = torch.multinomial(area, num_samples, replacement=True, generator=generator)
-    u = torch.rand(num_samples, generator=generator)
-    w = torch.rand(num_samples, generator=generator)
-    # Reflect samples from the far half of the unit square back into the triangle.
-    flip = u + w > 1
-    u = torch.where(flip, 1 - u, u)
-    w = torch.where(flip, 1 - w, w)
-    bary = torch.stack([1 - u - w, u, w], dim=1)  # (S, 3)
-    points = (bary[:, :, None] * tri[face_idx]).sum(dim=1)
-    sampled_colors = None
-    if colors is not None:
-        sampled_colors = (bary[:, :, None] * colors[faces][face_idx]).sum(dim=1)
-    return points, sampled_colors
 
 
 class CanonicalGaussians(nn.Module):
@@ -567,15 +435,16 @@ class CanonicalGaussians(nn.Module):
     ) -> CanonicalGaussians:
         """Gaussians from a point cloud or a mesh file.
 
-        * A mesh (``.ply`` with a ``face`` element, ``.obj`` with ``f`` lines) is sampled
-          area-uniformly with ``num_samples`` points; vertex colours are interpolated.
+        * A mesh (``.ply`` with a ``face`` element, ``.obj`` with ``f`` lines, ``.glb``) is
+          sampled area-uniformly with ``num_samples`` points; vertex colours are interpolated,
+          a GLB's base-colour texture is looked up at each sample (``gaussians/mesh_io.py``).
         * A point cloud uses its points; if it has more than ``num_samples``, a random subset of
           ``num_samples`` is kept.
         * Colours: PLY ``red/green/blue`` (uchar 0..255 or float 0..1), OBJ ``v x y z r g b``;
           mid grey when absent.
 
         Args:
-            path: ``.ply`` or ``.obj`` file.
+            path: ``.ply``, ``.obj`` or ``.glb`` file.
             num_samples: Surface samples for a mesh, upper bound for a point cloud.
             sh_degree: SH degree (0..3).
             init_opacity: Starting opacity.
@@ -589,29 +458,19 @@ class CanonicalGaussians(nn.Module):
         Raises:
             FileNotFoundError: The file does not exist.
             ValueError: The content cannot be parsed (the message names the file).
-            NotImplementedError: Unsupported format (e.g. ``.glb``).
+            NotImplementedError: Unsupported format (e.g. ``.fbx``).
         """
         path = Path(path)
         if num_samples < 1:
             raise ValueError(f"from_file: num_samples must be >= 1, got {num_samples}")
-        suffix = path.suffix.lower()
-        if suffix not in SUPPORTED_FORMATS:
-            raise NotImplementedError(
-                f"{path}: format {suffix or '(none)'!r} is not supported; "
-                f"use one of {', '.join(SUPPORTED_FORMATS)} (point cloud or triangle mesh)"
-            )
-        if not path.is_file():
-            raise FileNotFoundError(f"Initial point cloud / mesh not found: {path}")
-        verts, colors, faces = _parse_ply(path) if suffix == ".ply" else _parse_obj(path)
-        if not torch.isfinite(verts).all():
-            raise ValueError(f"{path}: vertex positions contain NaN or inf")
-        if faces is not None:
+        mesh = read_mesh(path)
+        if mesh.faces is not None:
             try:
-                points, colors = sample_mesh_surface(verts, faces, num_samples, colors, generator)
+                points, colors = sample_surface(mesh, num_samples, generator)
             except ValueError as err:
                 raise ValueError(f"{path}: {err}") from err
         else:
-            points = verts
+            points, colors = mesh.verts, mesh.colors
             if points.shape[0] > num_samples:
                 keep = torch.randperm(points.shape[0], generator=generator)[:num_samples]
                 points = points[keep]
