@@ -183,9 +183,13 @@ class GaussianInit:
 
     Attributes:
         num: Number of Gaussians for ``random`` init, surface samples drawn from a mesh file.
-        radius: Sphere radius for ``random`` init.
-        path: Optional point-cloud / mesh file (PLY, OBJ) for ``points`` init; without it the
-            scene's own init points are used (the synthetic object provides them).
+        radius: Sphere radius for ``random`` init, and the radius a mesh file is normalised
+            into.
+        path: Optional point-cloud / mesh file (PLY, OBJ, GLB) of the middle frame for
+            ``points`` init, e.g. an image-to-3D model's output; without it the scene's own
+            init points are used (the synthetic object provides them).
+        normalize: Recentre and rescale the file's points into a ball of ``radius``: an
+            image-to-3D model's mesh comes in its own units, not the object protocol's.
         sh_degree: Spherical-harmonics degree of the colour.
         init_opacity: Starting opacity.
     """
@@ -193,6 +197,7 @@ class GaussianInit:
     num: int = 2000
     radius: float = 0.5
     path: str | None = None
+    normalize: bool = True
     sh_degree: int = 0
     init_opacity: float = 0.1
 

@@ -243,7 +243,12 @@ class DS4DSystem(pl.LightningModule):
             )
         elif cfg.path is not None:
             gaussians = CanonicalGaussians.from_file(
-                cfg.path, cfg.num, cfg.sh_degree, init_opacity=cfg.init_opacity
+                cfg.path,
+                cfg.num,
+                cfg.sh_degree,
+                init_opacity=cfg.init_opacity,
+                normalize_radius=cfg.radius if cfg.normalize else None,
+                generator=g,
             )
         elif scene.init_points is not None:
             gaussians = CanonicalGaussians.from_points(
