@@ -60,6 +60,19 @@ def _typed(cls: type, value: object) -> object:
     return value
 
 
+def log_images(logger: object, key: str, images: list, step: int) -> None:
+    """Send ``(H, W, 3)`` images in ``[0, 1]`` to a logger that takes images (W&B through
+    ``log_image``, TensorBoard through ``add_image``); other loggers are skipped."""
+    if logger is None or not images:
+        return
+    if hasattr(logger, "log_image"):
+        captions = [f"view {j}" for j in range(len(images))]
+        logger.log_image(key=key, images=images, caption=captions, step=step)
+    elif hasattr(getattr(logger, "experiment", None), "add_image"):
+        for j, image in enumerate(images):
+            logger.experiment.add_image(f"{key}/view_{j}", image, step, dataformats="HWC")
+
+
 def _resize_frames(frames: Tensor, size: tuple[int, int]) -> Tensor:
     """``(T, H, W, C)`` frames resized to ``size`` (area when shrinking, bilinear otherwise)."""
     x = frames.permute(0, 3, 1, 2)
@@ -225,14 +238,26 @@ class DS4DSystem(pl.LightningModule):
         }
         write_json(root / "run_info.json", info)
         if self.conditioner is not None and self.ablation.dsfd:
-            # Dynamic-energy maps ||dynamic|| / ||f||: one row of frames per training view.
-            energy = self.conditioner.energy.cpu()
-            v, t, h, w = energy.shape
-            grid = energy.permute(0, 2, 1, 3).reshape(v * h, t * w)
-            grid = grid / grid.max().clamp_min(1e-6)
-            write_rgb(
-                root / "diagnostics" / "dynamic_energy.png", grid[..., None].expand(-1, -1, 3)
-            )
+            self._write_energy_maps(root / "diagnostics")
+
+    def _write_energy_maps(self, out: Path) -> None:
+        """Dynamic-energy maps ``||dynamic|| / ||f||``: ``dynamic_energy.png`` (one row of
+        frames per training view) and ``dynamic_energy/view_{j}.png`` (one image per view),
+        also sent to the logger when it takes images (W&B, TensorBoard)."""
+        energy = self.conditioner.energy.cpu()
+        v, t, h, w = energy.shape
+        # One scale for every view, so views can be compared by brightness.
+        energy = energy / energy.max().clamp_min(1e-6)
+        rows = energy.permute(0, 2, 1, 3).reshape(v, h, t * w)
+        write_rgb(
+            out / "dynamic_energy.png", rows.reshape(v * h, t * w)[..., None].expand(-1, -1, 3)
+        )
+        images = []
+        for j in range(v):
+            image = rows[j][..., None].expand(-1, -1, 3)
+            write_rgb(out / "dynamic_energy" / f"view_{j}.png", image)
+            images.append(image.numpy())
+        log_images(self.logger, "diagnostics/dynamic_energy", images, self.global_step)
 
     def _init_gaussians(self, scene: Scene4D) -> None:
         cfg = self.init_cfg

@@ -159,7 +159,12 @@ def test_fit_writes_the_run_directory_contract(run_dir: Path) -> None:
         assert (run_dir / rel).is_file(), rel
     assert not (run_dir / "export" / "frame_0004.ply").exists()
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert set(metrics) >= {"psnr", "ssim", "dyn_psnr"}
+    assert set(metrics) >= {"psnr", "ssim", "dyn_psnr", "clip", "lpips", "fvd", "fid_vid"}
+    for key in ("clip", "lpips", "fvd", "fid_vid"):
+        # Without the networks' weights (CI) a metric says so; it never makes up a number.
+        value = metrics[key]
+        assert isinstance(value, float) or value.startswith("n/a (missing weights: "), value
+    assert "| CLIP↑ | LPIPS↓ | FVD↓ | FID-VID↓ |" in (run_dir / "metrics.md").read_text()
     # The run records what it used: encoder and its weights' checksum, renderer, supervision.
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["encoder"]["name"] == "efficientnet_lite0"
@@ -169,6 +174,8 @@ def test_fit_writes_the_run_directory_contract(run_dir: Path) -> None:
     assert info["pseudo_views"] == "oracle"
     energy = read_rgba(run_dir / "diagnostics" / "dynamic_energy.png", require_alpha=False)
     assert energy.shape[:2] == (7 * 32, 4 * 32)  # views x frames of 32x32 token grids
+    per_view = read_rgba(run_dir / "diagnostics" / "dynamic_energy" / "view_6.png", False)
+    assert per_view.shape[:2] == (32, 4 * 32)
     # No temp files of the atomic writers are left behind.
     assert not [p for p in run_dir.rglob(".*") if p.is_file()]
     # The saved config is a complete, valid config: it reruns as is.
@@ -461,3 +468,34 @@ def test_run_length_defaults_to_the_stage_schedule(run_dir: Path) -> None:
     )
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["global_step"] == 3  # 1 coarse + 2 fine
+
+
+def test_energy_maps_go_to_loggers_that_take_images() -> None:
+    from ds4d_pl.system import log_images
+
+    class WandbLike:
+        def __init__(self) -> None:
+            self.calls: list = []
+
+        def log_image(self, **kwargs) -> None:
+            self.calls.append(kwargs)
+
+    class TensorBoardLike:
+        def __init__(self) -> None:
+            self.experiment = self
+            self.tags: list = []
+
+        def add_image(self, tag, image, step, dataformats) -> None:
+            self.tags.append((tag, step, dataformats))
+
+    images = [torch.rand(4, 6, 3).numpy() for _ in range(2)]
+    wb, tb = WandbLike(), TensorBoardLike()
+    log_images(wb, "diagnostics/dynamic_energy", images, 7)
+    log_images(tb, "diagnostics/dynamic_energy", images, 7)
+    log_images(object(), "diagnostics/dynamic_energy", images, 7)  # CSV-like: skipped
+    assert wb.calls[0]["key"] == "diagnostics/dynamic_energy" and len(wb.calls[0]["images"]) == 2
+    assert wb.calls[0]["caption"] == ["view 0", "view 1"] and wb.calls[0]["step"] == 7
+    assert tb.tags == [
+        ("diagnostics/dynamic_energy/view_0", 7, "HWC"),
+        ("diagnostics/dynamic_energy/view_1", 7, "HWC"),
+    ]
