@@ -499,3 +499,28 @@ def test_energy_maps_go_to_loggers_that_take_images() -> None:
         ("diagnostics/dynamic_energy/view_0", 7, "HWC"),
         ("diagnostics/dynamic_energy/view_1", 7, "HWC"),
     ]
+
+
+def test_wandb_preset_logs_the_energy_maps_as_media_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import wandb
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    args = [
+        "fit",
+        "-c",
+        str(CONFIGS / "demo.yaml"),
+        "-c",
+        str(CONFIGS / "logger" / "wandb.yaml"),
+        *tiny_synthetic(),
+        *[a for a in tiny_overrides(tmp_path / "run") if not a.startswith("--trainer.logger")],
+        f"--trainer.logger.init_args.save_dir={tmp_path}",
+    ]
+    try:
+        run(args)
+    finally:
+        wandb.finish()
+    media = list(tmp_path.glob("wandb/offline-run-*/files/media/images/diagnostics/*.png"))
+    # W&B stores a list of same-sized images as sprites, so the file count is not the view count.
+    assert media and all(p.name.startswith("dynamic_energy") for p in media)
