@@ -279,7 +279,35 @@ def eval_main(argv: list[str]) -> int:
     return 0
 
 
-EXTRA_COMMANDS = {"synth": synth_main, "weights": weights_main, "eval": eval_main}
+def prepare_main(argv: list[str]) -> int:
+    """``ds4d prepare``: a video or frames → centred RGBA frames in the Consistent4D layout."""
+    from ds4d_pl.data.prepare import prepare_video
+
+    p = argparse.ArgumentParser(
+        prog="ds4d prepare",
+        description="Read a video or a folder of numbered frames, take the foreground alpha from "
+        "the input (RGBA) or from --masks, centre and rescale the object over the whole clip, "
+        "and write OUT/<name>/{t}.png for `data.dataset: consistent4d`.",
+    )
+    p.add_argument("--input", required=True, help="video file or folder of numbered frames")
+    p.add_argument("--out", required=True, help="dataset root to write into")
+    p.add_argument("--name", default=None, help="object name (default: the input's name)")
+    p.add_argument("--masks", default=None, help="folder of numbered foreground masks")
+    p.add_argument("--size", type=int, default=512, help="side of the square output frames")
+    p.add_argument("--fill", type=float, default=0.8, help="fraction of the side the object fills")
+    p.add_argument("--max_frames", type=int, default=None)
+    a = p.parse_args(argv)
+    path = prepare_video(a.input, a.out, a.name, a.masks, a.size, a.fill, a.max_frames)
+    print(f"wrote {path}")
+    return 0
+
+
+EXTRA_COMMANDS = {
+    "synth": synth_main,
+    "weights": weights_main,
+    "eval": eval_main,
+    "prepare": prepare_main,
+}
 
 
 def main(argv: list[str] | None = None) -> None:

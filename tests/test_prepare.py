@@ -1,0 +1,95 @@
+"""``ds4d prepare``: alpha from the input or masks, one centred crop for the clip, errors that
+name the file, and output the Consistent4D reader loads."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from ds4d_pl.data.io import read_rgba, write_rgb, write_rgba
+from ds4d_pl.data.parsers.consistent4d import load_consistent4d
+from ds4d_pl.data.prepare import prepare_video
+from ds4d_pl.export.video import write_video
+
+
+def _clip(t: int = 3, h: int = 40, w: int = 60) -> torch.Tensor:
+    """An off-centre red box that moves right by 4 px per frame, on a transparent background."""
+    frames = torch.zeros(t, h, w, 4)
+    for i in range(t):
+        frames[i, 5:15, 30 + 4 * i : 40 + 4 * i] = torch.tensor([1.0, 0.0, 0.0, 1.0])
+    return frames
+
+
+def test_rgba_frames_are_centred_over_the_whole_clip_and_loadable(tmp_path: Path) -> None:
+    for i, f in enumerate(_clip()):
+        write_rgba(tmp_path / "in" / f"{i:04d}.png", f)
+    obj = prepare_video(tmp_path / "in", tmp_path / "data", name="box", size=64, fill=0.5)
+    out = torch.stack([read_rgba(obj / f"{t}.png") for t in range(3)])
+    assert out.shape == (3, 64, 64, 4)
+    union = (out[..., 3] > 0.5).any(0)
+    rows, cols = union.any(1).nonzero()[:, 0], union.any(0).nonzero()[:, 0]
+    # The union box (10 x 18 px) is scaled so its longer side is half the frame, centred.
+    assert int(cols[-1] - cols[0] + 1) == 32 and abs((cols[0] + cols[-1]) / 2 - 31.5) <= 1
+    assert abs((rows[0] + rows[-1]) / 2 - 31.5) <= 1
+    # Motion inside the frame is kept: the box moves right from frame to frame.
+    first, last = out[0, ..., 3].sum(0).nonzero()[:, 0], out[2, ..., 3].sum(0).nonzero()[:, 0]
+    assert last.float().mean() > first.float().mean() + 5
+    assert torch.allclose(
+        out[1][out[1, ..., 3] > 0.99][:, :3], torch.tensor([1.0, 0, 0]), atol=0.02
+    )
+    scene = load_consistent4d(tmp_path / "data", "box")
+    assert scene.train.rgb.shape == (1, 3, 64, 64, 3)
+    # A shorter re-run leaves exactly its own frames.
+    prepare_video(tmp_path / "in", tmp_path / "data", name="box", size=64, max_frames=2)
+    assert sorted(p.name for p in obj.glob("*.png")) == ["0.png", "1.png"]
+
+
+def test_input_without_alpha_needs_masks(tmp_path: Path) -> None:
+    clip = _clip()
+    for i, f in enumerate(clip):
+        write_rgb(tmp_path / "rgb" / f"{i}.png", f[..., :3])
+    with pytest.raises(ValueError, match=r"rgb/0.png: the input has no alpha channel.*--masks"):
+        prepare_video(tmp_path / "rgb", tmp_path / "out")
+    for i, f in enumerate(clip):
+        write_rgb(tmp_path / "masks" / f"{i}.png", f[..., 3:].expand(-1, -1, 3))
+    obj = prepare_video(tmp_path / "rgb", tmp_path / "out", masks=tmp_path / "masks", size=32)
+    assert read_rgba(obj / "2.png")[..., 3].max() == 1.0
+    # A video (H.264 has no alpha) works the same way with masks.
+    video = write_video(tmp_path / "clip.mp4", clip[..., :3])
+    with pytest.raises(ValueError, match="clip.mp4 frame 0: the input has no alpha"):
+        prepare_video(video, tmp_path / "out")
+    obj = prepare_video(video, tmp_path / "out", masks=tmp_path / "masks", size=32)
+    assert obj.name == "clip" and len(list(obj.glob("*.png"))) == 3
+
+
+def test_prepare_errors_name_the_file(tmp_path: Path) -> None:
+    clip = _clip()
+    for i, f in enumerate(clip):
+        write_rgba(tmp_path / "in" / f"{i}.png", f)
+    write_rgb(tmp_path / "m" / "0.png", torch.ones(40, 60, 3))
+    with pytest.raises(ValueError, match=r"/m: 1 masks but the input has 3 frames"):
+        prepare_video(tmp_path / "in", tmp_path / "o", masks=tmp_path / "m")
+    empty = clip.clone()
+    empty[1, ..., 3] = 0
+    for i, f in enumerate(empty):
+        write_rgba(tmp_path / "gap" / f"{i}.png", f)
+    with pytest.raises(ValueError, match=r"gap/1.png: the foreground mask is empty"):
+        prepare_video(tmp_path / "gap", tmp_path / "o")
+    with pytest.raises(FileNotFoundError, match="nothere.mp4"):
+        prepare_video(tmp_path / "nothere.mp4", tmp_path / "o")
+    with pytest.raises(ValueError, match="fill"):
+        prepare_video(tmp_path / "in", tmp_path / "o", fill=2.0)
+
+
+def test_prepare_subcommand(tmp_path: Path) -> None:
+    from ds4d_pl.cli import main
+
+    for i, f in enumerate(_clip()):
+        write_rgba(tmp_path / "in" / f"{i}.png", f)
+    with pytest.raises(SystemExit) as exc:
+        main(["prepare", "--input", str(tmp_path / "in"), "--out", str(tmp_path / "d"),
+              "--name", "obj", "--size", "32"])  # fmt: skip
+    assert exc.value.code == 0
+    assert read_rgba(tmp_path / "d" / "obj" / "0.png").shape == (32, 32, 4)
