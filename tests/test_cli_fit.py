@@ -524,3 +524,8 @@ def test_wandb_preset_logs_the_energy_maps_as_media_offline(
     media = list(tmp_path.glob("wandb/offline-run-*/files/media/images/diagnostics/*.png"))
     # W&B stores a list of same-sized images as sprites, so the file count is not the view count.
     assert media and all(p.name.startswith("dynamic_energy") for p in media)
+    videos = {
+        p.name.split("_")[0]
+        for p in tmp_path.glob("wandb/offline-run-*/files/media/videos/renders/*.mp4")
+    }
+    assert videos >= {"turntable", "front", "back", "left", "right"}

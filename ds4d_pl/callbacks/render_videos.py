@@ -59,7 +59,10 @@ class RenderVideos(pl.Callback):
             return
         out = Path(trainer.default_root_dir) / "renders"
         for name, frames in self.render(pl_module).items():
-            write_video(out / f"{name}.mp4", frames, fps=self.fps)
+            path = write_video(out / f"{name}.mp4", frames, fps=self.fps)
+            # Loggers that take videos (W&B) get the files as media next to the metrics.
+            if hasattr(trainer.logger, "log_video"):
+                trainer.logger.log_video(f"renders/{name}", [str(path)])
 
     @torch.no_grad()
     def render(self, pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:
