@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from ds4d_pl.metrics.lpips import FrozenNetworkMetric
+from ds4d_pl.metrics.lpips import PerImageNetworkMetric
 from ds4d_pl.metrics.weights import resolve, sha256_file
 
 __all__ = [
@@ -180,14 +180,14 @@ def load_clip_vision(path: str | os.PathLike | None = None) -> CLIPVisionModelWi
     return model.eval()
 
 
-class CLIPSimilarity(FrozenNetworkMetric):
+class CLIPSimilarity(PerImageNetworkMetric):
     """Mean cosine similarity of CLIP image embeddings, prediction vs ground truth.
 
     Inputs are the package's ``(B, H, W, 3)`` RGB images in ``[0, 1]`` (as in
     :mod:`ds4d_pl.metrics.image`); compositing onto the background is the caller's job. Each
     pair scores ``cos(e(pred), e(target))`` with ``e`` the projected image embedding; the
     metric is the mean over images. States: ``total``, ``count`` (DDP ``sum``). The network is
-    held outside the module tree (see :class:`~ds4d_pl.metrics.lpips.FrozenNetworkMetric`).
+    held outside the module tree (see :class:`~ds4d_pl.metrics.lpips.PerImageNetworkMetric`).
 
     Args:
         model: A ``CLIPVisionModelWithProjection`` (pretrained, or random for tests); its

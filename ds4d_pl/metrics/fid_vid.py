@@ -43,14 +43,13 @@ Tests: ``tests/test_metrics_fid_vid.py``.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from ds4d_pl.metrics.frozen import FrozenNetworkMetric
 from ds4d_pl.metrics.inception import InceptionV3
 from ds4d_pl.metrics.r3d import CLIP_FRAMES, R3D50
 
@@ -95,7 +94,7 @@ def _frechet(a: Tensor, b: Tensor) -> float:
     return frechet_distance(a, b)
 
 
-class FIDVID(Metric):
+class FIDVID(FrozenNetworkMetric):
     """FID-VID between predicted and ground-truth clips; lower is better.
 
     ``update(pred, target)`` takes one clip each, ``(T, H, W, 3)`` RGB in [0, 1], or a batch
@@ -143,7 +142,6 @@ class FIDVID(Metric):
         batch_size: int = 16,
         **kwargs: Any,
     ) -> None:
-        super().__init__(**kwargs)
         _check_variant(variant)
         if not isinstance(net, VARIANTS[variant]):
             raise TypeError(
@@ -152,11 +150,10 @@ class FIDVID(Metric):
             )
         if clip_frames < 1 or batch_size < 1:
             raise ValueError("clip_frames and batch_size must be >= 1")
+        super().__init__(net, **kwargs)
         self.variant: Variant = variant
         self.clip_frames = clip_frames
         self.batch_size = batch_size
-        net.eval().requires_grad_(False)
-        self._net: list[nn.Module] = [net]
         self.last_num_clips: int | None = None
         self.last_per_frame: list[float] | None = None
         self.add_state("pred_feats", [], dist_reduce_fx="cat")
@@ -188,30 +185,9 @@ class FIDVID(Metric):
         )
         return cls(net, variant=variant, **kwargs)
 
-    @property
-    def net(self) -> nn.Module:
-        """The (unregistered) feature network."""
-        return self._net[0]
-
-    @property
-    def weights_sha256(self) -> str | None:
-        """sha256 of the network's checkpoint (``None`` for random weights)."""
-        return getattr(self.net, "weights_sha256", None)
-
-    def _apply(self, fn: Any, exclude_state: Sequence[str] = "") -> nn.Module:
-        this = super()._apply(fn, exclude_state)
-        # Device moves follow the metric; dtype casts (.half()) do not, as for torchmetrics
-        # states, because they would change the reported numbers. The guard covers calls made
-        # before __init__ has stored the network.
-        if getattr(this, "_net", None):
-            this._net[0].to(this.device)
-        return this
-
     def _run(self, x: Tensor) -> Tensor:
         """The network on ``x`` in chunks of ``batch_size``, float64 output on ``x``'s device."""
         net = self.net
-        if net.training:  # someone called .train() on the network directly
-            net.eval()
         p = next(net.parameters())
         out = []
         with torch.no_grad():

@@ -33,16 +33,15 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
+from ds4d_pl.metrics.frozen import FrozenNetworkMetric
 from ds4d_pl.metrics.i3d import InceptionI3d
 
 __all__ = ["FVD", "FVDMode", "consistent4d_fvd", "frechet_distance", "preprocess_clip"]
@@ -194,7 +193,7 @@ def preprocess_clip(frames: ArrayLike) -> Tensor:
     return _preprocess(x[None])
 
 
-class FVD(Metric):
+class FVD(FrozenNetworkMetric):
     """FVD between predicted and ground-truth clips, from I3D Kinetics-400 logits; lower is
     better.
 
@@ -247,13 +246,10 @@ class FVD(Metric):
     plot_lower_bound = 0.0
 
     def __init__(self, net: nn.Module, mode: FVDMode = "consistent4d", **kwargs: Any) -> None:
-        super().__init__(**kwargs)
         if mode not in ("consistent4d", "set"):
             raise ValueError(f"mode must be 'consistent4d' or 'set', got {mode!r}")
+        super().__init__(net, **kwargs)
         self.mode: FVDMode = mode
-        net.eval().requires_grad_(False)
-        self._net: list[nn.Module] = [net]
-        self.weights_sha256: str | None = getattr(net, "weights_sha256", None)
         self.last_num_clips: int | None = None
         if mode == "consistent4d":
             self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
@@ -283,26 +279,10 @@ class FVD(Metric):
         """
         return cls(InceptionI3d.from_pretrained(path), mode=mode, **kwargs)
 
-    @property
-    def net(self) -> nn.Module:
-        """The (unregistered) I3D."""
-        return self._net[0]
-
-    def _apply(self, fn: Any, exclude_state: Sequence[str] = "") -> nn.Module:
-        this = super()._apply(fn, exclude_state)
-        # Device moves follow the metric; dtype casts (.half()) do not, as for torchmetrics
-        # states, because they would change the reported numbers. The guard covers calls made
-        # before __init__ has stored the network.
-        if getattr(this, "_net", None):
-            this._net[0].to(this.device)
-        return this
-
     def logits(self, clips: Tensor) -> Tensor:
         """Time-averaged I3D logits ``(N, 400)`` (float64) of ``(N, T, H, W, 3)`` clips in
         [0, 1]."""
         net = self.net
-        if net.training:  # someone called .train() on the network directly
-            net.eval()
         p = next(net.parameters())
         x = _preprocess(clips.to(p.device)).to(p.dtype)
         with torch.no_grad():

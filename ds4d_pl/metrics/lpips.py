@@ -16,8 +16,9 @@ the parameter names of their public checkpoints and loaded strictly:
 :class:`LPIPS` is the metric on the package's ``(B, H, W, 3)`` images in ``[0, 1]`` (the layout
 of :mod:`ds4d_pl.metrics.image`), averaged over images.
 
-:class:`FrozenNetworkMetric` is the base shared with :mod:`ds4d_pl.metrics.clip`: it keeps the
-pretrained network out of ``state_dict`` / ``parameters`` (see its docstring for why).
+:class:`PerImageNetworkMetric` is the base shared with :mod:`ds4d_pl.metrics.clip`; like FVD and
+FID-VID it keeps the pretrained network out of ``state_dict`` / ``parameters``
+(:mod:`ds4d_pl.metrics.frozen` says why).
 
 Tests: ``tests/test_metrics_lpips_clip.py``.
 """
@@ -30,8 +31,8 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torchmetrics import Metric
 
+from ds4d_pl.metrics.frozen import FrozenNetworkMetric
 from ds4d_pl.metrics.weights import (
     MissingWeightsError,
     load_state_dict,
@@ -42,7 +43,7 @@ from ds4d_pl.metrics.weights import (
 
 __all__ = [
     "LPIPS",
-    "FrozenNetworkMetric",
+    "PerImageNetworkMetric",
     "LPIPSHeads",
     "LPIPSNet",
     "VGG16Features",
@@ -289,21 +290,12 @@ class LPIPSNet(nn.Module):
         return net.eval()
 
 
-class FrozenNetworkMetric(Metric):
+class PerImageNetworkMetric(FrozenNetworkMetric):
     """Base of metrics that average a per-image score computed by a frozen pretrained network.
 
     States: ``total`` (float64 sum of scores) and ``count`` (number of images), both reduced
-    with ``sum`` across processes, so DDP sync and :meth:`merge_state` are exact.
-
-    The network is kept in a one-element list instead of being a registered submodule. A metric
-    is usually an attribute of a LightningModule, and a registered network would put hundreds
-    of MB of frozen weights into every training checkpoint, make checkpoints written with and
-    without the metric mutually unloadable (strict ``load_state_dict``), expose the weights to
-    the optimiser / DDP parameter broadcast, and be switched to training mode by
-    ``module.train()``. Hidden this way, it is none of those; :meth:`_apply` still moves it
-    with the metric across devices (``.to(device)``, ``.cuda()``), while dtype casts
-    (``.half()``) leave it in float32, as torchmetrics does for metric states, because casting
-    would silently change the reported numbers.
+    with ``sum`` across processes, so DDP sync and :meth:`merge_state` are exact. The network is
+    held as in :class:`~ds4d_pl.metrics.frozen.FrozenNetworkMetric`.
 
     Args:
         net: The network; set to eval mode with gradients off.
@@ -313,24 +305,9 @@ class FrozenNetworkMetric(Metric):
     full_state_update = False
 
     def __init__(self, net: nn.Module, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        net.eval().requires_grad_(False)
-        self._net: list[nn.Module] = [net]
+        super().__init__(net, **kwargs)
         self.add_state("total", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("count", torch.tensor(0, dtype=torch.long), dist_reduce_fx="sum")
-
-    @property
-    def net(self) -> nn.Module:
-        """The (unregistered) network."""
-        return self._net[0]
-
-    def _apply(self, fn: Any, exclude_state: Sequence[str] = "") -> nn.Module:
-        this = super()._apply(fn, exclude_state)
-        # torchmetrics updates ``device`` only for device moves, not for guarded dtype casts.
-        # The guard covers a call made before ``__init__`` has stored the network.
-        if getattr(this, "_net", None):
-            this._net[0].to(this.device)
-        return this
 
     def update_scores(self, values: Tensor) -> None:
         """Accumulate already computed per-image scores."""
@@ -351,17 +328,14 @@ class FrozenNetworkMetric(Metric):
                 f"expected pred and target of one shape (B, H, W, 3), got {tuple(pred.shape)} "
                 f"and {tuple(target.shape)}"
             )
-        net = self.net
-        if net.training:  # someone called .train() on it directly
-            net.eval()
-        p = next(net.parameters())
+        p = next(self.net.parameters())
         return (
             pred.permute(0, 3, 1, 2).to(device=p.device, dtype=p.dtype),
             target.permute(0, 3, 1, 2).to(device=p.device, dtype=p.dtype),
         )
 
 
-class LPIPS(FrozenNetworkMetric):
+class LPIPS(PerImageNetworkMetric):
     """Mean LPIPS (VGG, v0.1) over images; lower is better.
 
     Inputs are the package's ``(B, H, W, 3)`` images in ``[0, 1]`` (as in
