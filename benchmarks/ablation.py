@@ -13,18 +13,13 @@ The numbers are what was measured: nothing here is tuned per row.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
-import statistics
-import subprocess
-import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from fit_runs import QUIET_FIT_ARGS, REPO, run_fit, summarise
+
 MOTIONS = ("static_only", "mostly_static", "dynamic_only")
 ROWS = ("row_b", "row_d", "row_e", "row_f", "row_g", "row_h")
 METRICS = ("psnr", "ssim", "dyn_psnr")
@@ -38,34 +33,12 @@ def budget_args(a: argparse.Namespace) -> list[str]:
         f"--data.synthetic.resolution={a.resolution}",
         f"--data.synthetic.eval_resolution={a.resolution}",
         f"--data.synthetic.num_frames={a.frames}",
-        "--trainer.val_check_interval=100000",
-        "--trainer.enable_progress_bar=false",
-        "--videos.enabled=false",
-        "--export.enabled=false",
-        "--checkpoint.every_n_train_steps=100000",
+        *QUIET_FIT_ARGS,
     ]
 
 
-def fine_step_ms(run_dir: Path, coarse_steps: int) -> float | None:
-    logs = list(run_dir.glob("lightning_logs/*/metrics.csv"))
-    if not logs:
-        return None
-    with open(logs[0]) as fh:
-        values = [
-            float(r["train/step_ms"])
-            for r in csv.DictReader(fh)
-            if r.get("train/step_ms") and int(r["step"]) > coarse_steps + 20
-        ]
-    return statistics.median(values) if values else None
-
-
 def run_one(a: argparse.Namespace, motion: str, row: str, seed: int, tmp: Path) -> dict:
-    run_dir = tmp / f"{motion}_{row}_{seed}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "ds4d_pl.cli",
-        "fit",
+    args = [
         "-c",
         str(REPO / "configs" / "base.yaml"),
         "-c",
@@ -74,40 +47,12 @@ def run_one(a: argparse.Namespace, motion: str, row: str, seed: int, tmp: Path) 
         f"--data.synthetic.seed={seed}",
         f"--model.seed={seed}",
         f"--seed_everything={seed}",
-        f"--trainer.default_root_dir={run_dir}",
         *budget_args(a),
         *a.override,
     ]
-    start = time.perf_counter()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    if a.jobs > 1:
-        # Small tensors scale poorly across threads: one thread per concurrent run gets more
-        # runs through the CPU than all threads per run (measured 32 s vs 35 s per run alone).
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // a.jobs))
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-3000:])
-        raise SystemExit(f"{motion}/{row}/seed {seed} failed (exit {proc.returncode})")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    result = {k: metrics[k] for k in METRICS}
-    result.update(
-        seed=seed,
-        step_ms=fine_step_ms(run_dir, a.coarse_steps),
-        wall_s=round(time.perf_counter() - start, 1),
-        num_gaussians=metrics.get("num_gaussians"),
-    )
-    return result
-
-
-def summarise(seeds: list[dict]) -> dict:
-    out: dict = {}
-    for key in (*METRICS, "step_ms"):
-        values = [s[key] for s in seeds if s[key] is not None]
-        out[key] = statistics.mean(values) if values else None
-        out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-    out["n_seeds"] = len(seeds)
-    out["seeds"] = seeds
-    return out
+    run_dir = tmp / f"{motion}_{row}_{seed}"
+    result = run_fit(args, run_dir, a.jobs, f"{motion}/{row}/seed {seed}", METRICS)
+    return {**result, "seed": seed}
 
 
 def markdown(results: dict, a: argparse.Namespace) -> str:
@@ -195,7 +140,7 @@ def main() -> None:
             done.setdefault((motion, row), []).append(result)
             if len(done[(motion, row)]) == a.seeds:
                 seeds = sorted(done[(motion, row)], key=lambda s: s["seed"])
-                results[motion][row] = summarise(seeds)
+                results[motion][row] = summarise(seeds, (*METRICS, "step_ms"))
                 # Rows in the requested order, whatever order they finished in.
                 results[motion] = {r: results[motion][r] for r in rows if r in results[motion]}
                 out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -14,18 +14,15 @@ under 10 minutes) was met. Writes the JSON and ``benchmarks/results/<stem of --o
 from __future__ import annotations
 
 import argparse
-import csv
 import json
-import os
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+from fit_runs import QUIET_FIT_ARGS, REPO, run_fit, summarise
+
 VARIANTS = {"ds4d_da": [], "baseline": ["-c", str(REPO / "configs" / "ablation" / "row_b.yaml")]}
 METRICS = ("psnr", "ssim", "dyn_psnr")
 TARGET_PSNR = 25.0
@@ -38,73 +35,26 @@ def write_scene(root: Path, a: argparse.Namespace) -> None:
     subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
 
 
-def fine_step_ms(run_dir: Path, coarse_steps: int) -> float | None:
-    logs = list(run_dir.glob("lightning_logs/*/metrics.csv"))
-    if not logs:
-        return None
-    with open(logs[0]) as fh:
-        values = [
-            float(r["train/step_ms"])
-            for r in csv.DictReader(fh)
-            if r.get("train/step_ms") and int(r["step"]) > coarse_steps + 20
-        ]
-    return statistics.median(values) if values else None
-
-
 def run_one(a: argparse.Namespace, variant: str, seed: int, scene: Path, tmp: Path) -> dict:
-    run_dir = tmp / f"{variant}_{seed}"
-    cmd = [
-        sys.executable,
-        "-m",
-        "ds4d_pl.cli",
-        "fit",
+    args = [
         "-c",
         str(REPO / "configs" / "scene" / "dnerf.yaml"),
         *VARIANTS[variant],
         f"--data.root={scene}",
         f"--model.seed={seed}",
         f"--seed_everything={seed}",
-        f"--trainer.default_root_dir={run_dir}",
-        "--trainer.enable_progress_bar=false",
-        "--trainer.val_check_interval=100000",
-        "--videos.enabled=false",
-        "--export.enabled=false",
-        "--checkpoint.every_n_train_steps=100000",
+        *QUIET_FIT_ARGS,
         *a.override,
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    if a.jobs > 1:
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // a.jobs))
-    start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
-    wall = time.perf_counter() - start
-    if proc.returncode != 0:
-        sys.stderr.write(proc.stderr[-3000:])
-        raise SystemExit(f"{variant}/seed {seed} failed (exit {proc.returncode})")
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    cfg = (run_dir / "config.yaml").read_text()
-    coarse = int(cfg.split("coarse_steps:")[1].split()[0])
-    result = {k: metrics[k] for k in METRICS}
-    result.update(
-        seed=seed,
-        wall_s=round(wall, 1),
-        step_ms=fine_step_ms(run_dir, coarse),
-        num_gaussians=metrics.get("num_gaussians"),
-    )
-    return result
+    result = run_fit(args, tmp / f"{variant}_{seed}", a.jobs, f"{variant}/seed {seed}", METRICS)
+    return {**result, "seed": seed}
 
 
-def summarise(seeds: list[dict]) -> dict:
-    out: dict = {}
-    for key in (*METRICS, "step_ms", "wall_s"):
-        values = [s[key] for s in seeds if s[key] is not None]
-        out[key] = statistics.mean(values) if values else None
-        out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+def summarise_variant(seeds: list[dict]) -> dict:
+    out = summarise(seeds, (*METRICS, "step_ms", "wall_s"))
     out["target_met"] = all(
         s["psnr"] >= TARGET_PSNR and s["wall_s"] < TARGET_SECONDS for s in seeds
     )
-    out["n_seeds"] = len(seeds)
-    out["seeds"] = seeds
     return out
 
 
@@ -163,7 +113,9 @@ def main() -> None:
                 print(variant, result, flush=True)
                 done.setdefault(variant, []).append(result)
                 if len(done[variant]) == a.seeds:
-                    results[variant] = summarise(sorted(done[variant], key=lambda r: r["seed"]))
+                    results[variant] = summarise_variant(
+                        sorted(done[variant], key=lambda r: r["seed"])
+                    )
                     results = {v: results[v] for v in variants if v in results}
                     out_path.parent.mkdir(parents=True, exist_ok=True)
                     out_path.write_text(json.dumps(results, indent=2) + "\n")

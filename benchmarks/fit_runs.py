@@ -1,0 +1,91 @@
+"""Shared by the benchmarks that run many ``ds4d fit`` subprocesses (ablation, scenes).
+
+One fit per (variant, seed) in a subprocess, the run's ``metrics.json`` and median fine-stage
+step time collected, then mean ± std over seeds.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+#: Arguments that keep a benchmark fit to training and one final test: no periodic validation,
+#: videos, exports or intermediate checkpoints.
+QUIET_FIT_ARGS = (
+    "--trainer.val_check_interval=100000",
+    "--trainer.enable_progress_bar=false",
+    "--videos.enabled=false",
+    "--export.enabled=false",
+    "--checkpoint.every_n_train_steps=100000",
+)
+
+
+def fine_step_ms(run_dir: Path, coarse_steps: int) -> float | None:
+    """Median logged step time after the coarse stage (20 steps of warm-up skipped)."""
+    logs = list(run_dir.glob("lightning_logs/*/metrics.csv"))
+    if not logs:
+        return None
+    with open(logs[0]) as fh:
+        values = [
+            float(r["train/step_ms"])
+            for r in csv.DictReader(fh)
+            if r.get("train/step_ms") and int(r["step"]) > coarse_steps + 20
+        ]
+    return statistics.median(values) if values else None
+
+
+def run_fit(
+    args: list[str], run_dir: Path, jobs: int, label: str, metrics: tuple[str, ...]
+) -> dict:
+    """One ``ds4d fit`` in a subprocess; its metrics, wall time, step time and Gaussian count.
+
+    Args:
+        args: Everything after ``ds4d fit`` except ``--trainer.default_root_dir``.
+        run_dir: The run directory.
+        jobs: Fits running at the same time (sets the thread count of each).
+        label: Names the run in the error when it fails.
+        metrics: Keys of ``metrics.json`` to report.
+    """
+    cmd = [sys.executable, "-m", "ds4d_pl.cli", "fit", *args]
+    cmd.append(f"--trainer.default_root_dir={run_dir}")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    if jobs > 1:
+        # Small tensors scale poorly across threads: one thread per concurrent run gets more
+        # runs through the CPU than all threads per run (measured 32 s vs 35 s per run alone).
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-3000:])
+        raise SystemExit(f"{label} failed (exit {proc.returncode})")
+    report = json.loads((run_dir / "metrics.json").read_text())
+    cfg = (run_dir / "config.yaml").read_text()
+    coarse = int(cfg.split("coarse_steps:")[1].split()[0])
+    result = {k: report[k] for k in metrics}
+    result.update(
+        wall_s=round(wall, 1),
+        step_ms=fine_step_ms(run_dir, coarse),
+        num_gaussians=report.get("num_gaussians"),
+    )
+    return result
+
+
+def summarise(seeds: list[dict], keys: tuple[str, ...]) -> dict:
+    """Mean and sample std over seeds of each key (``None`` values skipped), plus the seeds."""
+    out: dict = {}
+    for key in keys:
+        values = [s[key] for s in seeds if s[key] is not None]
+        out[key] = statistics.mean(values) if values else None
+        out[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    out["n_seeds"] = len(seeds)
+    out["seeds"] = seeds
+    return out
