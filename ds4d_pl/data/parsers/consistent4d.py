@@ -37,8 +37,6 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-import av
-import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
@@ -51,6 +49,7 @@ from ds4d_pl.cameras import (
 )
 from ds4d_pl.data.io import read_rgba
 from ds4d_pl.data.types import Scene4D, ViewSet
+from ds4d_pl.export.video import read_video_rgba
 
 __all__ = [
     "OBJECT_BACKGROUND",
@@ -306,41 +305,6 @@ def load_frames(
             img = torch.cat([img[..., :3], _read_mask(masks[i], hw, p)], dim=-1)
         frames.append(_fit(img, size, p))
     return torch.stack(frames)
-
-
-def read_video_rgba(path: Path) -> tuple[Tensor, bool]:
-    """Decode a video, keeping its alpha channel when the codec stores one.
-
-    Args:
-        path: Video file.
-
-    Returns:
-        ``(T, H, W, 4)`` straight RGBA in ``[0, 1]`` (alpha 1 when the stream has none) and
-        whether the stream carried alpha.
-
-    Raises:
-        FileNotFoundError: The file does not exist.
-        ValueError: The file cannot be decoded or holds no frames (names the file).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: input video not found")
-    try:
-        with av.open(str(path), mode="r") as container:
-            if not container.streams.video:
-                raise ValueError("no video stream")
-            stream = container.streams.video[0]
-            fmt = stream.format
-            has_alpha = fmt is not None and any(c.is_alpha for c in fmt.components)
-            frames = [f.to_ndarray(format="rgba") for f in container.decode(stream)]
-    except (av.FFmpegError, ValueError) as err:
-        raise ValueError(f"{path}: cannot decode video ({err})") from err
-    if not frames:
-        raise ValueError(f"{path}: cannot decode video (it holds no frames)")
-    rgba = torch.from_numpy(np.stack(frames)).float() / 255.0
-    if not has_alpha:
-        rgba[..., 3] = 1.0
-    return rgba, has_alpha
 
 
 # --------------------------------------------------------------------------------------------
