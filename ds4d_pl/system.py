@@ -40,7 +40,7 @@ from ds4d_pl.gaussians.canonical import CanonicalGaussians
 from ds4d_pl.gaussians.densify import DensifyStrategy
 from ds4d_pl.losses import photometric_terms, scale_ratio_term, weigh
 from ds4d_pl.metrics.image import ImagePSNR, ImageSSIM, MaskedPSNR
-from ds4d_pl.metrics.protocol import BenchmarkConfig, ProtocolScorer, write_report
+from ds4d_pl.metrics.protocol import BenchmarkConfig, ProtocolScorer, resize_frames, write_report
 from ds4d_pl.render import build_renderer
 from ds4d_pl.render.base import GaussianParams, RenderOutput
 
@@ -71,14 +71,6 @@ def log_images(logger: object, key: str, images: list, step: int) -> None:
     elif hasattr(getattr(logger, "experiment", None), "add_image"):
         for j, image in enumerate(images):
             logger.experiment.add_image(f"{key}/view_{j}", image, step, dataformats="HWC")
-
-
-def _resize_frames(frames: Tensor, size: tuple[int, int]) -> Tensor:
-    """``(T, H, W, C)`` frames resized to ``size`` (area when shrinking, bilinear otherwise)."""
-    x = frames.permute(0, 3, 1, 2)
-    mode = "area" if size[0] < x.shape[2] else "bilinear"
-    kwargs = {} if mode == "area" else {"align_corners": False}
-    return torch.nn.functional.interpolate(x, size, mode=mode, **kwargs).permute(0, 2, 3, 1)
 
 
 def _is_colour(value: object) -> bool:
@@ -541,8 +533,8 @@ class DS4DSystem(pl.LightningModule):
             target = views.rgb[k] * views.alpha[k] + bg * (1.0 - views.alpha[k])
             mask = dyn[k].float()
             if size != (h, w):
-                target = _resize_frames(target, size)
-                mask = _resize_frames(mask, size)
+                target = resize_frames(target, size)
+                mask = resize_frames(mask, size)
             scorer.add_clip(self.scene.name, k, torch.stack(preds), target, mask > 0.5)
         results = scorer.results()
         results["resolution"] = list(size)

@@ -24,7 +24,7 @@ from torch import Tensor
 from ds4d_pl.data.io import read_rgba
 from ds4d_pl.data.parsers.consistent4d import numbered_frames
 from ds4d_pl.data.types import motion_mask
-from ds4d_pl.metrics.protocol import BenchmarkConfig, ProtocolScorer
+from ds4d_pl.metrics.protocol import BenchmarkConfig, ProtocolScorer, resize_frames
 
 __all__ = ["evaluate_dirs"]
 
@@ -50,11 +50,7 @@ def _read_clip(paths: list[Path], white: bool, size: int | None) -> Tensor:
         frames.append(rgb)
     clip = torch.stack(frames)
     if size is not None and clip.shape[1:3] != (size, size):
-        x = clip.permute(0, 3, 1, 2)
-        mode = "area" if size < x.shape[2] else "bilinear"
-        kwargs = {} if mode == "area" else {"align_corners": False}
-        clip = torch.nn.functional.interpolate(x, (size, size), mode=mode, **kwargs)
-        clip = clip.permute(0, 2, 3, 1)
+        clip = resize_frames(clip, (size, size))
     return clip
 
 

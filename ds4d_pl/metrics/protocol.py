@@ -31,7 +31,7 @@ from ds4d_pl.atomic import atomic_path, write_json
 from ds4d_pl.metrics.image import psnr_from_mse, ssim
 from ds4d_pl.metrics.weights import REGISTRY, MissingWeightsError, resolve
 
-__all__ = ["COLUMNS", "BenchmarkConfig", "ProtocolScorer", "write_report"]
+__all__ = ["COLUMNS", "BenchmarkConfig", "ProtocolScorer", "resize_frames", "write_report"]
 
 #: Report columns in the order of the paper's tables, with the better direction.
 COLUMNS = (
@@ -100,6 +100,15 @@ class BenchmarkConfig:
             raise ValueError(
                 f"weights: unknown networks {sorted(unknown)}; known: {sorted(REGISTRY)}"
             )
+
+
+def resize_frames(frames: Tensor, size: tuple[int, int]) -> Tensor:
+    """``(T, H, W, C)`` frames resized to ``size`` ``(H, W)`` for comparison at the protocol
+    resolution: area averaging when shrinking, bilinear otherwise."""
+    x = frames.permute(0, 3, 1, 2)
+    mode = "area" if size[0] < x.shape[2] else "bilinear"
+    kwargs = {} if mode == "area" else {"align_corners": False}
+    return torch.nn.functional.interpolate(x, size, mode=mode, **kwargs).permute(0, 2, 3, 1)
 
 
 def _missing_files(networks: tuple[str, ...], explicit: dict[str, str]) -> list[str]:
