@@ -56,3 +56,17 @@ def tiny_synthetic() -> list[str]:
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     return tmp_path / "run"
+
+
+@pytest.fixture
+def no_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
+    """No pretrained weights anywhere: an empty ``DS4D_WEIGHTS_DIR`` (``tmp_path/weights``), an
+    empty torch hub cache and no Hugging Face cache, so nothing is found by accident on a
+    machine that has real weights. Returns ``tmp_path``."""
+    from ds4d_pl.metrics import weights
+
+    (tmp_path / "weights").mkdir()
+    monkeypatch.setenv("DS4D_WEIGHTS_DIR", str(tmp_path / "weights"))
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch_hub"))
+    monkeypatch.setattr(weights, "_hf_cached", lambda repo: None)
+    return tmp_path

@@ -18,7 +18,6 @@ import pytest
 import torch
 from torch import nn
 
-from ds4d_pl.metrics import weights
 from ds4d_pl.metrics.fid_vid import FIDVID, split_clips
 from ds4d_pl.metrics.fvd import frechet_distance
 from ds4d_pl.metrics.inception import InceptionV3
@@ -49,16 +48,6 @@ def inception() -> InceptionV3:
 def r3d() -> R3D50:
     torch.manual_seed(0)
     return R3D50().eval()
-
-
-@pytest.fixture
-def no_caches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Empty weights dir and torch cache, offline HF: nothing can be found by accident."""
-    (tmp_path / "weights").mkdir()
-    monkeypatch.setenv("DS4D_WEIGHTS_DIR", str(tmp_path / "weights"))
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch_hub"))
-    monkeypatch.setattr(weights, "_hf_cached", lambda repo: None)
-    return tmp_path
 
 
 def clips(n: int, t: int, seed: int) -> torch.Tensor:
@@ -328,13 +317,13 @@ def test_states_concatenate_across_processes_and_stay_out_of_checkpoints(r3d: R3
 
 
 def test_missing_weights_name_the_file_and_unknown_variants_are_rejected(
-    no_caches: Path,
+    no_weights: Path,
 ) -> None:
     with pytest.raises(MissingWeightsError, match="pt_inception-2015-12-05-6726825d.pth"):
         FIDVID.from_pretrained("frame_fid")
     with pytest.raises(MissingWeightsError, match="resnet-50-kinetics.pth"):
         FIDVID.from_pretrained("r3d50")
     with pytest.raises(MissingWeightsError, match="typo.pth"):
-        FIDVID.from_pretrained("r3d50", no_caches / "typo.pth")
+        FIDVID.from_pretrained("r3d50", no_weights / "typo.pth")
     with pytest.raises(ValueError, match="variant must be one of"):
         FIDVID.from_pretrained("i3d")  # type: ignore[arg-type]

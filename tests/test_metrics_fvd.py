@@ -18,7 +18,6 @@ import torch
 from PIL import Image
 from torch import nn
 
-from ds4d_pl.metrics import weights
 from ds4d_pl.metrics.fvd import (
     FVD,
     consistent4d_fvd,
@@ -35,16 +34,6 @@ T, SIZE = 2, 32
 def net() -> InceptionI3d:
     torch.manual_seed(0)
     return InceptionI3d().eval()
-
-
-@pytest.fixture
-def no_caches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Empty weights dir and torch cache, offline HF: nothing can be found by accident."""
-    (tmp_path / "weights").mkdir()
-    monkeypatch.setenv("DS4D_WEIGHTS_DIR", str(tmp_path / "weights"))
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch_hub"))
-    monkeypatch.setattr(weights, "_hf_cached", lambda repo: None)
-    return tmp_path
 
 
 def clip(phase: float) -> torch.Tensor:
@@ -321,9 +310,9 @@ def test_the_network_stays_out_of_state_dicts_and_parameters(net: InceptionI3d) 
     assert holder.fvd.net is net and holder.fvd.higher_is_better is False
 
 
-def test_from_pretrained_without_weights_names_the_file(no_caches: Path) -> None:
+def test_from_pretrained_without_weights_names_the_file(no_weights: Path) -> None:
     with pytest.raises(MissingWeightsError, match="i3d_pretrained_400.pt") as err:
         FVD.from_pretrained()
-    assert str(no_caches / "weights") in str(err.value)
+    assert str(no_weights / "weights") in str(err.value)
     with pytest.raises(MissingWeightsError, match="nowhere.pt"):
-        FVD.from_pretrained(no_caches / "nowhere.pt", mode="set")
+        FVD.from_pretrained(no_weights / "nowhere.pt", mode="set")

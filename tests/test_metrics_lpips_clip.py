@@ -11,7 +11,6 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, CLIPVisionModelWithProjection
 
-from ds4d_pl.metrics import weights
 from ds4d_pl.metrics.clip import (
     OPENAI_CLIP_MEAN,
     OPENAI_CLIP_STD,
@@ -23,16 +22,6 @@ from ds4d_pl.metrics.lpips import LPIPS, LPIPSHeads, LPIPSNet, VGG16Features
 from ds4d_pl.metrics.weights import MissingWeightsError, load_strict, sha256_file
 
 # ---------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-def no_caches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """Empty weights dir and torch cache, no HF cache: nothing can be found by accident."""
-    (tmp_path / "empty").mkdir()
-    monkeypatch.setenv("DS4D_WEIGHTS_DIR", str(tmp_path / "empty"))
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch_hub"))
-    monkeypatch.setattr(weights, "_hf_cached", lambda repo: None)
-    return tmp_path
 
 
 @pytest.fixture(scope="module")
@@ -309,7 +298,7 @@ def test_clip_similarity_is_one_on_identical_images_symmetric_and_falls_with_noi
 # ---------------------------------------------------------------- missing weights
 
 
-def test_from_pretrained_without_weights_raises_naming_the_files(no_caches: Path) -> None:
+def test_from_pretrained_without_weights_raises_naming_the_files(no_weights: Path) -> None:
     with pytest.raises(MissingWeightsError) as err:
         LPIPS.from_pretrained()
     # Both LPIPS files are reported at once.

@@ -8,19 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ds4d_pl.metrics import weights
 from ds4d_pl.metrics.protocol import BenchmarkConfig, ProtocolScorer, write_report
-
-
-@pytest.fixture
-def no_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """An empty weights directory and caches: every pretrained metric is missing."""
-    wdir = tmp_path / "weights"
-    wdir.mkdir()
-    monkeypatch.setenv("DS4D_WEIGHTS_DIR", str(wdir))
-    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch_hub"))
-    monkeypatch.setattr(weights, "_hf_cached", lambda repo: None)
-    return wdir
 
 
 def _clip(t: int, value: float, size: int = 16) -> torch.Tensor:
