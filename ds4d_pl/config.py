@@ -25,6 +25,9 @@ class LossWeights:
         time_smooth: HexPlane temporal smoothness.
         time_l1: HexPlane time planes towards 1.
         scale_ratio: Penalty on very elongated Gaussians (max/min scale above ``max_scale_ratio``).
+        sds: Zero123 score distillation on random views (``model.sds.*``; needs a local Zero123
+            directory). SDS acts on summed latent gradients, so useful weights are small
+            (``configs/model/zero123_sds.yaml`` uses 1e-4 next to ``rgb: 1``).
         mask_ramp_steps: Steps over which the mask weight ramps linearly from 0 to ``mask``.
         max_scale_ratio: Anisotropy allowed before ``scale_ratio`` applies.
     """
@@ -40,6 +43,7 @@ class LossWeights:
     time_smooth: float = 1e-3
     time_l1: float = 1e-4
     scale_ratio: float = 1e-2
+    sds: float = 0.0
     mask_ramp_steps: int = 100
     max_scale_ratio: float = 10.0
 

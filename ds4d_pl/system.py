@@ -33,7 +33,7 @@ from ds4d_pl.config import (
 )
 from ds4d_pl.data.io import write_rgb, write_rgba
 from ds4d_pl.data.sampler import FrameSampler, step_generator
-from ds4d_pl.data.types import Scene4D
+from ds4d_pl.data.types import FrameBatch, Scene4D
 from ds4d_pl.fields import build_field
 from ds4d_pl.fields.deformation import apply_deltas
 from ds4d_pl.gaussians.canonical import CanonicalGaussians
@@ -41,6 +41,7 @@ from ds4d_pl.gaussians.densify import DensifyStrategy
 from ds4d_pl.losses import photometric_terms, scale_ratio_term, weigh
 from ds4d_pl.metrics.image import ImagePSNR, ImageSSIM, MaskedPSNR
 from ds4d_pl.metrics.protocol import BenchmarkConfig, ProtocolScorer, resize_frames, write_report
+from ds4d_pl.priors.sds import SDSConfig, SDSOutput, Zero123Guidance, Zero123SDS
 from ds4d_pl.render import build_renderer
 from ds4d_pl.render.base import GaussianParams, RenderOutput
 
@@ -111,6 +112,8 @@ class DS4DSystem(pl.LightningModule):
             temperature, projection width, occlusion test).
         benchmark: Metrics of ``ds4d test`` (CLIP, LPIPS, FVD, FID-VID besides PSNR / SSIM /
             dynamic PSNR), their variants, weight paths and the protocol resolution.
+        sds: Zero123 score distillation (local weights, guidance scale, timestep annealing,
+            w(t), conditioning image); applied when ``loss.sds > 0``.
         renderer: ``auto`` (gsplat on CUDA, else the torch reference), ``torch_tiled``, ``gsplat``.
         background: RGB background colour in ``[0, 1]`` (white for the Consistent4D protocol).
         seed: Seed of the Gaussian initialisation and of the per-step sampling.
@@ -127,6 +130,7 @@ class DS4DSystem(pl.LightningModule):
         ablation: AblationConfig | None = None,
         conditioning: ConditioningConfig | None = None,
         benchmark: BenchmarkConfig | None = None,
+        sds: SDSConfig | None = None,
         renderer: str = "auto",
         background: tuple[float, float, float] = (1.0, 1.0, 1.0),
         seed: int = 0,
@@ -142,6 +146,7 @@ class DS4DSystem(pl.LightningModule):
         self.ablation = _typed(AblationConfig, ablation)
         self.cond_cfg = _typed(ConditioningConfig, conditioning)
         self.benchmark_cfg = _typed(BenchmarkConfig, benchmark)
+        self.sds_cfg = _typed(SDSConfig, sds)
         self.seed = seed
         if len(background) != 3 or not all(0.0 <= c <= 1.0 for c in background):
             raise ValueError(f"model.background must be 3 values in [0, 1], got {background}")
@@ -155,6 +160,10 @@ class DS4DSystem(pl.LightningModule):
         # The frozen encoder is only used once at set-up; kept out of the module tree so it is
         # neither checkpointed nor moved between devices with the trainable parts.
         self._encoder = [encoder] if encoder is not None else []
+        # The frozen Zero123 is loaded in setup() when loss.sds > 0; like the encoder it stays
+        # out of the module tree (never checkpointed, never handed to the optimiser or DDP).
+        self._sds: list[Zero123SDS] = []
+        self._last_sds: SDSOutput | None = None
         cond_dim = self.conditioner.out_dim if self.conditioner is not None else 0
         self.field = build_field(self.field_cfg, cond_dim=cond_dim)
         # Rendered depth of the canonical Gaussians in every training view (occlusion test of
@@ -198,6 +207,10 @@ class DS4DSystem(pl.LightningModule):
         self.strategy = DensifyStrategy(self.densify_cfg, float(self.extent))
         if self.conditioner is not None and not self.conditioner.ready:
             self._prepare_features()
+        if stage == "fit" and self.loss_cfg.sds > 0 and not self._sds:
+            # Fails here, before any step, when the weights are missing (MissingWeightsError).
+            guidance = Zero123Guidance.from_pretrained(self.sds_cfg, device=self.device)
+            self._sds = [Zero123SDS(guidance, self.scene.train)]
         if stage == "fit" and self.trainer.is_global_zero:
             self._write_run_info()
 
@@ -226,6 +239,7 @@ class DS4DSystem(pl.LightningModule):
             "scene": self.scene.name,
             "pseudo_views": self.scene.train.source,
             "pseudo_view_loss": "l1+ssim",
+            "sds": asdict(self.sds_cfg) if self._sds else None,
             "scene_meta": {k: str(v) for k, v in self.scene.meta.items()},
         }
         write_json(root / "run_info.json", info)
@@ -396,16 +410,22 @@ class DS4DSystem(pl.LightningModule):
         )
 
         terms: dict[str, Tensor] = {}
-        outputs: list[RenderOutput] = []
+        # Every render with its image size: densification statistics are normalised by it.
+        renders: list[tuple[RenderOutput, int, int]] = []
+        first: GaussianParams | None = None
         for fb in samples:
             fb = fb.to(self.device)
-            out = self.renderer(self.gaussians_at(fb.times[0], deform), fb.cameras, self.background)
-            outputs.append(out)
+            params = self.gaussians_at(fb.times[0], deform)
+            first = params if first is None else first
+            out = self.renderer(params, fb.cameras, self.background)
+            renders.append((out, fb.cameras.width, fb.cameras.height))
             frame_terms = photometric_terms(
                 out.rgb, out.alpha, fb.rgb, fb.alpha, fb.is_input, self.loss_cfg
             )
             for name, value in frame_terms.items():
                 terms[name] = terms.get(name, 0.0) + value / len(samples)
+        if self._sds and step >= self.sds_cfg.start_step:
+            terms["sds"] = self._sds_term(samples[0], first, step, renders)
         if deform:
             for name, value in self.field.regularizers().items():
                 if getattr(self.loss_cfg, name) > 0:
@@ -424,9 +444,8 @@ class DS4DSystem(pl.LightningModule):
 
         optimizer.zero_grad(set_to_none=True)
         self.manual_backward(total)
-        cams = samples[0].cameras
-        for out in outputs:
-            self.strategy.accumulate(out, cams.width, cams.height)
+        for out, width, height in renders:
+            self.strategy.accumulate(out, width, height)
         optimizer.step()
         # Split samples come from a generator of (seed, step) alone, so a resumed run makes the
         # same densification decisions as an uninterrupted one (and, later, every DDP rank).
@@ -441,6 +460,29 @@ class DS4DSystem(pl.LightningModule):
         if (step + 1) % max(self.trainer.log_every_n_steps, 1) == 0:
             self._log_step(terms, weights, total, optimizer.optimizer, deform)
         return total.detach()
+
+    def _sds_term(
+        self,
+        fb: FrameBatch,
+        params: GaussianParams,
+        step: int,
+        renders: list[tuple[RenderOutput, int, int]],
+    ) -> Tensor:
+        """Zero123 SDS on random views at the first sampled frame (the same deformed
+        Gaussians as its photometric render), conditioned as ``model.sds.condition`` says."""
+        prior = self._sds[0]
+        if prior.guidance.device != self.device:
+            prior.guidance.to(self.device)
+        # A stream of its own, so turning SDS on does not change which frames are drawn.
+        generator = step_generator(self.seed + 7_777, step, self.global_rank)
+
+        def render(cameras: Cameras) -> RenderOutput:
+            return self.renderer(params, cameras.to(self.device), self.background)
+
+        result, out = prior(render, self.background, int(fb.frame_ids[0]), generator)
+        renders.append((out, prior.cfg.resolution, prior.cfg.resolution))
+        self._last_sds = result
+        return result.loss
 
     def _log_step(
         self,
@@ -463,6 +505,9 @@ class DS4DSystem(pl.LightningModule):
         log.update({f"train/densify/{k}_total": float(v) for k, v in self._densify_totals.items()})
         if deform and self._last_fusion_weights is not None:
             log.update(fusion_statistics(self._last_fusion_weights))
+        if "sds" in terms and self._last_sds is not None:
+            log["train/sds/timestep"] = float(self._last_sds.timesteps.float().mean())
+            log["train/sds/grad_norm"] = float(self._last_sds.grad_norm)
         self.log_dict(log, batch_size=1)
 
     def on_train_batch_start(self, batch: int, batch_idx: int) -> None:

@@ -24,6 +24,7 @@ from ds4d_pl.data.parsers.synthetic import SyntheticConfig, write_synthetic
 from ds4d_pl.data.parsers.synthetic_scenes import write_dnerf, write_n3dv
 from ds4d_pl.export.ply import save_ply
 from ds4d_pl.gaussians.canonical import CanonicalGaussians
+from ds4d_pl.priors.tiny_zero123 import write_tiny_zero123
 
 PARTIAL_PRESETS = sorted(
     p.relative_to(CONFIGS).as_posix()
@@ -95,12 +96,22 @@ def preset_args(preset: str, roots: dict[str, Path]) -> list[str]:
             "--data.n3dv.downscale=1",
             "--data.n3dv.num_init_points=300",
         ]
+    if "zero123_sds" in preset:
+        return args + tiny_synthetic() + [f"--model.sds.path={roots['zero123']}", _SDS_SIZE]
     return args + tiny_synthetic()
 
 
+_SDS_SIZE = "--model.sds.resolution=32"
+
+
 @pytest.fixture(scope="module")
-def roots(c4d_root: Path, dnerf_root: Path, n3dv_root: Path) -> dict[str, Path]:
-    return {"c4d": c4d_root, "dnerf": dnerf_root, "n3dv": n3dv_root}
+def zero123_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return write_tiny_zero123(tmp_path_factory.mktemp("zero123") / "tiny")
+
+
+@pytest.fixture(scope="module")
+def roots(c4d_root: Path, dnerf_root: Path, n3dv_root: Path, zero123_root: Path) -> dict[str, Path]:
+    return {"c4d": c4d_root, "dnerf": dnerf_root, "n3dv": n3dv_root, "zero123": zero123_root}
 
 
 @pytest.mark.parametrize("preset", PARTIAL_PRESETS)
