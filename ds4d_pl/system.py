@@ -479,7 +479,8 @@ class DS4DSystem(pl.LightningModule):
         def render(cameras: Cameras) -> RenderOutput:
             return self.renderer(params, cameras.to(self.device), self.background)
 
-        result, out = prior(render, self.background, int(fb.frame_ids[0]), generator)
+        sds_step = step - self.sds_cfg.start_step
+        result, out = prior(render, self.background, int(fb.frame_ids[0]), sds_step, generator)
         renders.append((out, prior.cfg.resolution, prior.cfg.resolution))
         self._last_sds = result
         return result.loss

@@ -379,10 +379,17 @@ def test_synth_subcommand_writes_the_scene_formats_that_their_readers_load(
     assert n3dv.train.image_size == (12, 16)  # 4:3, even sizes
 
 
-def test_resumed_run_matches_the_uninterrupted_run(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sds", [False, True], ids=["plain", "with_sds"])
+def test_resumed_run_matches_the_uninterrupted_run(
+    tmp_path: Path, sds: bool, zero123_root: Path
+) -> None:
     """Kill-and-resume through densification events gives the same parameters and Gaussian
-    count as training straight through (DESIGN §8: a resumed run continues identically)."""
+    count as training straight through (DESIGN §8: a resumed run continues identically), also
+    with SDS, whose views, timesteps, noise and annealing derive from the global step."""
+    prior = ["-c", str(CONFIGS / "model" / "zero123_sds.yaml"), f"--model.sds.path={zero123_root}"]
+    prior += [_SDS_SIZE, "--model.sds.anneal_steps=4"]
     densify = [
+        *(prior if sds else []),
         "--model.densify.start_step=1",
         "--model.densify.interval=2",
         "--model.densify.grad_threshold=0.0",

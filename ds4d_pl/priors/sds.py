@@ -530,7 +530,6 @@ class Zero123SDS:
         self.poses = orbit_pose(views.cameras.c2w)
         self._white = views.composite(torch.ones(3))
         self._cache: dict[tuple[int, int], Zero123Condition] = {}
-        self.steps_taken = 0
 
     def condition(self, frame: int, view: int) -> Zero123Condition:
         """Encoded image of ``view`` at ``frame`` on white (cached: the encoders are frozen)."""
@@ -556,6 +555,7 @@ class Zero123SDS:
         render: Callable[[Cameras], RenderOutput],
         background: Tensor,
         frame: int,
+        sds_step: int,
         generator: torch.Generator,
     ) -> tuple[SDSOutput, RenderOutput]:
         """Render random views with ``render`` and return their SDS loss and the render.
@@ -565,6 +565,8 @@ class Zero123SDS:
             background: ``(3,)`` background the renders are composited on; they are
                 re-composited on white, the background Zero123 was trained on.
             frame: Frame index whose input (or nearest) view conditions Zero123.
+            sds_step: SDS steps so far (timestep annealing); derived from the global step by
+                the caller, so a resumed run anneals exactly as an uninterrupted one.
             generator: Randomness of the views, timesteps and noise.
         """
         el, az = self.sample_views(generator)
@@ -583,6 +585,4 @@ class Zero123SDS:
         d_az = torch.remainder(az - ref[:, 1] + 180.0, 360.0) - 180.0
         d_r = self.cfg.radius - ref[:, 2]
         pose = relative_pose(el - ref[:, 0], self.cfg.azimuth_sign * d_az, d_r)
-        result = self.guidance(rgb, cond, pose, self.steps_taken, generator)
-        self.steps_taken += 1
-        return result, out
+        return self.guidance(rgb, cond, pose, sds_step, generator), out
