@@ -93,3 +93,80 @@ def test_prepare_subcommand(tmp_path: Path) -> None:
               "--name", "obj", "--size", "32"])  # fmt: skip
     assert exc.value.code == 0
     assert read_rgba(tmp_path / "d" / "obj" / "0.png").shape == (32, 32, 4)
+
+
+def _rgb_on_white(tmp_path: Path) -> Path:
+    """The clip without alpha: the red box on a white background, as plain RGB frames."""
+    for i, f in enumerate(_clip()):
+        rgb = f[..., :3] * f[..., 3:] + (1 - f[..., 3:])
+        write_rgb(tmp_path / "rgb" / f"{i}.png", rgb)
+    return tmp_path / "rgb"
+
+
+def test_inputs_without_alpha_use_the_segmentation_model(tmp_path: Path) -> None:
+    from ds4d_pl.data.segment import SegmenterConfig
+    from tests.test_segment import DarkIsForeground, InvertedDarkIsForeground, save_scripted
+
+    src = _rgb_on_white(tmp_path)
+    seg = save_scripted(DarkIsForeground(), tmp_path / "seg.pt")
+    obj = prepare_video(
+        src, tmp_path / "out", size=32, segmenter=seg, segmenter_cfg=SegmenterConfig(64)
+    )
+    out = read_rgba(obj / "0.png")
+    # The box (the only non-white thing) is the foreground, centred as with real alpha.
+    ref = prepare_video(tmp_path / "rgb", tmp_path / "ref", size=32, masks=_masks(tmp_path))
+    assert ((out[..., 3] > 0.5) == (read_rgba(ref / "0.png")[..., 3] > 0.5)).float().mean() > 0.97
+    # Order: the input's alpha, then --masks, then the model (a wrong model changes nothing).
+    flip = save_scripted(InvertedDarkIsForeground(), tmp_path / "flip.pt")
+    with_masks = prepare_video(src, tmp_path / "m", size=32, masks=_masks(tmp_path), segmenter=flip)
+    assert torch.equal(read_rgba(with_masks / "1.png"), read_rgba(ref / "1.png"))
+    for i, f in enumerate(_clip()):
+        write_rgba(tmp_path / "rgba" / f"{i}.png", f)
+    own = prepare_video(tmp_path / "rgba", tmp_path / "a", size=32, segmenter=flip)
+    assert torch.equal(read_rgba(own / "1.png")[..., 3], read_rgba(ref / "1.png")[..., 3])
+    # A missing model file is named.
+    with pytest.raises(FileNotFoundError, match=r"nope\.pt: segmentation model not found"):
+        prepare_video(src, tmp_path / "o", segmenter=tmp_path / "nope.pt")
+
+
+def _masks(tmp_path: Path) -> Path:
+    for i, f in enumerate(_clip()):
+        write_rgb(tmp_path / "masks" / f"{i}.png", f[..., 3:].expand(-1, -1, 3))
+    return tmp_path / "masks"
+
+
+def test_prepare_cli_segments_and_writes_zero123pp_views_the_reader_loads(tmp_path: Path) -> None:
+    from ds4d_pl.cli import main
+    from ds4d_pl.data.parsers.multiview_sequence import (
+        MultiviewSequenceConfig,
+        load_multiview_sequence,
+    )
+    from ds4d_pl.priors.tiny import write_tiny_zero123pp
+    from tests.test_segment import DarkIsForeground, save_scripted
+
+    src = _rgb_on_white(tmp_path)
+    seg = save_scripted(DarkIsForeground(), tmp_path / "seg.pt")
+    tiny = write_tiny_zero123pp(tmp_path / "zero123plus-v1.2")
+    with pytest.raises(SystemExit) as exc:
+        main(["prepare", "--input", str(src), "--out", str(tmp_path / "d"), "--name", "box",
+              "--size", "32", "--segmenter", str(seg), "--segmenter_size", "64",
+              "--zero123pp", str(tiny), "--zero123pp_version", "v1.2",
+              "--zero123pp_steps", "2", "--zero123pp_resolution", "16",
+              "--zero123pp_seed", "5"])  # fmt: skip
+    assert exc.value.code == 0
+    # Both readers see the input view plus the six pseudo views: the Consistent4D one picks up
+    # <obj>_mv/zero123 next to the clip, the multi-view sequence one reads <obj>_mv alone.
+    assert load_consistent4d(tmp_path / "d", "box").train.rgb.shape == (7, 3, 32, 32, 3)
+    scene = load_multiview_sequence(tmp_path / "d", "box_mv", MultiviewSequenceConfig("v1.2"))
+    assert scene.train.rgb.shape == (7, 3, 32, 32, 3)
+    assert scene.train.alpha[1:].amax() == 1.0  # the views carry alpha
+    # The reference frames are the prepared clip itself.
+    assert torch.equal(
+        read_rgba(tmp_path / "d" / "box_mv" / "ref" / "2_rgba.png"),
+        read_rgba(tmp_path / "d" / "box" / "2.png"),
+    )
+    assert read_rgba(tmp_path / "d" / "box_mv" / "zero123" / "0_rgba" / "5.png").shape == (
+        16,
+        16,
+        4,
+    )

@@ -4,13 +4,18 @@ The method expects an RGBA video of one foreground object, centred, at a size wh
 fills most of the frame (the Zero123 object protocol). This module
 
 1. reads a video file or a folder of numbered frames (PNG/JPEG; zero padding allowed),
-2. takes the foreground alpha from the input itself (RGBA PNGs, or a video codec with alpha) or
-   from a folder of numbered masks; without either it stops with an error naming the file,
+2. takes the foreground alpha, in this order, from the input itself (RGBA PNGs, or a video codec
+   with alpha), from a folder of numbered masks, or from a local segmentation model (a
+   TorchScript foreground model, contract in :mod:`ds4d_pl.data.segment`); without any of them
+   it stops with an error naming the file,
 3. crops the union of the foreground over *all* frames (one crop for the whole clip, so the
    object's motion inside the frame is kept), rescales it so its larger side fills ``fill`` of
    a square ``size`` canvas, centres it, and
 4. writes ``OUT/<name>/{t}.png`` (straight RGBA, atomically), which ``data.dataset:
-   consistent4d`` reads.
+   consistent4d`` reads, and
+5. optionally (:func:`write_pseudo_views`) runs Zero123++ over the written clip and writes
+   ``OUT/<name>_mv/ref/{t}_rgba.png`` + ``OUT/<name>_mv/zero123/{t}_rgba/{0..5}.png``, which
+   ``data.dataset: multiview_sequence`` reads.
 
 Tests: ``tests/test_prepare.py``.
 """
@@ -18,7 +23,9 @@ Tests: ``tests/test_prepare.py``.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -26,8 +33,12 @@ from torch import Tensor
 
 from ds4d_pl.data.io import read_rgba, write_rgba
 from ds4d_pl.data.parsers.consistent4d import numbered_frames, read_video_rgba
+from ds4d_pl.data.segment import Segmenter, SegmenterConfig, load_segmenter
 
-__all__ = ["prepare_video"]
+if TYPE_CHECKING:
+    from ds4d_pl.priors.zero123pp import Zero123ppConfig
+
+__all__ = ["prepare_video", "write_pseudo_views"]
 
 _FRAME = re.compile(r"^(\d+)\.(?:png|jpg|jpeg)$", re.IGNORECASE)
 _MASK = re.compile(r"^(\d+)\.png$", re.IGNORECASE)
@@ -83,6 +94,8 @@ def prepare_video(
     size: int = 512,
     fill: float = 0.8,
     max_frames: int | None = None,
+    segmenter: str | Path | Segmenter | None = None,
+    segmenter_cfg: SegmenterConfig | None = None,
 ) -> Path:
     """Write a video or frame folder as a centred RGBA clip in the Consistent4D layout.
 
@@ -91,6 +104,9 @@ def prepare_video(
         out_dir: Dataset root; the clip goes to ``out_dir/<name>/{t}.png``.
         name: Object name (default: the input's file or folder name).
         masks: Folder of numbered foreground masks (``0.png`` ...), for inputs without alpha.
+        segmenter: TorchScript foreground model (path or loaded), for inputs without alpha
+            and without ``masks`` (contract in :mod:`ds4d_pl.data.segment`).
+        segmenter_cfg: How the segmentation model is fed and read.
         size: Side of the square output frames.
         fill: Fraction of the side the object's larger extent fills.
         max_frames: Keep only the first frames.
@@ -100,8 +116,9 @@ def prepare_video(
 
     Raises:
         FileNotFoundError: The input or mask folder is missing.
-        ValueError: No alpha and no masks, masks that do not match the frames, an empty
-            foreground, or bad options (each names the file or option).
+        MissingWeightsError: The segmentation model file is missing.
+        ValueError: No alpha, no masks and no segmentation model, masks that do not match the
+            frames, an empty foreground, or bad options (each names the file or option).
     """
     if size < 16:
         raise ValueError(f"size must be >= 16, got {size}")
@@ -113,10 +130,16 @@ def prepare_video(
         frames, labels = frames[:max_frames], labels[:max_frames]
     if masks is not None:
         frames = torch.cat([frames[..., :3], _read_masks(Path(masks), frames)[..., None]], -1)
+    elif not has_alpha and segmenter is not None:
+        if not isinstance(segmenter, Segmenter):
+            segmenter = load_segmenter(segmenter, segmenter_cfg)
+        alpha = torch.stack([segmenter(f[..., :3]) for f in frames])
+        frames = torch.cat([frames[..., :3], alpha[..., None]], -1)
     elif not has_alpha:
         raise ValueError(
             f"{labels[0]}: the input has no alpha channel; give RGBA frames (or a video codec "
-            "with alpha) or a folder of foreground masks with --masks"
+            "with alpha), a folder of foreground masks with --masks, or a segmentation model "
+            "with --segmenter"
         )
     alpha = frames[..., 3]
     for t in range(len(frames)):
@@ -151,3 +174,35 @@ def prepare_video(
     for t, frame in enumerate(out):
         write_rgba(obj / f"{t}.png", frame)
     return obj
+
+
+def write_pseudo_views(
+    obj_dir: str | Path,
+    zero123pp: str | Path | None,
+    cfg: Zero123ppConfig | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    segmenter_cfg: SegmenterConfig | None = None,
+) -> Path:
+    """Run Zero123++ over a prepared clip and write its multi-view sequence next to it.
+
+    Args:
+        obj_dir: A clip written by :func:`prepare_video` (``OUT/<name>/{t}.png``).
+        zero123pp: Local Zero123++ directory (hub layout; ``None``: ``$DS4D_WEIGHTS_DIR`` or
+            the HF cache, offline).
+        cfg: Generation options (version, steps, seed, temporal anchor, alpha, ...).
+        progress: Called with ``(frames done, total)``.
+        segmenter_cfg: How ``cfg.segmenter`` is fed (with ``cfg.alpha="segmenter"``).
+
+    Returns:
+        ``OUT/<name>_mv``, holding ``ref/{t}_rgba.png`` and ``zero123/{t}_rgba/{0..5}.png``.
+
+    Raises:
+        MissingWeightsError: The Zero123++ directory or one of its parts is missing.
+    """
+    from ds4d_pl.priors.zero123pp import generate_multiview_sequence, load_zero123pp
+
+    obj = Path(obj_dir)
+    files = numbered_frames(obj, _MASK, hint="'0.png', '1.png', ...")
+    frames = torch.stack([read_rgba(f) for f in files])
+    model = load_zero123pp(zero123pp, cfg, segmenter_cfg)
+    return generate_multiview_sequence(frames, obj.parent / f"{obj.name}_mv", model, progress)
