@@ -331,7 +331,14 @@ def prepare_main(argv: list[str]) -> int:
         "--zero123pp_alpha",
         choices=("threshold", "segmenter"),
         default="threshold",
-        help="views' alpha: white-background threshold, or the --segmenter model",
+        help="views' alpha: background-colour threshold, or the --segmenter model",
+    )
+    z.add_argument(
+        "--zero123pp_background",
+        type=float,
+        default=0.5,
+        help="grey level of the generated background for the threshold alpha (0.5: the "
+        "published models' grey; 1.0: white)",
     )
     z.add_argument("--device", default="auto", help="device for Zero123++ (auto: CUDA if any)")
     a = p.parse_args(argv)
@@ -365,6 +372,7 @@ def prepare_main(argv: list[str]) -> int:
             resolution=a.zero123pp_resolution,
             temporal_anchor=not a.no_temporal_anchor,
             alpha=a.zero123pp_alpha,
+            alpha_background=a.zero123pp_background,
             segmenter=a.segmenter,
             device=a.device,
         )

@@ -22,10 +22,10 @@ from ds4d_pl.priors.tiny import write_tiny_zero123pp
 from ds4d_pl.priors.zero123pp import (
     Zero123pp,
     Zero123ppConfig,
+    background_alpha,
     generate_multiview_sequence,
     load_zero123pp,
     split_grid,
-    white_background_alpha,
 )
 
 R = 16  # side of each tiny view; the sampled grid is 32 wide, 48 tall
@@ -134,13 +134,16 @@ def test_grid_cell_k_is_pose_k_row_by_row() -> None:
     assert all((centres[k, 1] > 0) == (k % 2 == 0) for k in range(6))
 
 
-def test_white_background_threshold_keeps_white_inside_the_object() -> None:
-    img = torch.ones(32, 32, 3)
+@pytest.mark.parametrize("background", [0.5, 1.0])  # the published models' grey; white
+def test_background_threshold_keeps_background_coloured_parts_inside_the_object(
+    background: float,
+) -> None:
+    img = torch.full((32, 32, 3), background)
     img += (torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(0)) - 0.5) * 0.06
-    img[8:24, 8:24] = torch.tensor([0.2, 0.4, 0.8])  # the object
-    img[14:18, 14:18] = 1.0  # a white patch inside it (stays foreground)
+    img[8:24, 8:24] = torch.tensor([0.2, 0.9, 0.1])  # the object
+    img[14:18, 14:18] = background  # a background-coloured patch inside it (stays foreground)
     img[2, 28] = torch.tensor([0.0, 0.0, 0.0])  # a one-pixel speck on the background
-    alpha = white_background_alpha(img.clamp(0, 1), threshold=0.08)
+    alpha = background_alpha(img.clamp(0, 1), threshold=0.08, background=background)
     expected = torch.zeros(32, 32)
     expected[8:24, 8:24] = 1.0
     assert torch.equal(alpha, expected)

@@ -29,8 +29,10 @@ itself:
 
 The grid is split row by row: cell ``k`` (row ``k // 2``, column ``k % 2``) is pose ``k`` of
 :data:`~ds4d_pl.cameras.ZERO123PP_V11_POSES` (azimuth ``30 + 60 k``). A view's alpha comes from
-thresholding the generated white background (:func:`white_background_alpha`) or from a local
-segmentation model (:mod:`ds4d_pl.data.segment`).
+thresholding the generated background (:func:`background_alpha`) or from a local segmentation
+model (:mod:`ds4d_pl.data.segment`). The published models paint an opaque *grey* background
+(the Zero123++ README: "the ``zero`` for Stable Diffusion VAE", i.e. 0.5), so the background
+colour is a setting (``alpha_background``, default 0.5; 1.0 for white).
 
 Randomness is drawn from one CPU generator per frame seeded with ``seed`` (default: the same
 seed, so the same initial noise, for every frame, which helps temporal consistency), in a fixed
@@ -72,7 +74,7 @@ __all__ = [
     "load_zero123pp",
     "resolve_zero123pp_dir",
     "split_grid",
-    "white_background_alpha",
+    "background_alpha",
 ]
 
 #: Where the weights are published, per version.
@@ -132,9 +134,11 @@ class Zero123ppConfig:
             tall (320 for the published models).
         timestep_spacing: Passed to the scheduler (``"trailing"`` as the Zero123++ README
             recommends for Euler ancestral; ``None`` keeps the directory's config).
-        alpha: ``"threshold"`` (white-background threshold, :func:`white_background_alpha`)
-            or ``"segmenter"`` (``segmenter`` must name a TorchScript model).
-        alpha_threshold: Max channel distance to white counted as background.
+        alpha: ``"threshold"`` (background-colour threshold, :func:`background_alpha`) or
+            ``"segmenter"`` (``segmenter`` must name a TorchScript model).
+        alpha_background: Grey level of the generated background (0.5: the VAE's zero, what
+            the published models paint; 1.0: white).
+        alpha_threshold: Max channel distance to ``alpha_background`` counted as background.
         segmenter: Path of a TorchScript foreground model (see :mod:`ds4d_pl.data.segment`).
         device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"``, ...
         dtype: ``"auto"`` (float16 on CUDA, float32 otherwise), ``"float32"``, ``"float16"``,
@@ -151,6 +155,7 @@ class Zero123ppConfig:
     resolution: int = 320
     timestep_spacing: str | None = "trailing"
     alpha: str = "threshold"
+    alpha_background: float = 0.5
     alpha_threshold: float = 0.08
     segmenter: str | None = None
     device: str = "auto"
@@ -350,16 +355,16 @@ def split_grid(grid: Tensor, rows: int = 3, cols: int = 2) -> Tensor:
     return cells.reshape(rows * cols, h, w, *grid.shape[2:])
 
 
-def white_background_alpha(
-    rgb: Tensor, threshold: float = 0.08, background: float = 1.0, open_px: int = 1
+def background_alpha(
+    rgb: Tensor, threshold: float = 0.08, background: float = 0.5, open_px: int = 1
 ) -> Tensor:
-    """Foreground alpha of a view generated on a white background.
+    """Foreground alpha of a view generated on a plain background (grey 0.5 or white 1.0).
 
     A pixel is background when every channel is within ``threshold`` of ``background`` *and* it
-    is connected to the image border through such pixels (a flood fill), so white parts inside
-    the object stay foreground. Cleanup: a morphological opening of the foreground with a
-    ``(2 open_px + 1)²`` square removes isolated specks and one-pixel fringes the generator
-    leaves on the background.
+    is connected to the image border through such pixels (a flood fill), so background-coloured
+    parts inside the object stay foreground. Cleanup: a morphological opening of the foreground
+    with a ``(2 open_px + 1)²`` square removes isolated specks and one-pixel fringes the
+    generator leaves on the background.
 
     Args:
         rgb: ``(H, W, 3)`` float in ``[0, 1]``.
@@ -567,7 +572,7 @@ class Zero123pp:
             if self.segmenter is not None:
                 a = self.segmenter(v)
             else:
-                a = white_background_alpha(v, self.cfg.alpha_threshold)
+                a = background_alpha(v, self.cfg.alpha_threshold, self.cfg.alpha_background)
             out.append(torch.cat([v, a[..., None]], -1))
         return torch.stack(out)
 
