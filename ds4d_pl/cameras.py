@@ -27,6 +27,14 @@ CONSISTENT4D_EVAL_AZIMUTHS = (-75.0, 15.0, 105.0, 195.0)
 #: Zero123++ v1.1 pseudo-view poses (elevation, azimuth) in degrees; v1.2 uses +20/-10.
 ZERO123PP_V11_POSES = tuple((30.0 if i % 2 == 0 else -20.0, 30.0 + 60.0 * i) for i in range(6))
 ZERO123PP_V12_POSES = tuple((20.0 if i % 2 == 0 else -10.0, 30.0 + 60.0 * i) for i in range(6))
+#: Zero123++ v1.2 renders every view with a 30° field of view ("unifies the output field of
+#: view to 30°", Zero123++ README); v1.1 keeps the input's. The v1.2 camera distance is chosen so
+#: the protocol's object fills its views as it fills the 49.1° input view at radius 2 (the
+#: README states normalised object size, not a distance).
+ZERO123PP_V12_FOV_Y_DEG = 30.0
+ZERO123PP_V12_RADIUS = (
+    OBJECT_RADIUS * math.tan(math.radians(OBJECT_FOV_Y_DEG) / 2) / math.tan(math.radians(15.0))
+)
 #: Named turntable views used for the output videos (azimuth degrees).
 NAMED_VIEWS = {"front": 0.0, "right": 90.0, "back": 180.0, "left": 270.0}
 
@@ -196,7 +204,12 @@ def zero123pp_cameras(width: int, height: int, version: str = "v1.1") -> Cameras
     poses = {"v1.1": ZERO123PP_V11_POSES, "v1.2": ZERO123PP_V12_POSES}.get(version)
     if poses is None:
         raise ValueError(f"unknown Zero123++ version {version!r}; expected 'v1.1' or 'v1.2'")
-    return orbit_cameras([p[0] for p in poses], [p[1] for p in poses], width, height)
+    el, az = [p[0] for p in poses], [p[1] for p in poses]
+    if version == "v1.2":
+        return orbit_cameras(
+            el, az, width, height, radius=ZERO123PP_V12_RADIUS, fov_y_deg=ZERO123PP_V12_FOV_Y_DEG
+        )
+    return orbit_cameras(el, az, width, height)
 
 
 def turntable_cameras(

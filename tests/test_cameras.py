@@ -71,11 +71,18 @@ def test_protocol_camera_sets() -> None:
     z = zero123pp_cameras(32, 32)
     el = torch.rad2deg(torch.asin(z.centers[:, 1] / 2.0))
     assert torch.allclose(el, torch.tensor([30.0, -20.0] * 3), atol=1e-3)
+    v12 = zero123pp_cameras(8, 8, "v1.2")
+    r12 = v12.centers.norm(dim=-1)
     assert torch.allclose(
-        torch.rad2deg(torch.asin(zero123pp_cameras(8, 8, "v1.2").centers[:, 1] / 2.0)),
+        torch.rad2deg(torch.asin(v12.centers[:, 1] / r12)),
         torch.tensor([20.0, -10.0] * 3),
         atol=1e-3,
     )
+    # v1.2 views have a 30° field of view, placed so the object fills them as it fills the
+    # 49.1° input view at radius 2: the half-width seen at the origin is the same.
+    assert v12.K[0, 1, 1] == pytest.approx(4 / math.tan(math.radians(15.0)))
+    seen = r12 * math.tan(math.radians(15.0))
+    assert torch.allclose(seen, torch.full((6,), 2.0 * math.tan(math.radians(49.1 / 2))))
     with pytest.raises(ValueError, match="v1.3"):
         zero123pp_cameras(8, 8, "v1.3")
     assert len(turntable_cameras(10, 8, 8)) == 10

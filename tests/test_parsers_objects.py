@@ -470,7 +470,8 @@ def test_multiview_sequence_versions_sizes_and_eval_root(tmp_path: Path) -> None
     assert scene.train.rgb.shape == (7, 2, S, S, 3) and scene.eval is None
     torch.testing.assert_close(scene.train.cameras.c2w[1:], zero123pp_cameras(S, S, "v1.2").c2w)
     torch.testing.assert_close(scene.train.cameras.c2w[:1], orbit_cameras([0], [0], S, S).c2w)
-    el = [math.degrees(math.asin(float(c[1, 3]) / 2)) for c in scene.train.cameras.c2w[1:]]
+    eyes = scene.train.cameras.c2w[1:, :3, 3]
+    el = [math.degrees(math.asin(float(e[1] / e.norm()))) for e in eyes]
     assert el == pytest.approx([20, -10, 20, -10, 20, -10], abs=1e-3)
     with pytest.raises(FileNotFoundError, match=r"elsewhere.eval_gt.seq: evaluation folder"):
         load_multiview_sequence(
