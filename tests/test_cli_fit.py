@@ -24,7 +24,7 @@ from ds4d_pl.data.parsers.synthetic import SyntheticConfig, write_synthetic
 from ds4d_pl.data.parsers.synthetic_scenes import write_dnerf, write_n3dv
 from ds4d_pl.export.ply import save_ply
 from ds4d_pl.gaussians.canonical import CanonicalGaussians
-from ds4d_pl.priors.tiny_zero123 import write_tiny_zero123
+from ds4d_pl.priors.tiny import write_tiny_zero123
 
 PARTIAL_PRESETS = sorted(
     p.relative_to(CONFIGS).as_posix()

@@ -39,7 +39,7 @@ from ds4d_pl.priors.sds import (
     orbit_pose,
     relative_pose,
 )
-from ds4d_pl.priors.tiny_zero123 import write_tiny_zero123
+from ds4d_pl.priors.tiny import write_tiny_zero123
 from ds4d_pl.render import build_renderer
 
 
@@ -312,3 +312,17 @@ def test_fit_with_sds_but_no_weights_stops_before_the_first_step(
     with pytest.raises(MissingWeightsError, match="does not exist"):
         main(_fit_args(run_dir, tmp_path / "missing"))
     assert not (run_dir / "checkpoints").exists() or not any((run_dir / "checkpoints").iterdir())
+
+
+def test_weights_missing_parameters_are_refused_not_filled_with_noise(
+    zero123_dir: Path, tmp_path: Path
+) -> None:
+    from safetensors.torch import load_file, save_file
+
+    broken = shutil.copytree(zero123_dir, tmp_path / "broken")
+    weights = broken / "unet" / "diffusion_pytorch_model.safetensors"
+    state = load_file(str(weights))
+    state.pop(next(k for k in state if k.startswith("conv_in")))
+    save_file(state, str(weights))
+    with pytest.raises(MissingWeightsError, match=r"unet: Zero123 component failed.*conv_in"):
+        Zero123Guidance.from_pretrained(SDSConfig(path=str(broken)))

@@ -19,10 +19,9 @@ Tests: ``tests/test_metrics_lpips_clip.py``.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from torch import Tensor
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from ds4d_pl.metrics.lpips import PerImageNetworkMetric
-from ds4d_pl.metrics.weights import resolve, sha256_file
+from ds4d_pl.metrics.weights import quiet_hub_loading, resolve, sha256_file
 
 __all__ = [
     "OPENAI_CLIP_MEAN",
@@ -108,24 +107,6 @@ def clip_preprocess(
     return (images - m) / s
 
 
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load report and progress bar: the text-tower keys it would list
-    as unexpected are expected here, and real problems are raised below with a clear message."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    bar = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bar:
-            hf_logging.enable_progress_bar()
-
-
 def _vision_config(model_dir: Path) -> CLIPVisionConfig:
     """The image tower's config. For a full CLIP config, ``projection_dim`` lives at the top
     level and the vision sub-config may not repeat it; take it from there so the projection's
@@ -155,7 +136,7 @@ def load_clip_vision(path: str | os.PathLike | None = None) -> CLIPVisionModelWi
             has a mismatched shape.
     """
     model_dir = resolve("clip_vit_b32", path)
-    with _quiet_transformers():
+    with quiet_hub_loading():
         model, info = CLIPVisionModelWithProjection.from_pretrained(
             model_dir,
             config=_vision_config(model_dir),

@@ -18,8 +18,10 @@ Tests: ``tests/test_metric_weights.py``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,8 +33,10 @@ __all__ = [
     "REGISTRY",
     "MissingWeightsError",
     "WeightsSpec",
+    "load_pretrained",
     "load_state_dict",
     "load_strict",
+    "quiet_hub_loading",
     "resolve",
     "search_paths",
     "sha256_file",
@@ -299,3 +303,54 @@ def load_strict(
         state[key] = own[key]  # the counters kept as initialised
     module.load_state_dict(state, strict=True)
     return sha256_file(path)
+
+
+@contextlib.contextmanager
+def quiet_hub_loading() -> Iterator[None]:
+    """Silence transformers' and diffusers' load reports, advice and progress bars; the callers
+    check what was loaded themselves and raise with the file named."""
+    from transformers.utils import logging as tlog
+
+    loggers = [tlog]
+    try:
+        from diffusers.utils import logging as dlog
+
+        loggers.append(dlog)
+    except ImportError:  # diffusers is only needed by the priors
+        pass
+    levels = [log.get_verbosity() for log in loggers]
+    bar = tlog.is_progress_bar_enabled()
+    for log in loggers:
+        log.set_verbosity_error()
+    tlog.disable_progress_bar()
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels, strict=True):
+            log.set_verbosity(level)
+        if bar:
+            tlog.enable_progress_bar()
+
+
+def load_pretrained(
+    cls: Any, folder: str | os.PathLike, dtype: torch.dtype | None = None, **kwargs: Any
+) -> Any:
+    """``cls.from_pretrained(folder)`` for a diffusers or transformers model class, from local
+    files only, quietly, and strict: both libraries fill missing parameters with random values
+    and only warn, which would make a broken checkpoint look like a working one.
+
+    Raises:
+        ValueError: The weights lack parameters of ``cls`` (the first few are named).
+        OSError: Files are missing or unreadable (from the library).
+    """
+    with quiet_hub_loading():
+        model, info = cls.from_pretrained(
+            folder, torch_dtype=dtype, local_files_only=True, output_loading_info=True, **kwargs
+        )
+    missing = sorted(info.get("missing_keys", []))
+    if missing:
+        raise ValueError(
+            f"{folder}: its weights lack {len(missing)} parameters of {cls.__name__} "
+            f"({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})"
+        )
+    return model

@@ -33,7 +33,6 @@ Tests: ``tests/test_sds.py``.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from collections.abc import Callable
@@ -46,7 +45,7 @@ from torch import Tensor, nn
 
 from ds4d_pl.cameras import Cameras, orbit_cameras
 from ds4d_pl.data.types import ViewSet
-from ds4d_pl.metrics.weights import MissingWeightsError
+from ds4d_pl.metrics.weights import MissingWeightsError, load_pretrained
 from ds4d_pl.render.base import RenderOutput
 
 __all__ = [
@@ -371,14 +370,21 @@ class Zero123Guidance(nn.Module):
 
         root = check_zero123_dir(cfg.path)
         dtype = getattr(torch, cfg.dtype)
-        # Low-memory loading needs accelerate (optional); saying so avoids a warning per load.
-        low_mem = importlib.util.find_spec("accelerate") is not None
-        kwargs = {"local_files_only": True, "torch_dtype": dtype, "low_cpu_mem_usage": low_mem}
-        vae = AutoencoderKL.from_pretrained(root / "vae", **kwargs)
-        unet = UNet2DConditionModel.from_pretrained(root / "unet", **kwargs)
-        image_encoder = CLIPVisionModelWithProjection.from_pretrained(
-            root / "image_encoder", local_files_only=True, dtype=dtype
-        )
+        loaded = {}
+        for name, model_class in (
+            ("vae", AutoencoderKL),
+            ("unet", UNet2DConditionModel),
+            ("image_encoder", CLIPVisionModelWithProjection),
+        ):
+            try:
+                loaded[name] = load_pretrained(model_class, root / name, dtype)
+            except (OSError, ValueError, RuntimeError) as err:
+                raise MissingWeightsError(
+                    f"{root / name}: Zero123 component failed to load ({type(err).__name__}: "
+                    f"{str(err).splitlines()[0][:300] if str(err) else ''}); a complete "
+                    f"directory is published as {ZERO123_SOURCES}"
+                ) from err
+        vae, unet, image_encoder = loaded["vae"], loaded["unet"], loaded["image_encoder"]
         cc = CCProjection.from_pretrained(root / "cc_projection").to(dtype)
         # The noise schedule is all SDS needs of the scheduler; DDIM reads every SD-family
         # scheduler config (DDPM/PNDM/DDIM share beta_schedule and the beta range).

@@ -1,4 +1,5 @@
-"""A tiny, randomly initialised Zero123++ in the hub's diffusers layout, for tests and benchmarks.
+"""Tiny, randomly initialised Zero123++ and Zero123 in their diffusers layouts, for tests and
+benchmarks.
 
 :func:`write_tiny_zero123pp` builds every component of ``sudo-ai/zero123plus-v1.1`` / ``-v1.2``
 with the real class (``UNet2DConditionModel``, ``AutoencoderKL``, ``CLIPTextModel`` +
@@ -9,6 +10,9 @@ with the real class (``UNet2DConditionModel``, ``AutoencoderKL``, ``CLIPTextMode
 loads it through exactly the code that loads the real weights. The outputs mean nothing; the
 shapes, file names, configs and the loading path are those of Zero123++.
 
+:func:`write_tiny_zero123` does the same for Zero123 (``vae``, an 8-channel ``unet``,
+``image_encoder``, ``scheduler``, ``cc_projection``), which :mod:`ds4d_pl.priors.sds` loads.
+
 The tokenizer's vocabulary is built here (byte-level symbols plus the CLIP special tokens), so
 nothing is downloaded.
 """
@@ -17,10 +21,13 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import torch
 
-__all__ = ["write_tiny_zero123pp"]
+from ds4d_pl.metrics.weights import quiet_hub_loading
+
+__all__ = ["write_tiny_zero123", "write_tiny_zero123pp"]
 
 #: Width of the text embeddings and of the CLIP image embedding (1024 in the real model).
 _WIDTH = 32
@@ -56,6 +63,40 @@ def _write_tokenizer(folder: Path, max_length: int) -> int:
     return len(tokens)
 
 
+def _tiny_vae(sample_size: int) -> Any:
+    """A two-level ``AutoencoderKL`` (downsamples by 2) with SD's 4 latent channels."""
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=sample_size,
+    )
+
+
+def _tiny_unet(in_channels: int, cross_attention_dim: int, sample_size: int) -> Any:
+    """A two-level ``UNet2DConditionModel`` predicting 4 latent channels, with self- and
+    cross-attention at the first level."""
+    from diffusers import UNet2DConditionModel
+
+    return UNet2DConditionModel(
+        sample_size=sample_size // 2,
+        in_channels=in_channels,
+        out_channels=4,
+        block_out_channels=(16, 32),
+        layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=cross_attention_dim,
+        attention_head_dim=4,
+        norm_num_groups=8,
+    )
+
+
 def write_tiny_zero123pp(
     path: str | Path,
     seed: int = 0,
@@ -78,7 +119,7 @@ def write_tiny_zero123pp(
     Returns:
         ``path``, holding ``model_index.json`` and the eight component folders.
     """
-    from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel
+    from diffusers import EulerAncestralDiscreteScheduler
     from transformers import (
         CLIPTextConfig,
         CLIPTextModel,
@@ -94,29 +135,10 @@ def write_tiny_zero123pp(
     state = torch.random.get_rng_state()
     torch.manual_seed(seed)
     try:
-        vae = AutoencoderKL(
-            block_out_channels=(8, 16),
-            down_block_types=("DownEncoderBlock2D",) * 2,
-            up_block_types=("UpDecoderBlock2D",) * 2,
-            layers_per_block=1,
-            latent_channels=4,
-            norm_num_groups=4,
-            sample_size=cond_size,
-        )
+        vae = _tiny_vae(cond_size)
         # Stable Diffusion 2's UNet layout (what Zero123++ fine-tunes), two levels deep; the
         # self-attention layers ("attn1") are where the reference attention hooks in.
-        unet = UNet2DConditionModel(
-            sample_size=cond_size // 2,
-            in_channels=4,
-            out_channels=4,
-            block_out_channels=(16, 32),
-            layers_per_block=1,
-            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-            cross_attention_dim=_WIDTH,
-            attention_head_dim=4,
-            norm_num_groups=8,
-        )
+        unet = _tiny_unet(4, _WIDTH, cond_size)
         text_encoder = CLIPTextModel(
             CLIPTextConfig(
                 vocab_size=vocab,
@@ -163,9 +185,7 @@ def write_tiny_zero123pp(
         image_mean=[0.5, 0.5, 0.5],
         image_std=[0.5, 0.5, 0.5],
     )
-    from ds4d_pl.priors.zero123pp import _quiet
-
-    with _quiet():
+    with quiet_hub_loading():
         vae.save_pretrained(root / "vae")
         unet.save_pretrained(root / "unet")
         text_encoder.save_pretrained(root / "text_encoder")
@@ -188,4 +208,56 @@ def write_tiny_zero123pp(
         "vision_encoder": ["transformers", "CLIPVisionModelWithProjection"],
     }
     (root / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return root
+
+
+def write_tiny_zero123(path: str | Path, seed: int = 0, sample_size: int = 32) -> Path:
+    """Write a tiny Zero123 directory (``vae``, ``unet``, ``image_encoder``, ``scheduler``,
+    ``cc_projection``) to ``path`` and return it.
+
+    Args:
+        path: Target directory (created).
+        seed: Seed of the random weights.
+        sample_size: Image size the components are configured for (the VAE downsamples by 2).
+    """
+    from diffusers import DDIMScheduler
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from ds4d_pl.priors.sds import CCProjection
+
+    root = Path(path)
+    state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        vae = _tiny_vae(sample_size)
+        # Zero123's UNet: 4 noisy-latent + 4 image-latent channels in, epsilon out.
+        unet = _tiny_unet(8, 24, sample_size)
+        image_encoder = CLIPVisionModelWithProjection(
+            CLIPVisionConfig(
+                hidden_size=16,
+                intermediate_size=32,
+                num_hidden_layers=1,
+                num_attention_heads=2,
+                image_size=32,
+                patch_size=8,
+                projection_dim=20,
+            )
+        )
+        # CLIP width 20 + 4 pose values → the UNet's context width 24 (772 → 768 for real).
+        cc_projection = CCProjection(20 + 4, 24)
+    finally:
+        torch.random.set_rng_state(state)
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+    )
+    with quiet_hub_loading():
+        vae.save_pretrained(root / "vae")
+        unet.save_pretrained(root / "unet")
+        image_encoder.save_pretrained(root / "image_encoder")
+    cc_projection.save_pretrained(root / "cc_projection")
+    scheduler.save_pretrained(root / "scheduler")
     return root

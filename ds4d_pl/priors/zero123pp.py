@@ -43,12 +43,11 @@ Tests: ``tests/test_zero123pp.py`` (with the tiny components of :mod:`ds4d_pl.pr
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -58,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ds4d_pl.metrics.weights import MissingWeightsError
+from ds4d_pl.metrics.weights import MissingWeightsError, load_pretrained
 
 if TYPE_CHECKING:
     from ds4d_pl.data.segment import SegmenterConfig
@@ -611,26 +610,6 @@ class Zero123pp:
         self._anchor = None
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence the loaders' progress bars and advice while loading (errors still raise)."""
-    from diffusers.utils import logging as dlog
-    from transformers.utils import logging as tlog
-
-    levels = dlog.get_verbosity(), tlog.get_verbosity()
-    dlog.set_verbosity_error()
-    tlog.set_verbosity_error()
-    tbar = tlog.is_progress_bar_enabled()
-    tlog.disable_progress_bar()
-    try:
-        yield
-    finally:
-        dlog.set_verbosity(levels[0])
-        tlog.set_verbosity(levels[1])
-        if tbar:
-            tlog.enable_progress_bar()
-
-
 def load_zero123pp(
     path: str | os.PathLike | None,
     cfg: Zero123ppConfig | None = None,
@@ -670,19 +649,8 @@ def load_zero123pp(
         sub = d / name
         try:
             if name in classes:
-                kw: dict[str, Any] = {"local_files_only": True, "output_loading_info": True}
-                if variants.get(name):
-                    kw["variant"] = variants[name]
-                with _quiet():
-                    model, info = classes[name].from_pretrained(sub, torch_dtype=dtype, **kw)
-                # transformers fills missing weights with random values and only warns.
-                missing = sorted(info.get("missing_keys", []))
-                if missing:
-                    raise ValueError(
-                        f"its weights lack {len(missing)} parameters ({', '.join(missing[:3])}"
-                        f"{', ...' if len(missing) > 3 else ''})"
-                    )
-                comps[name] = model
+                kw: dict[str, Any] = {"variant": variants[name]} if variants.get(name) else {}
+                comps[name] = load_pretrained(classes[name], sub, dtype, **kw)
             elif name == "tokenizer":
                 comps[name] = CLIPTokenizer.from_pretrained(sub, local_files_only=True)
             elif name == "scheduler":
