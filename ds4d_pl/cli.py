@@ -133,7 +133,8 @@ class DS4DCLI(LightningCLI):
         scene = self.datamodule.scene
         if cfg.get("test_after_fit") and not self.trainer.interrupted and scene.eval is not None:
             self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
-        print(f"run directory: {os.path.realpath(self.trainer.default_root_dir)}")
+        if self.trainer.is_global_zero:
+            print(f"run directory: {os.path.realpath(self.trainer.default_root_dir)}")
 
 
 def synth_main(argv: list[str]) -> int:
