@@ -557,7 +557,9 @@ class DS4DSystem(pl.LightningModule):
             metric = getattr(self, f"{stage}_{key}")
             values[key] = float(metric.compute())
             metric.reset()
-        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, batch_size=1)
+        # The metrics are already gathered over ranks by torchmetrics, so every rank holds the
+        # same values; averaging them again only silences Lightning's DDP warning.
+        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, batch_size=1, sync_dist=True)
         return values
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
