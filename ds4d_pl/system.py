@@ -247,7 +247,12 @@ class DS4DSystem(pl.LightningModule):
             )
 
     def _prepare_features(self) -> None:
-        """Encode every (view, frame) of the training views once (disk-cached across runs)."""
+        """Encode every (view, frame) of the training views once (disk-cached across runs).
+
+        Under DDP every rank encodes the same frames with the same frozen encoder; the cache
+        file is written atomically (temp file + rename), so concurrent writers are safe and a
+        reader never sees a partial file.
+        """
         encoder = self._encoder[0]
         feats = encode_views(
             encoder,

@@ -50,6 +50,17 @@ DENSIFY = DensifyConfig(
 FIRST, STEPS = 8, 12
 
 
+@pytest.fixture(autouse=True)
+def fresh_master_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Let Lightning pick a free rendezvous port for the spawned ranks.
+
+    An earlier in-process DDP fit in the same pytest session (the ``trainer/ddp.yaml`` preset
+    on one device) leaves ``MASTER_PORT`` set and its store listening on that port until the
+    interpreter exits; children inheriting the variable would fail with EADDRINUSE.
+    """
+    monkeypatch.delenv("MASTER_PORT", raising=False)
+
+
 class DumpState(pl.Callback):
     """Each rank writes what must agree across ranks to ``<out>/rank{r}.pt`` after training."""
 

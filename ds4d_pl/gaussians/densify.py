@@ -250,10 +250,9 @@ class DensifyStrategy:
                     for name in gaussians.TABLES
                 }
                 scales = rows["log_scales"].exp()
-                noise = (
-                    torch.randn(scales.shape, generator=self.generator, device=scales.device)
-                    * scales
-                )
+                # Drawn on the CPU generator (step_generator) and moved: the same offsets on
+                # every DDP rank and device, and no CPU-generator-on-CUDA error.
+                noise = torch.randn(scales.shape, generator=self.generator).to(scales) * scales
                 rot = quat_to_rotmat(rows["quats"])
                 rows["means"] = rows["means"] + torch.einsum("nij,nj->ni", rot, noise)
                 rows["log_scales"] = rows["log_scales"] - math.log(1.6)
