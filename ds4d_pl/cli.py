@@ -130,10 +130,14 @@ class DS4DCLI(LightningCLI):
 
     def after_fit(self) -> None:
         cfg = self.config_init[self.subcommand]
+        if self.datamodule.scene is None:
+            # ddp_spawn: the scene was loaded in the worker processes, not in this one.
+            self.datamodule.setup("test")
         scene = self.datamodule.scene
         if cfg.get("test_after_fit") and not self.trainer.interrupted and scene.eval is not None:
             self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
-        print(f"run directory: {os.path.realpath(self.trainer.default_root_dir)}")
+        if self.trainer.is_global_zero:
+            print(f"run directory: {os.path.realpath(self.trainer.default_root_dir)}")
 
 
 def synth_main(argv: list[str]) -> int:

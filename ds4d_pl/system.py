@@ -14,9 +14,10 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 
+from ds4d_pl import distributed
 from ds4d_pl.atomic import write_json
 from ds4d_pl.cameras import Cameras
 from ds4d_pl.conditioning.build import build_conditioner, feature_cache_dir
@@ -181,6 +182,10 @@ class DS4DSystem(pl.LightningModule):
             setattr(self, f"{stage}_dyn_psnr", MaskedPSNR(data_range=1.0))
         self._step_started = 0.0
         self._densify_totals = {"cloned": 0, "split": 0, "pruned": 0}
+        #: Under DDP, average the Gaussian gradients and reduce the densification statistics
+        #: over ranks every step (see :mod:`ds4d_pl.distributed`). Only the negative control of
+        #: ``tests/test_ddp.py`` turns it off, to show that the ranks then drift apart.
+        self.sync_gaussians = True
 
     # ------------------------------------------------------------------ set-up
     def setup(self, stage: str) -> None:
@@ -211,11 +216,56 @@ class DS4DSystem(pl.LightningModule):
             # Fails here, before any step, when the weights are missing (MissingWeightsError).
             guidance = Zero123Guidance.from_pretrained(self.sds_cfg, device=self.device)
             self._sds = [Zero123SDS(guidance, self.scene.train)]
+        # Read by DistributedDataParallel when the strategy wraps the module, which happens after
+        # this hook (and after a checkpoint restore); without DDP nothing reads it.
+        self._ddp_params_and_buffers_to_ignore = self.ddp_ignored_names()
+        if stage == "fit":
+            self._require_unused_parameter_detection()
         if stage == "fit" and self.trainer.is_global_zero:
             self._write_run_info()
 
+    def ddp_ignored_names(self) -> list[str]:
+        """Parameters and buffers that DistributedDataParallel must leave alone.
+
+        * The Gaussian tables: densification replaces them by new Parameters of another size,
+          while DDP's reducer keeps the Parameters it registered when wrapping the model. They
+          are replicated on every rank and kept identical by :mod:`ds4d_pl.distributed`
+          (gradients averaged after backward, densification statistics reduced before events,
+          rank 0's tables broadcast at the start of training).
+        * The conditioner's decoupled feature maps: every rank derives them from the same frozen
+          encoder features at set-up, so broadcasting them at every forward would only cost time.
+
+        Everything else (deformation field, conditioning projection, small buffers) is fixed in
+        size and goes through DDP as usual.
+        """
+        names = [n for n, _ in self.named_parameters() if n.startswith("gaussians.")]
+        names += [n for n, _ in self.named_buffers() if n.startswith("conditioner.")]
+        return names
+
+    def _require_unused_parameter_detection(self) -> None:
+        """Make a DDP strategy detect unused parameters (``strategy: ddp`` then just works).
+
+        The field and the conditioning take no part in coarse steps, so DDP's reducer must be
+        told which parameters a step did not use, or its next step fails with "Expected to have
+        finished reduction in the prior iteration". ``configs/trainer/ddp.yaml`` names the
+        ``ddp_find_unused_parameters_true`` strategy explicitly; this covers a plain ``ddp``.
+        The strategy wraps the model only after ``setup``, so the flag still takes effect.
+        """
+        kwargs = getattr(self.trainer.strategy, "_ddp_kwargs", None)
+        if isinstance(kwargs, dict) and not kwargs.get("find_unused_parameters"):
+            kwargs["find_unused_parameters"] = True
+            rank_zero_info(
+                "DS4DSystem: DDP set to find_unused_parameters=True (the deformation field is "
+                "unused in coarse steps)"
+            )
+
     def _prepare_features(self) -> None:
-        """Encode every (view, frame) of the training views once (disk-cached across runs)."""
+        """Encode every (view, frame) of the training views once (disk-cached across runs).
+
+        Under DDP every rank encodes the same frames with the same frozen encoder; the cache
+        file is written atomically (temp file + rename), so concurrent writers are safe and a
+        reader never sees a partial file.
+        """
         encoder = self._encoder[0]
         feats = encode_views(
             encoder,
@@ -435,20 +485,37 @@ class DS4DSystem(pl.LightningModule):
                 self.gaussians.log_scales, self.loss_cfg.max_scale_ratio
             )
         total, weights = weigh(terms, self.loss_cfg, step)
-        if not torch.isfinite(total):
+        # Decided by all ranks together under DDP: one rank raising while the others enter the
+        # gradient all-reduce would leave them waiting until the collective times out.
+        if distributed.any_rank(not bool(torch.isfinite(total))):
             bad = {k: float(v) for k, v in terms.items()}
             raise FloatingPointError(
-                f"non-finite loss at step {step} (terms: {bad}); stopping before the parameters "
-                "or any checkpoint are touched. The last good checkpoint is intact."
+                f"non-finite loss at step {step} (terms: {bad}"
+                + (f", rank {self.global_rank}" if distributed.is_distributed() else "")
+                + "); stopping before the parameters or any checkpoint are touched. The last "
+                "good checkpoint is intact."
             )
 
         optimizer.zero_grad(set_to_none=True)
+        # Under DDP the fixed-size field's gradients are averaged over ranks by DDP's reducer
+        # during this backward; the Gaussians are outside the reducer (ddp_ignored_names).
         self.manual_backward(total)
+        sync = self.sync_gaussians and distributed.is_distributed()
+        if sync:
+            # Mean over ranks, as DDP does for the field: every rank takes the same Adam step.
+            distributed.all_reduce_mean_grads_(self.gaussians.parameters())
         for out, width, height in renders:
+            # View-space gradients of this rank's own renders: per-render magnitudes as in a
+            # single-process run, so densify.grad_threshold keeps its meaning under DDP.
             self.strategy.accumulate(out, width, height)
         optimizer.step()
+        if sync and self.strategy.is_event(step):
+            # Sum (gradient norms, visible counts) and max (screen radii) over ranks, only at an
+            # event: every rank then clones, splits and prunes exactly the same Gaussians.
+            self.strategy.reduce_statistics(distributed.all_reduce_sum, distributed.all_reduce_max)
         # Split samples come from a generator of (seed, step) alone, so a resumed run makes the
-        # same densification decisions as an uninterrupted one (and, later, every DDP rank).
+        # same densification decisions as an uninterrupted one, and every DDP rank draws the
+        # same split offsets.
         self.strategy.generator = step_generator(self.seed, step)
         events = self.strategy.step(step, self.gaussians, optimizer.optimizer)
 
@@ -511,6 +578,12 @@ class DS4DSystem(pl.LightningModule):
             log["train/sds/grad_norm"] = float(self._last_sds.grad_norm)
         self.log_dict(log, batch_size=1)
 
+    def on_train_start(self) -> None:
+        # Initialisation is seeded and identical on every rank already; copying rank 0's tables
+        # also covers inputs that are not bit-reproducible across devices, and fails with a
+        # clear message if the ranks disagree on the Gaussian count (e.g. different checkpoints).
+        distributed.broadcast_([getattr(self.gaussians, n) for n in self.gaussians.TABLES])
+
     def on_train_batch_start(self, batch: int, batch_idx: int) -> None:
         self._step_started = time.perf_counter()
 
@@ -535,7 +608,9 @@ class DS4DSystem(pl.LightningModule):
             metric = getattr(self, f"{stage}_{key}")
             values[key] = float(metric.compute())
             metric.reset()
-        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, batch_size=1)
+        # The metrics are already gathered over ranks by torchmetrics, so every rank holds the
+        # same values; averaging them again only silences Lightning's DDP warning.
+        self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, batch_size=1, sync_dist=True)
         return values
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:

@@ -70,3 +70,15 @@ def no_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "torch_hub"))
     monkeypatch.setattr(weights, "_hf_cached", lambda repo: None)
     return tmp_path
+
+
+@pytest.fixture(autouse=True)
+def no_leftover_process_group():
+    """Tear down a process group a test left behind (the ``trainer/ddp.yaml`` preset fits
+    in-process with one rank, and Lightning destroys its group only at interpreter exit), so
+    later tests do not run torchmetrics' and Lightning's distributed code paths by accident."""
+    yield
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

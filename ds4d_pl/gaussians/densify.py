@@ -54,8 +54,9 @@ class DensifyStrategy:
         ``max_radii``: Largest screen radius seen, divided by ``max(width, height)``.
 
     Events happen at steps ``s`` with ``start_step <= s <= stop_step`` and
-    ``s % interval == 0``; statistics are reset after every event. DDP sync of the statistics is
-    a later issue: call :meth:`reduce_statistics` with an all-reduce before :meth:`step`.
+    ``s % interval == 0`` (:meth:`is_event`); statistics are reset after every event. Under DDP,
+    call :meth:`reduce_statistics` with all-reduces before :meth:`step` at event steps only
+    (reducing every step would add the already-summed totals again).
 
     Args:
         cfg: Thresholds and schedule.
@@ -97,6 +98,11 @@ class DensifyStrategy:
     def is_active(self, step: int) -> bool:
         """Whether ``step`` lies in the densification window (statistics are worth collecting)."""
         return self.cfg.enabled and self.cfg.start_step <= step <= self.cfg.stop_step
+
+    def is_event(self, step: int) -> bool:
+        """Whether :meth:`step` clones / splits / prunes at ``step`` (under DDP, the statistics
+        must be reduced over ranks just before such a step, and only then)."""
+        return self.is_active(step) and step % self.cfg.interval == 0
 
     def accumulate(self, out: RenderOutput, width: int, height: int) -> None:
         """Add one render's view-space gradients to the statistics; call after ``backward``.
@@ -182,7 +188,7 @@ class DensifyStrategy:
         """
         cfg = self.cfg
         counts = {"cloned": 0, "split": 0, "pruned": 0, "reset": 0}
-        if self.is_active(step) and step % cfg.interval == 0:
+        if self.is_event(step):
             if self.grad_accum is None:
                 self.reset_statistics(gaussians.num_gaussians, gaussians.means.device)
             elif self.grad_accum.shape[0] != gaussians.num_gaussians:
@@ -244,10 +250,9 @@ class DensifyStrategy:
                     for name in gaussians.TABLES
                 }
                 scales = rows["log_scales"].exp()
-                noise = (
-                    torch.randn(scales.shape, generator=self.generator, device=scales.device)
-                    * scales
-                )
+                # Drawn on the CPU generator (step_generator) and moved: the same offsets on
+                # every DDP rank and device, and no CPU-generator-on-CUDA error.
+                noise = torch.randn(scales.shape, generator=self.generator).to(scales) * scales
                 rot = quat_to_rotmat(rows["quats"])
                 rows["means"] = rows["means"] + torch.einsum("nij,nj->ni", rot, noise)
                 rows["log_scales"] = rows["log_scales"] - math.log(1.6)

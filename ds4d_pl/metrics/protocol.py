@@ -159,7 +159,12 @@ class ProtocolScorer:
             if missing:
                 self.unavailable[key] = f"n/a (missing weights: {', '.join(missing)})"
                 continue
-            self._nets[key] = self._load(key).to(self.device)
+            net = self._load(key).to(self.device)
+            # A scorer sees every clip itself (under DDP, ``ds4d test`` scores on rank 0 alone),
+            # so its metrics must not gather states from other ranks: they would never answer.
+            net.sync_on_compute = False
+            net._to_sync = False
+            self._nets[key] = net
             self.checksums[key] = getattr(self._nets[key], "weights_sha256", None)
 
     def _load(self, key: str) -> Any:
