@@ -104,6 +104,7 @@ def test_timestep_range_anneals_linearly_then_holds() -> None:
         {"weighting": "snr"},
         {"condition": "random"},
         {"azimuth_sign": 0},
+        {"pose_encoding": "sv3d"},
         {"dtype": "float64"},
         {"views_per_step": 0},
     ],
@@ -273,6 +274,41 @@ def test_sds_term_renders_random_views_and_moves_the_gaussians(
     assert all(f == 1 for f, _ in prior._cache)
     if condition == "input":
         assert {j for _, j in prior._cache} == {0}
+
+
+def test_pose_is_relative_to_the_chosen_view_with_the_configured_fourth_entry(
+    zero123_dir: Path,
+) -> None:
+    views = _object_views()
+    gs = CanonicalGaussians.random_in_sphere(
+        50, 0.5, 0, 0.5, generator=torch.Generator().manual_seed(0)
+    )
+    renderer, bg = build_renderer("torch_tiled"), torch.ones(3)
+
+    def render(cams):
+        return renderer(gs.activated(), cams, bg)
+
+    poses = {}
+    for encoding in ("zero123", "stable_zero123"):
+        cfg = SDSConfig(
+            path=str(zero123_dir), resolution=32, condition="nearest", pose_encoding=encoding
+        )
+        prior = Zero123SDS(Zero123Guidance.from_pretrained(cfg), views)
+        seen = {}
+
+        def spy(rgb, cond, pose, step, generator, prior=prior, seen=seen):
+            seen["pose"] = pose
+            return Zero123Guidance.forward(prior.guidance, rgb, cond, pose, step, generator)
+
+        prior.guidance.forward = spy  # type: ignore[method-assign]
+        # Draw a view at elevation 25°, azimuth 100°: nearest is view 1 (30°, 90°).
+        prior.sample_views = lambda g: (torch.tensor([25.0]), torch.tensor([100.0]))
+        prior(render, bg, 0, 0, torch.Generator().manual_seed(0))
+        poses[encoding] = seen["pose"][0]
+    expected = relative_pose(torch.tensor([-5.0]), torch.tensor([10.0]), torch.zeros(1))[0]
+    torch.testing.assert_close(poses["zero123"], expected, atol=1e-4, rtol=0)
+    torch.testing.assert_close(poses["stable_zero123"][:3], expected[:3], atol=1e-4, rtol=0)
+    assert float(poses["stable_zero123"][3]) == pytest.approx(math.radians(60.0), abs=1e-4)
 
 
 def test_sds_refuses_a_moving_camera_scene(zero123_dir: Path) -> None:

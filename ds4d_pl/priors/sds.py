@@ -104,7 +104,11 @@ class SDSConfig:
         radius: Camera distance of the random views (the object protocol's 2.0).
         start_step: Global step from which SDS is applied.
         azimuth_sign: ``1`` when Zero123's azimuth turns the way ``ds4d_pl.cameras``' does
-            (towards +x), ``-1`` to flip it; a knob because conversions disagree on the sign.
+            (towards +x: counterclockwise seen from above, as in threestudio's Zero123
+            guidance), ``-1`` to flip it; a knob because conversions disagree on the sign.
+        pose_encoding: Fourth pose entry: ``zero123`` (Δradius, Zero123 / zero123-xl) or
+            ``stable_zero123`` (the conditioning view's absolute polar angle in radians, what
+            Stable Zero123 was trained with instead of a distance).
         grad_clip: Clamp of the per-element SDS gradient (``None``: no clamp).
         dtype: ``float32``, ``float16`` or ``bfloat16`` for the frozen networks.
     """
@@ -125,6 +129,7 @@ class SDSConfig:
     radius: float = 2.0
     start_step: int = 0
     azimuth_sign: int = 1
+    pose_encoding: str = "zero123"
     grad_clip: float | None = None
     dtype: str = "float32"
 
@@ -143,6 +148,8 @@ class SDSConfig:
             raise ValueError(f"SDSConfig.condition must be one of {_CONDITIONS}")
         if self.resolution < 8 or self.views_per_step < 1 or self.anneal_steps < 0:
             raise ValueError("SDSConfig: resolution >= 8, views_per_step >= 1, anneal_steps >= 0")
+        if self.pose_encoding not in ("zero123", "stable_zero123"):
+            raise ValueError("SDSConfig.pose_encoding must be 'zero123' or 'stable_zero123'")
         if self.azimuth_sign not in (1, -1):
             raise ValueError("SDSConfig.azimuth_sign must be 1 or -1")
         if self.dtype not in ("float32", "float16", "bfloat16"):
@@ -260,7 +267,8 @@ def relative_pose(d_elevation_deg: Tensor, d_azimuth_deg: Tensor, d_radius: Tens
     Args:
         d_elevation_deg: ``(B,)`` target minus condition elevation (degrees, up positive).
         d_azimuth_deg: ``(B,)`` target minus condition azimuth (degrees, Zero123's direction).
-        d_radius: ``(B,)`` target minus condition camera distance.
+        d_radius: ``(B,)`` target minus condition camera distance (Stable Zero123 takes the
+            condition's polar angle in radians here instead; ``SDSConfig.pose_encoding``).
     """
     d_el = torch.as_tensor(d_elevation_deg, dtype=torch.float32).reshape(-1)
     d_az = torch.deg2rad(torch.as_tensor(d_azimuth_deg, dtype=torch.float32).reshape(-1))
@@ -590,5 +598,7 @@ class Zero123SDS:
         ref = self.poses[chosen]
         d_az = torch.remainder(az - ref[:, 1] + 180.0, 360.0) - 180.0
         d_r = self.cfg.radius - ref[:, 2]
+        if self.cfg.pose_encoding == "stable_zero123":
+            d_r = torch.deg2rad(90.0 - ref[:, 0])
         pose = relative_pose(el - ref[:, 0], self.cfg.azimuth_sign * d_az, d_r)
         return self.guidance(rgb, cond, pose, sds_step, generator), out
