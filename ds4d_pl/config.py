@@ -332,6 +332,9 @@ class ConditioningConfig:
         tau: Temperature of the distance-aware softmax.
         da_combine: How DA merges the input view with the fused pseudo views: ``sum`` or
             ``concat`` (concat → linear).
+        ga_scorer: GA's view score: ``own`` (the paper: each view's own feature) or
+            ``relative`` (also the view's distance to the input view and an input-view bias,
+            so GA can learn to trust the real observation; ``conditioning/tssf.py``).
         width: Width of the learnable low-rank projection of the 2C feature per Gaussian.
         depth_tolerance: Relative depth tolerance of the occlusion test: a Gaussian whose depth
             exceeds the rendered depth at its pixel by more than this fraction is occluded in
@@ -356,6 +359,7 @@ class ConditioningConfig:
     reference_alpha: float = 0.5
     tau: float = 1.0
     da_combine: str = "sum"
+    ga_scorer: str = "own"
     width: int = 32
     depth_tolerance: float = 0.05
     visibility_resolution: int = 64

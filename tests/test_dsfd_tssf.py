@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from ds4d_pl.cameras import Cameras, orbit_cameras
 from ds4d_pl.conditioning.dsfd import DSFD, PassThroughDSFD, decouple, reference_feature
@@ -288,12 +289,63 @@ def test_weights_normalised_over_visible_views(mode: str) -> None:
     assert torch.equal(fused.features[0], torch.zeros(6))  # nobody sees point 0
 
 
+def test_relative_ga_starts_as_the_mean_fusion_and_can_learn_to_trust_the_input_view() -> None:
+    pf = _random_point_features()
+    relative = TSSF(6, mode="ga", ga_scorer="relative")
+    mean = TSSF(6, mode="mean")(pf)
+    start = relative(pf)
+    torch.testing.assert_close(start.weights, mean.weights)
+    torch.testing.assert_close(start.features, mean.features)
+    # Gradients reach both additions (the distance term and the input-view bias).
+    start.features.pow(2).sum().backward()
+    assert relative.relative.weight.grad.abs().sum() > 0
+    assert relative.input_bias.grad.abs() > 0
+    with torch.no_grad():
+        relative.input_bias.fill_(20.0)
+    trusting = relative(pf).weights
+    seen_by_input = pf.visible[0]
+    assert (trusting[0, seen_by_input] > 0.99).all()
+    # Points the input view misses still fuse their visible pseudo views (sum 1, input 0).
+    missed = ~pf.visible[0] & pf.visible.any(dim=0)
+    torch.testing.assert_close(trusting[:, missed].sum(0), torch.ones(int(missed.sum())))
+    assert torch.equal(trusting[0, missed], torch.zeros(int(missed.sum())))
+
+
+def test_relative_ga_scores_views_by_their_distance_to_the_input_view() -> None:
+    # Two pseudo views, one equal to the input view and one far from it: a negative weight on
+    # the distance term prefers the close one.
+    f_in = torch.ones(1, 6)
+    feats = torch.stack([f_in, f_in.clone(), f_in + 3.0])
+    pf = PointFeatures(feats, torch.ones(3, 1, dtype=torch.bool))
+    fusion = TSSF(6, mode="ga", ga_scorer="relative")
+    with torch.no_grad():
+        fusion.relative.weight.fill_(-1.0)
+    w = fusion(pf).weights[:, 0].detach()
+    assert w[1] > 0.99 * (w[1] + w[2]) and float(w[0]) == pytest.approx(float(w[1]))
+
+
+def test_unknown_ga_scorer_fails() -> None:
+    with pytest.raises(ValueError, match="GA scorer 'paired'"):
+        TSSF(6, mode="ga", ga_scorer="paired")
+
+
 @pytest.mark.parametrize(
-    ("mode", "combine"), [("mean", "sum"), ("ga", "sum"), ("da", "sum"), ("da", "concat")]
+    ("mode", "combine", "scorer"),
+    [
+        ("mean", "sum", "own"),
+        ("ga", "sum", "own"),
+        ("ga", "sum", "relative"),
+        ("da", "sum", "own"),
+        ("da", "concat", "own"),
+    ],
 )
-def test_occluded_view_features_do_not_matter(mode: str, combine: str) -> None:
+def test_occluded_view_features_do_not_matter(mode: str, combine: str, scorer: str) -> None:
     torch.manual_seed(0)
-    fusion = TSSF(6, mode=mode, combine=combine)
+    fusion = TSSF(6, mode=mode, combine=combine, ga_scorer=scorer)
+    if fusion.relative is not None:
+        # Non-zero scorer weights, so the test would see occluded features leaking in.
+        nn.init.normal_(fusion.relative.weight)
+        nn.init.normal_(fusion.score.weight)
     pf = _random_point_features()
     tampered = pf.features.clone()
     tampered[~pf.visible] = 100.0 * torch.randn(int((~pf.visible).sum()), 6)

@@ -49,7 +49,11 @@ class Conditioner(nn.Module):
             if tssf == "off"
             # The concat merge only exists for DA; the other modes have nothing to merge.
             else TSSF(
-                width, mode=tssf, tau=cfg.tau, combine=cfg.da_combine if tssf == "da" else "sum"
+                width,
+                mode=tssf,
+                tau=cfg.tau,
+                combine=cfg.da_combine if tssf == "da" else "sum",
+                ga_scorer=cfg.ga_scorer if tssf == "ga" else "own",
             )
         )
         self.proj = nn.Linear(self.fusion.out_dim, cfg.width)

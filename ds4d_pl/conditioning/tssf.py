@@ -18,6 +18,7 @@ from ds4d_pl.cameras import Cameras
 
 TSSF_MODES = ("mean", "ga", "da")
 COMBINE_MODES = ("sum", "concat")
+GA_SCORERS = ("own", "relative")
 
 #: Points at or closer than this camera depth count as behind the camera.
 NEAR = 1e-3
@@ -198,6 +199,11 @@ class TSSF(nn.Module):
       so they sum to 1 per point (0 if no view sees the point).
     * ``ga`` (global-aware): a shared ``Linear(D, 1)`` scores every view's feature; a softmax over
       the visible views gives the weights (sum 1 per point, 0 if no view sees it).
+      ``ga_scorer="relative"`` adds to view ``j``'s logit a learned ``v·|f_j − f_input|`` and a
+      learned bias on the input view. The paper's scorer sees each view alone, so it cannot tell
+      the real observation from the pseudo views. A linear score of the pair ``[f_j, f_input]``
+      would not help either: its ``f_input`` term is the same for every view and cancels in the
+      softmax. Both additions start at zero, so ``relative`` also starts as the mean fusion.
     * ``da`` (distance-aware): the input view is kept as is and the pseudo views ``j != input``
       are fused with ``softmax(-d_j / tau)`` over the *visible pseudo views*, where
       ``d_j = ‖f_j - f_input‖₁ / D``. ``combine="sum"`` outputs ``f_input + fused_pseudo``;
@@ -216,10 +222,16 @@ class TSSF(nn.Module):
         mode: ``mean``, ``ga`` or ``da``.
         tau: Softmax temperature of ``da``, ``> 0``.
         combine: ``sum`` or ``concat``; only ``da`` combines, other modes require ``sum``.
+        ga_scorer: ``own`` (the paper's GA) or ``relative``; only for ``ga``.
     """
 
     def __init__(
-        self, in_dim: int, mode: str = "da", tau: float = 1.0, combine: str = "sum"
+        self,
+        in_dim: int,
+        mode: str = "da",
+        tau: float = 1.0,
+        combine: str = "sum",
+        ga_scorer: str = "own",
     ) -> None:
         super().__init__()
         if mode not in TSSF_MODES:
@@ -230,6 +242,8 @@ class TSSF(nn.Module):
             raise ValueError(f"combine={combine!r} only applies to mode 'da', got mode {mode!r}")
         if not tau > 0:
             raise ValueError(f"tau must be > 0, got {tau}")
+        if ga_scorer not in GA_SCORERS:
+            raise ValueError(f"unknown GA scorer {ga_scorer!r}; expected one of {GA_SCORERS}")
         self.in_dim = in_dim
         self.out_dim = in_dim
         self.mode = mode
@@ -244,6 +258,13 @@ class TSSF(nn.Module):
             nn.init.zeros_(self.score.weight)
             nn.init.zeros_(self.score.bias)
         self.merge = nn.Linear(2 * in_dim, in_dim) if combine == "concat" else None
+        self.ga_scorer = ga_scorer
+        self.relative = None
+        self.input_bias = None
+        if mode == "ga" and ga_scorer == "relative":
+            self.relative = nn.Linear(in_dim, 1, bias=False)
+            nn.init.zeros_(self.relative.weight)
+            self.input_bias = nn.Parameter(torch.zeros(()))
 
     def forward(self, pf: PointFeatures, input_view: int = 0) -> Fused:
         """Fuse ``pf`` (``(V, N, D)`` features) into ``(N, D)``.
@@ -263,6 +284,10 @@ class TSSF(nn.Module):
             return Fused(_weighted_sum(weights, f), weights)
         if self.mode == "ga":
             logits = self.score(f).squeeze(-1)  # (V, N)
+            if self.relative is not None:
+                f_in = f[input_view].masked_fill(~vis[input_view][:, None], 0.0)
+                logits = logits + self.relative((f - f_in).abs()).squeeze(-1)
+                logits[input_view] = logits[input_view] + self.input_bias
             weights = _masked_softmax(logits, vis)
             return Fused(_weighted_sum(weights, f), weights)
         return self._distance_aware(f, vis, input_view)
