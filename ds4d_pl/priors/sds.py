@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from ds4d_pl.cameras import Cameras, orbit_cameras
 from ds4d_pl.data.types import ViewSet
+from ds4d_pl.metrics.clip import clip_preprocess
 from ds4d_pl.metrics.weights import MissingWeightsError, load_pretrained
 from ds4d_pl.render.base import RenderOutput
 
@@ -71,9 +72,6 @@ _WEIGHT_FILES = (
     "model.safetensors",
     "pytorch_model.bin",
 )
-# CLIP's image normalisation (the same for every OpenAI CLIP checkpoint Zero123 uses).
-_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _WEIGHTINGS = ("sds", "uniform", "fantasia")
 _CONDITIONS = ("input", "nearest")
 
@@ -422,11 +420,7 @@ class Zero123Guidance(nn.Module):
     def encode_condition(self, rgb: Tensor) -> Zero123Condition:
         """Encode conditioning images ``(B, H, W, 3)`` in ``[0, 1]`` composited on white."""
         x = rgb.permute(0, 3, 1, 2).to(self.device, torch.float32)
-        size = self.image_encoder.config.image_size
-        clip_in = F.interpolate(x, (size, size), mode="bicubic", align_corners=False)
-        mean = torch.tensor(_CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(_CLIP_STD, device=x.device).view(1, 3, 1, 1)
-        clip_in = ((clip_in.clamp(0, 1) - mean) / std).to(self.dtype)
+        clip_in = clip_preprocess(x, self.image_encoder.config.image_size).to(self.dtype)
         clip = self.image_encoder(pixel_values=clip_in).image_embeds[:, None]
         # Zero123 concatenates the latent mode without the SD latent scaling factor.
         latent = self.vae.encode(self._vae_input(rgb)).latent_dist.mode()
