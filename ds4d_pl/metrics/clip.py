@@ -31,7 +31,7 @@ from torch import Tensor
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from ds4d_pl.metrics.lpips import PerImageNetworkMetric
-from ds4d_pl.metrics.weights import quiet_hub_loading, resolve, sha256_file
+from ds4d_pl.metrics.weights import find_file, quiet_hub_loading, resolve, sha256_file
 
 __all__ = [
     "OPENAI_CLIP_MEAN",
@@ -154,7 +154,7 @@ def load_clip_vision(path: str | os.PathLike | None = None) -> CLIPVisionModelWi
             f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
             f"{'...' if len(unexpected) > 5 else ''}, shape mismatch {mismatched[:5]})"
         )
-    weights_file = next((model_dir / f for f in _WEIGHT_FILES if (model_dir / f).is_file()), None)
+    weights_file = find_file(model_dir, _WEIGHT_FILES)
     model.weights_sha256 = (
         {} if weights_file is None else {"clip_vit_b32": sha256_file(weights_file)}
     )

@@ -21,7 +21,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,7 @@ __all__ = [
     "REGISTRY",
     "MissingWeightsError",
     "WeightsSpec",
+    "find_file",
     "load_pretrained",
     "load_state_dict",
     "load_strict",
@@ -50,6 +51,12 @@ class MissingWeightsError(FileNotFoundError):
     The message names the file or directory that was looked for, what it is, where it is
     published and where to put it. Nothing is ever downloaded at run time.
     """
+
+
+def find_file(folder: str | os.PathLike, names: Sequence[str]) -> Path | None:
+    """The first of ``names`` that is a file in ``folder`` (checkpoint folders hold one of
+    several accepted weight files, in the libraries' order of preference), else ``None``."""
+    return next((Path(folder) / n for n in names if (Path(folder) / n).is_file()), None)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

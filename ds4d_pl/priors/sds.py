@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from ds4d_pl.cameras import Cameras, orbit_cameras
 from ds4d_pl.data.types import ViewSet
 from ds4d_pl.metrics.clip import clip_preprocess
-from ds4d_pl.metrics.weights import MissingWeightsError, load_pretrained
+from ds4d_pl.metrics.weights import MissingWeightsError, find_file, load_pretrained
 from ds4d_pl.render.base import RenderOutput
 
 __all__ = [
@@ -205,15 +205,8 @@ class CCProjection(nn.Module):
         return module
 
 
-def _weights_file(folder: Path) -> Path | None:
-    for name in _WEIGHT_FILES:
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
 def _read_weights(folder: Path) -> dict[str, Tensor]:
-    f = _weights_file(folder)
+    f = find_file(folder, _WEIGHT_FILES)
     if f is None:
         raise MissingWeightsError(f"{folder}: no weights file (one of {', '.join(_WEIGHT_FILES)})")
     if f.suffix == ".safetensors":
@@ -249,7 +242,7 @@ def check_zero123_dir(path: str | Path | None) -> Path:
         config = "scheduler_config.json" if comp == "scheduler" else "config.json"
         if not (folder / config).is_file():
             missing.append(f"{comp}/{config}")
-        if comp != "scheduler" and _weights_file(folder) is None:
+        if comp != "scheduler" and find_file(folder, _WEIGHT_FILES) is None:
             missing.append(f"{comp}/<weights: {' or '.join(_WEIGHT_FILES[:2])}>")
     if missing:
         raise MissingWeightsError(

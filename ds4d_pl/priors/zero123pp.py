@@ -57,7 +57,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ds4d_pl.metrics.weights import MissingWeightsError, load_pretrained
+from ds4d_pl.metrics.weights import MissingWeightsError, find_file, load_pretrained
 
 if TYPE_CHECKING:
     from ds4d_pl.data.segment import SegmenterConfig
@@ -259,14 +259,14 @@ def check_zero123pp_dir(directory: str | os.PathLike, version: str = "v1.1") -> 
             raise _missing(d, version, f"{name}/{config} is missing")
         if not weights:
             continue
-        if any((sub / w).is_file() for w in weights):
+        if find_file(sub, weights) is not None:
             variants[name] = ""
             continue
         fp16 = [
             w.replace(".safetensors", ".fp16.safetensors").replace(".bin", ".fp16.bin")
             for w in weights
         ]
-        if any((sub / w).is_file() for w in fp16):
+        if find_file(sub, fp16) is not None:
             variants[name] = "fp16"
             continue
         raise _missing(d, version, f"{name}/ has no weights file (looked for {', '.join(weights)})")
