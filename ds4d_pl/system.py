@@ -34,7 +34,7 @@ from ds4d_pl.config import (
 )
 from ds4d_pl.data.io import write_rgb, write_rgba
 from ds4d_pl.data.sampler import FrameSampler, step_generator
-from ds4d_pl.data.types import FrameBatch, Scene4D
+from ds4d_pl.data.types import FrameBatch, Scene4D, composite
 from ds4d_pl.fields import build_field
 from ds4d_pl.fields.deformation import apply_deltas
 from ds4d_pl.gaussians.canonical import CanonicalGaussians
@@ -596,7 +596,7 @@ class DS4DSystem(pl.LightningModule):
         with torch.no_grad():
             out = self.render(views.cameras_at(int(batch["frame"])), batch["time"])
         bg = self.background
-        target = batch["rgb"] * batch["alpha"] + bg * (1.0 - batch["alpha"])
+        target = composite(batch["rgb"], batch["alpha"], bg)
         pred = out.rgb.clamp(0.0, 1.0)
         getattr(self, f"{stage}_psnr").update(pred, target)
         getattr(self, f"{stage}_ssim").update(pred, target)
@@ -649,9 +649,9 @@ class DS4DSystem(pl.LightningModule):
                 out = self.render(cam, views.times[f])
                 # Renders are composited on the model background; re-composite on the
                 # protocol's background through the rendered alpha.
-                rgb = out.rgb + (bg.to(out.rgb) - self.background) * (1.0 - out.alpha)
+                rgb = out.rgb_on(bg, self.background)
                 preds.append(rgb[0].clamp(0.0, 1.0).cpu())
-            target = views.rgb[k] * views.alpha[k] + bg * (1.0 - views.alpha[k])
+            target = composite(views.rgb[k], views.alpha[k], bg)
             mask = dyn[k].float()
             if size != (h, w):
                 target = resize_frames(target, size)

@@ -232,6 +232,14 @@ def test_background_shows_through_where_empty() -> None:
     torch.testing.assert_close(out.rgb[0][empty], bg.expand(int(empty.sum()), 3))
 
 
+def test_recompositing_a_render_equals_rendering_on_the_other_background() -> None:
+    g = GaussianParams(**random_gaussians(30, seed=7, radius=0.3, scale=(0.02, 0.1)))
+    cams = orbit_cameras([0.0], [0.0], 32, 32)
+    a, b = torch.tensor([0.1, 0.7, 0.3]), torch.ones(3)
+    on_a, on_b = TorchTiledRenderer()(g, cams, a), TorchTiledRenderer()(g, cams, b)
+    torch.testing.assert_close(on_a.rgb_on(b, a), on_b.rgb)
+
+
 # --------------------------------------------------------------------------------- gradients
 
 

@@ -16,6 +16,11 @@ from torch import Tensor
 from ds4d_pl.cameras import Cameras
 
 
+def composite(rgb: Tensor, alpha: Tensor, background: Tensor) -> Tensor:
+    """Straight colour ``(..., 3)`` over ``background`` ``(3,)`` with coverage ``(..., 1)``."""
+    return rgb * alpha + background.to(rgb) * (1.0 - alpha)
+
+
 @dataclass
 class ViewSet:
     """``V`` fixed cameras each observing the same ``T`` instants.
@@ -103,7 +108,7 @@ class ViewSet:
 
     def composite(self, background: Tensor) -> Tensor:
         """Colour composited over ``background`` ``(3,)``: ``(V, T, H, W, 3)``."""
-        return self.rgb * self.alpha + background.to(self.rgb) * (1.0 - self.alpha)
+        return composite(self.rgb, self.alpha, background)
 
     def dynamic_mask(self, threshold: float = 0.02) -> Tensor:
         """The dataset's moving-pixel mask, or one derived from the images themselves.

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ds4d_pl.cameras import Cameras, orbit_cameras
-from ds4d_pl.data.types import ViewSet
+from ds4d_pl.data.types import ViewSet, composite
 from ds4d_pl.metrics.clip import clip_preprocess
 from ds4d_pl.metrics.weights import MissingWeightsError, find_file, load_pretrained
 from ds4d_pl.render.base import RenderOutput
@@ -529,14 +529,16 @@ class Zero123SDS:
         self.cfg = guidance.cfg
         self.views = views
         self.poses = orbit_pose(views.cameras.c2w)
-        self._white = views.composite(torch.ones(3))
         self._cache: dict[tuple[int, int], Zero123Condition] = {}
 
     def condition(self, frame: int, view: int) -> Zero123Condition:
         """Encoded image of ``view`` at ``frame`` on white (cached: the encoders are frozen)."""
         key = (frame, view)
         if key not in self._cache:
-            self._cache[key] = self.guidance.encode_condition(self._white[view, frame][None])
+            # One image composited when first needed, not a white copy of the whole dataset.
+            v = self.views
+            white = composite(v.rgb[view, frame], v.alpha[view, frame], torch.ones(3))
+            self._cache[key] = self.guidance.encode_condition(white[None])
         return self._cache[key]
 
     def sample_views(self, generator: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -572,7 +574,7 @@ class Zero123SDS:
         """
         el, az = self.sample_views(generator)
         out = render(self.cameras(el, az))
-        rgb = out.rgb + (1.0 - background.to(out.rgb)) * (1.0 - out.alpha)
+        rgb = out.rgb_on(torch.ones(3), background)
         if self.cfg.condition == "nearest":
             pairs = zip(el.tolist(), az.tolist(), strict=True)
             chosen = [nearest_view(self.poses, e, a) for e, a in pairs]

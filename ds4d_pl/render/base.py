@@ -85,6 +85,11 @@ class RenderOutput:
     means2d: Tensor
     radii: Tensor
 
+    def rgb_on(self, background: Tensor, rendered_on: Tensor) -> Tensor:
+        """:attr:`rgb`, rendered over ``rendered_on`` ``(3,)``, re-composited over
+        ``background`` ``(3,)`` through the rendered alpha (differentiable)."""
+        return self.rgb + (background.to(self.rgb) - rendered_on.to(self.rgb)) * (1.0 - self.alpha)
+
 
 @runtime_checkable
 class Renderer(Protocol):
