@@ -36,19 +36,19 @@ def world_size(group: dist.ProcessGroup | None = None) -> int:
 
 def all_reduce_sum(t: Tensor, group: dist.ProcessGroup | None = None) -> Tensor:
     """Sum of ``t`` over ranks, as a new tensor (``t`` itself when not distributed)."""
-    if not is_distributed(group):
-        return t
-    out = t.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.SUM, group=group)
-    return out
+    return _all_reduce(t, dist.ReduceOp.SUM, group)
 
 
 def all_reduce_max(t: Tensor, group: dist.ProcessGroup | None = None) -> Tensor:
     """Element-wise maximum of ``t`` over ranks, as a new tensor (``t`` when not distributed)."""
+    return _all_reduce(t, dist.ReduceOp.MAX, group)
+
+
+def _all_reduce(t: Tensor, op: dist.ReduceOp, group: dist.ProcessGroup | None) -> Tensor:
     if not is_distributed(group):
         return t
     out = t.detach().clone()
-    dist.all_reduce(out, op=dist.ReduceOp.MAX, group=group)
+    dist.all_reduce(out, op=op, group=group)
     return out
 
 

@@ -182,9 +182,10 @@ class DS4DSystem(pl.LightningModule):
             setattr(self, f"{stage}_dyn_psnr", MaskedPSNR(data_range=1.0))
         self._step_started = 0.0
         self._densify_totals = {"cloned": 0, "split": 0, "pruned": 0}
-        #: Under DDP, average the Gaussian gradients and reduce the densification statistics
-        #: over ranks every step (see :mod:`ds4d_pl.distributed`). Only the negative control of
-        #: ``tests/test_ddp.py`` turns it off, to show that the ranks then drift apart.
+        #: Under DDP, average the Gaussian gradients over ranks every step and reduce the
+        #: densification statistics at event steps (see :mod:`ds4d_pl.distributed`). Only the
+        #: negative control of ``tests/test_ddp.py`` turns it off, to show that the ranks then
+        #: drift apart.
         self.sync_gaussians = True
 
     # ------------------------------------------------------------------ set-up

@@ -132,9 +132,9 @@ def write_tiny_zero123pp(
     root = Path(path)
     root.mkdir(parents=True, exist_ok=True)
     vocab = _write_tokenizer(root / "tokenizer", text_length)
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    # Seeded weights without disturbing the caller's random stream.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
         vae = _tiny_vae(cond_size)
         # Stable Diffusion 2's UNet layout (what Zero123++ fine-tunes), two levels deep; the
         # self-attention layers ("attn1") are where the reference attention hooks in.
@@ -164,8 +164,6 @@ def write_tiny_zero123pp(
             )
         )
         ramping = torch.rand(text_length).tolist()
-    finally:
-        torch.random.set_rng_state(state)
     # The published scheduler config: Euler ancestral, linear betas, v-prediction.
     scheduler = EulerAncestralDiscreteScheduler(
         beta_start=0.00085,
@@ -226,9 +224,9 @@ def write_tiny_zero123(path: str | Path, seed: int = 0, sample_size: int = 32) -
     from ds4d_pl.priors.sds import CCProjection
 
     root = Path(path)
-    state = torch.random.get_rng_state()
-    torch.manual_seed(seed)
-    try:
+    # Seeded weights without disturbing the caller's random stream.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
         vae = _tiny_vae(sample_size)
         # Zero123's UNet: 4 noisy-latent + 4 image-latent channels in, epsilon out.
         unet = _tiny_unet(8, 24, sample_size)
@@ -245,8 +243,6 @@ def write_tiny_zero123(path: str | Path, seed: int = 0, sample_size: int = 32) -
         )
         # CLIP width 20 + 4 pose values → the UNet's context width 24 (772 → 768 for real).
         cc_projection = CCProjection(20 + 4, 24)
-    finally:
-        torch.random.set_rng_state(state)
     scheduler = DDIMScheduler(
         beta_start=0.00085,
         beta_end=0.012,
