@@ -26,7 +26,7 @@ import torch
 from lightning.pytorch.strategies import DDPStrategy
 
 from ds4d_pl.callbacks.checkpoint import RunCheckpoint
-from ds4d_pl.cli import AtomicCheckpointIO
+from ds4d_pl.commands.train import AtomicCheckpointIO
 from ds4d_pl.config import DensifyConfig, GaussianInit, StageSchedule
 from ds4d_pl.data.datamodule import DS4DDataModule
 from ds4d_pl.data.parsers.synthetic import SyntheticConfig

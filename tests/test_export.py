@@ -8,9 +8,10 @@ import pytest
 import torch
 from plyfile import PlyData, PlyElement
 
+from ds4d_pl.data.io import read_video
 from ds4d_pl.export import video as video_mod
 from ds4d_pl.export.ply import load_ply, ply_property_names, save_ply
-from ds4d_pl.export.video import read_video, write_video
+from ds4d_pl.export.video import write_video
 from ds4d_pl.gaussians.canonical import CanonicalGaussians
 
 

@@ -120,7 +120,7 @@ def test_load_strict_round_trips_and_reports_mismatches(tmp_path: Path) -> None:
 def test_weights_subcommand_lists_every_network(
     no_caches: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from ds4d_pl.cli import weights_main
+    from ds4d_pl.commands.weights import main as weights_main
 
     assert weights_main([]) == 0
     out = capsys.readouterr().out

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from ds4d_pl.cameras import Cameras
-from ds4d_pl.data.io import read_rgba, write_rgb, write_rgba
+from ds4d_pl.data.io import read_rgba, read_video, write_rgb, write_rgba
 from ds4d_pl.data.parsers.dnerf import DNeRFConfig, blender_to_opencv, load_dnerf
 from ds4d_pl.data.parsers.n3dv import (
     NUM_INIT_POINTS,
@@ -29,7 +29,7 @@ from ds4d_pl.data.parsers.synthetic_scenes import (
     write_dnerf,
     write_n3dv,
 )
-from ds4d_pl.export.video import read_video, write_video
+from ds4d_pl.export.video import write_video
 
 CFG = SyntheticConfig(motion="mostly_static")
 # 8-bit PNGs round each value to the nearest 1/255.

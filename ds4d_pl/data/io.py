@@ -1,16 +1,19 @@
-"""Reading and writing image files as float tensors.
+"""Reading and writing image files, and decoding videos, as float tensors.
 
 Images cross this module as ``(H, W, C)`` float32 tensors in ``[0, 1]`` with *straight* (not
 premultiplied) colour, which is also what PNG stores. Writes are atomic: the image is encoded
 into a temporary sibling file and moved over the target with ``os.replace``, so a reader running
-concurrently (or a killed writer) never sees a truncated PNG.
+concurrently (or a killed writer) never sees a truncated PNG. Videos are decoded through PyAV,
+one frame at a time, so a reader that keeps every k-th frame of a long clip never holds the rest.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
+import av
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
@@ -18,7 +21,14 @@ from torch import Tensor
 
 from ds4d_pl.atomic import atomic_path
 
-__all__ = ["read_rgba", "write_rgba", "write_rgb"]
+__all__ = [
+    "iter_video_frames",
+    "read_rgba",
+    "read_video",
+    "read_video_rgba",
+    "write_rgb",
+    "write_rgba",
+]
 
 
 def read_rgba(path: str | os.PathLike, require_alpha: bool = True) -> Tensor:
@@ -107,3 +117,81 @@ def write_rgb(path: str | os.PathLike, rgb: Tensor) -> None:
         rgb: ``(H, W, 3)`` float in ``[0, 1]`` (values are clamped) or uint8.
     """
     _save_atomic(path, _to_uint8(rgb, 3, "write_rgb"))
+
+
+def iter_video_frames(
+    path: str | os.PathLike, fmt: str = "rgba", stride: int = 1, limit: int | None = None
+) -> Iterator[np.ndarray]:
+    """Decode a video frame by frame.
+
+    Args:
+        path: Video file.
+        fmt: PyAV pixel format of the yielded arrays (``rgba`` or ``rgb24``).
+        stride: Keep every ``stride``-th frame, starting with the first.
+        limit: Stop after this many kept frames (``None``: all).
+
+    Yields:
+        ``(H, W, C)`` uint8 arrays.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: The file cannot be decoded or holds no video stream (names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: video file not found")
+    kept = 0
+    try:
+        with av.open(str(path), mode="r") as container:
+            if not container.streams.video:
+                raise ValueError("no video stream")
+            for i, frame in enumerate(container.decode(video=0)):
+                if i % stride:
+                    continue
+                yield frame.to_ndarray(format=fmt)
+                kept += 1
+                if limit is not None and kept >= limit:
+                    return
+    except (av.FFmpegError, ValueError) as err:
+        raise ValueError(f"{path}: cannot decode video ({err})") from err
+
+
+def _video_has_alpha(path: Path) -> bool:
+    try:
+        with av.open(str(path), mode="r") as container:
+            stream = container.streams.video[0] if container.streams.video else None
+            fmt = None if stream is None else stream.format
+            return fmt is not None and any(c.is_alpha for c in fmt.components)
+    except av.FFmpegError as err:
+        raise ValueError(f"{path}: cannot decode video ({err})") from err
+
+
+def read_video_rgba(path: str | os.PathLike) -> tuple[Tensor, bool]:
+    """Decode a whole video, keeping its alpha channel when the codec stores one.
+
+    Returns:
+        ``(T, H, W, 4)`` straight RGBA in ``[0, 1]`` (alpha 1 when the stream has none) and
+        whether the stream carried alpha.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: The file cannot be decoded or holds no frames (names the file).
+    """
+    frames = list(iter_video_frames(path, "rgba"))
+    if not frames:
+        raise ValueError(f"{path}: cannot decode video (it holds no frames)")
+    has_alpha = _video_has_alpha(Path(path))
+    rgba = torch.from_numpy(np.stack(frames)).float() / 255.0
+    if not has_alpha:
+        rgba[..., 3] = 1.0
+    return rgba, has_alpha
+
+
+def read_video(path: str | os.PathLike) -> Tensor:
+    """Decode every frame of a video as ``(T, H, W, 3)`` float RGB in ``[0, 1]``.
+
+    Raises:
+        FileNotFoundError: The file does not exist.
+        ValueError: The file cannot be decoded or holds no video frames (names the file).
+    """
+    return read_video_rgba(path)[0][..., :3].contiguous()

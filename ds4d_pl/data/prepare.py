@@ -31,8 +31,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ds4d_pl.data.io import read_rgba, write_rgba
-from ds4d_pl.data.parsers.consistent4d import numbered_frames, read_video_rgba
+from ds4d_pl.data.io import read_rgba, read_video_rgba, write_rgba
+from ds4d_pl.data.parsers.common import numbered_frames
 from ds4d_pl.data.segment import Segmenter, SegmenterConfig, load_segmenter
 
 if TYPE_CHECKING:

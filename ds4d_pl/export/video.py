@@ -1,4 +1,4 @@
-"""H.264 mp4 writing (and reading, for tests and metrics) through PyAV.
+"""H.264 mp4 writing through PyAV (reading lives with the other readers in ``data/io.py``).
 
 Files are written under a temporary name in the destination directory and moved into place with
 ``os.replace``, so a crash or an encoder error never leaves a truncated video behind.
@@ -70,48 +70,3 @@ def write_video(path: str | Path, frames: Tensor, fps: int = 24, crf: int = 18) 
         for packet in stream.encode():
             container.mux(packet)
     return path
-
-
-def read_video_rgba(path: str | Path) -> tuple[Tensor, bool]:
-    """Decode a video, keeping its alpha channel when the codec stores one.
-
-    Args:
-        path: Video file.
-
-    Returns:
-        ``(T, H, W, 4)`` straight RGBA in ``[0, 1]`` (alpha 1 when the stream has none) and
-        whether the stream carried alpha.
-
-    Raises:
-        FileNotFoundError: The file does not exist.
-        ValueError: The file cannot be decoded or holds no frames (names the file).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: video file not found")
-    try:
-        with av.open(str(path), mode="r") as container:
-            if not container.streams.video:
-                raise ValueError("no video stream")
-            stream = container.streams.video[0]
-            fmt = stream.format
-            has_alpha = fmt is not None and any(c.is_alpha for c in fmt.components)
-            frames = [f.to_ndarray(format="rgba") for f in container.decode(stream)]
-    except (av.FFmpegError, ValueError) as err:
-        raise ValueError(f"{path}: cannot decode video ({err})") from err
-    if not frames:
-        raise ValueError(f"{path}: cannot decode video (it holds no frames)")
-    rgba = torch.from_numpy(np.stack(frames)).float() / 255.0
-    if not has_alpha:
-        rgba[..., 3] = 1.0
-    return rgba, has_alpha
-
-
-def read_video(path: str | Path) -> Tensor:
-    """Decode every frame of a video as ``(T, H, W, 3)`` float RGB in ``[0, 1]``.
-
-    Raises:
-        FileNotFoundError: The file does not exist.
-        ValueError: The file cannot be decoded or holds no video frames (names the file).
-    """
-    return read_video_rgba(path)[0][..., :3].contiguous()

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor
 
 from ds4d_pl.data.io import read_rgba
-from ds4d_pl.data.parsers.consistent4d import numbered_frames
+from ds4d_pl.data.parsers.common import numbered_frames
 from ds4d_pl.data.types import motion_mask
 from ds4d_pl.metrics.protocol import BenchmarkConfig, ProtocolScorer, resize_frames
 

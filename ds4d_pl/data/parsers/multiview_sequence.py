@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ds4d_pl.cameras import CONSISTENT4D_EVAL_AZIMUTHS, Cameras, orbit_cameras, zero123pp_cameras
-from ds4d_pl.data.parsers.consistent4d import (
+from ds4d_pl.data.parsers.common import (
     OBJECT_BACKGROUND,
     check_positive,
     check_version,

@@ -37,13 +37,12 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import av
 import numpy as np
 import torch
 from torch import Tensor
 
 from ds4d_pl.cameras import Cameras
-from ds4d_pl.data.io import read_rgba
+from ds4d_pl.data.io import iter_video_frames, read_rgba
 from ds4d_pl.data.types import Scene4D, ViewSet
 
 __all__ = [
@@ -310,20 +309,10 @@ def _load_camera(cam: _Camera, cfg: N3DVConfig) -> tuple[Tensor, Path]:
             frames.append(_shrink(img, ds, p))
         return torch.stack(frames), files[0]
     path = cam.video
-    frames = []
-    try:
-        with av.open(str(path), mode="r") as container:
-            if not container.streams.video:
-                raise ValueError(f"{path}: camera {cam.name} file holds no video stream")
-            for i, frame in enumerate(container.decode(video=0)):
-                if i % cfg.frame_stride:
-                    continue
-                arr = torch.from_numpy(frame.to_ndarray(format="rgb24")).float() / 255.0
-                frames.append(_shrink(arr, ds, path))
-                if cfg.num_frames is not None and len(frames) >= cfg.num_frames:
-                    break
-    except av.FFmpegError as err:
-        raise ValueError(f"{path}: cannot decode video of camera {cam.name} ({err})") from err
+    frames = [
+        _shrink(torch.from_numpy(arr).float() / 255.0, ds, path)
+        for arr in iter_video_frames(path, "rgb24", cfg.frame_stride, cfg.num_frames)
+    ]
     if not frames:
         raise ValueError(f"{path}: video of camera {cam.name} holds no frames")
     return torch.stack(frames), path

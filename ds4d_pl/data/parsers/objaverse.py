@@ -62,12 +62,10 @@ from ds4d_pl.cameras import (
     orbit_cameras,
     zero123pp_cameras,
 )
-from ds4d_pl.data.parsers.consistent4d import (
+from ds4d_pl.data.parsers.common import (
     OBJECT_BACKGROUND,
-    Consistent4DConfig,
     check_positive,
     check_version,
-    load_consistent4d,
     load_frames,
     load_zero123_views,
     make_viewset,
@@ -75,6 +73,7 @@ from ds4d_pl.data.parsers.consistent4d import (
     resolve,
     square,
 )
+from ds4d_pl.data.parsers.consistent4d import Consistent4DConfig, load_consistent4d
 from ds4d_pl.data.types import Scene4D
 
 __all__ = ["LAYOUTS", "ObjaverseConfig", "load_objaverse", "read_camera_json"]

@@ -1,0 +1,1 @@
+"""One module per ``ds4d`` command; :mod:`ds4d_pl.cli` imports a command only when it runs."""

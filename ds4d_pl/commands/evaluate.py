@@ -1,0 +1,52 @@
+"""``ds4d eval``: score renders laid out like Consistent4D's ``eval_gt`` against ground truth."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def main(argv: list[str]) -> int:
+    """``ds4d eval``: score renders in the eval_gt layout against ground truth."""
+    from ds4d_pl.metrics.evaluate import evaluate_dirs
+    from ds4d_pl.metrics.protocol import BenchmarkConfig, write_report
+
+    p = argparse.ArgumentParser(
+        prog="ds4d eval",
+        description="Score any method's renders laid out like Consistent4D's eval_gt "
+        "(DIR/<obj>/eval_{k}/{t}.png) against the ground truth, with the same metrics as "
+        "ds4d test. Writes metrics.json and metrics.md to --out.",
+    )
+    p.add_argument("--pred", required=True, help="predicted renders: <obj>/eval_{k}/{t}.png")
+    p.add_argument("--gt", required=True, help="ground truth in the same layout (eval_gt)")
+    p.add_argument("--out", default=None, help="report directory (default: --pred)")
+    p.add_argument("--objects", nargs="*", default=None, help="object folders (default: all)")
+    p.add_argument("--resolution", type=int, default=None, help="compare at this square size")
+    p.add_argument("--fvd_mode", default="consistent4d", choices=["consistent4d", "set"])
+    p.add_argument("--fid_vid_variant", default="frame_fid", choices=["frame_fid", "r3d50"])
+    p.add_argument(
+        "--weights",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="explicit weights path of a network (see ds4d weights), repeatable",
+    )
+    p.add_argument("--device", default="cpu")
+    a = p.parse_args(argv)
+    explicit = {}
+    for item in a.weights:
+        if "=" not in item:
+            p.error(f"--weights expects NAME=PATH, got {item!r}")
+        name, path = item.split("=", 1)
+        explicit[name] = path
+    cfg = BenchmarkConfig(
+        fvd_mode=a.fvd_mode,
+        fid_vid_variant=a.fid_vid_variant,
+        resolution=a.resolution,
+        weights=explicit,
+    )
+    results = evaluate_dirs(a.pred, a.gt, cfg, objects=a.objects, device=a.device)
+    out = Path(a.out or a.pred)
+    write_report(out, results, title=f"ds4d eval: {a.pred}")
+    print((out / "metrics.md").read_text())
+    return 0
