@@ -16,13 +16,13 @@ import pytest
 import torch
 
 from ds4d_pl.cameras import ZERO123PP_V11_POSES, ZERO123PP_V12_POSES, zero123pp_cameras
+from ds4d_pl.data.alpha import background_alpha
 from ds4d_pl.data.parsers.multiview_sequence import load_multiview_sequence
 from ds4d_pl.metrics.weights import MissingWeightsError
 from ds4d_pl.priors.tiny import write_tiny_zero123pp
 from ds4d_pl.priors.zero123pp import (
     Zero123pp,
     Zero123ppConfig,
-    background_alpha,
     generate_multiview_sequence,
     load_zero123pp,
     split_grid,
