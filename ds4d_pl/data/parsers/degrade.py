@@ -324,26 +324,29 @@ def degrade_pseudo_views(
             if dyn is not None and src_dyn is not None:
                 dyn[k] = src_dyn[other]
 
-    scale = defects.view_scale[:, None].expand(v, t)
-    shift = defects.view_shift[:, None] + defects.jitter + defects.wrong_shift[:, None]
-    if bool((scale != 1).any() or (shift != 0).any()):
-        flat = (v * t, h, w)
-        rgb_w, alpha_w = similarity_warp(
-            rgb.reshape(*flat, 3),
-            alpha.reshape(*flat, 1),
-            scale.reshape(-1),
-            shift.reshape(-1, 2),
-            _FILL,
+    scale = defects.view_scale[:, None].expand(v, t).reshape(-1)
+    shift = (defects.view_shift[:, None] + defects.jitter + defects.wrong_shift[:, None]).reshape(
+        -1, 2
+    )
+    # Resample only the images that move: the others stay bit-identical.
+    moving = ((scale != 1) | (shift != 0).any(-1)).nonzero()[:, 0]
+    if len(moving):
+        flat_rgb = rgb.reshape(v * t, h, w, 3).clone()
+        flat_alpha = alpha.reshape(v * t, h, w, 1).clone()
+        flat_rgb[moving], flat_alpha[moving] = similarity_warp(
+            flat_rgb[moving], flat_alpha[moving], scale[moving], shift[moving], _FILL
         )
-        rgb, alpha = rgb_w.reshape(v, t, h, w, 3), alpha_w.reshape(v, t, h, w, 1)
+        rgb, alpha = flat_rgb.reshape(v, t, h, w, 3), flat_alpha.reshape(v, t, h, w, 1)
         if dyn is not None:
+            flat_dyn = dyn.reshape(v * t, h, w, 1).clone()
             _, moved = similarity_warp(
-                torch.zeros(*flat, 3),
-                dyn.reshape(*flat, 1).float(),
-                scale.reshape(-1),
-                shift.reshape(-1, 2),
+                torch.zeros(len(moving), h, w, 3),
+                flat_dyn[moving].float(),
+                scale[moving],
+                shift[moving],
             )
-            dyn = moved.reshape(v, t, h, w, 1) > 0.5
+            flat_dyn[moving] = moved > 0.5
+            dyn = flat_dyn.reshape(v, t, h, w, 1)
 
     if cfg.flicker_gain > 0 or cfg.flicker_offset > 0:
         gain = defects.gain[:, :, None, None]
