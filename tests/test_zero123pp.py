@@ -149,6 +149,21 @@ def test_background_threshold_keeps_background_coloured_parts_inside_the_object(
     assert torch.equal(alpha, expected)
 
 
+def test_background_alpha_fills_a_batch_like_one_image_at_a_time() -> None:
+    g = torch.Generator().manual_seed(1)
+    imgs = torch.full((3, 24, 24, 3), 0.5) + (torch.rand(3, 24, 24, 3, generator=g) - 0.5) * 0.04
+    imgs[0, 4:12, 4:20] = torch.tensor([0.9, 0.2, 0.2])
+    imgs[1, 10:23, 0:9] = torch.tensor([0.1, 0.1, 0.8])  # reaches the left border
+    imgs[2] = 0.5  # nothing at all
+    batch = background_alpha(imgs)
+    assert batch.shape == (3, 24, 24)
+    for k in range(3):
+        assert torch.equal(batch[k], background_alpha(imgs[k]))
+    assert batch[2].sum() == 0 and batch[0].sum() == 8 * 16
+    with pytest.raises(ValueError, match=r"needs \(\.\.\., H, W, 3\) colour"):
+        background_alpha(torch.zeros(24, 24))
+
+
 @pytest.mark.parametrize(
     "damage, named",
     [
