@@ -429,3 +429,12 @@ def test_two_step_fit_on_degraded_views_stays_finite(run_dir: Path) -> None:
     info = json.loads((run_dir / "run_info.json").read_text())
     assert info["pseudo_views"].startswith("degraded(")
     assert info["scene_meta"]["pseudo_views"] == "degraded"
+
+
+def test_malformed_provenance_is_named(tmp_path: Path) -> None:
+    write_synthetic(
+        SyntheticConfig(num_frames=1, resolution=16, eval_resolution=8, name="t"), tmp_path
+    )
+    (tmp_path / "t_mv" / "zero123" / "provenance.json").write_text("{oops")
+    with pytest.raises(ValueError, match=r"zero123.provenance\.json: malformed JSON"):
+        load_consistent4d(tmp_path, "t")

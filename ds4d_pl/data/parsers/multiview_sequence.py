@@ -116,7 +116,8 @@ def load_multiview_sequence(
         FileNotFoundError: Missing root, ``ref`` or ``zero123`` folder, a missing evaluation
             view folder, or (with an explicit ``eval_root``) no evaluation folder.
         ValueError: Gaps in frame numbers, a frame folder without exactly six views, frame
-            counts that differ, images of different sizes, input frames without alpha.
+            counts that differ, images of different sizes, input frames without alpha, pseudo
+            views without alpha under ``pseudo_alpha="file"``, a malformed ``provenance.json``.
     """
     cfg = MultiviewSequenceConfig() if cfg is None else cfg
     root = Path(root)
