@@ -71,7 +71,14 @@ def main(argv: list[str]) -> int:
     )
     p.add_argument("--resolution", type=int, default=128, help="image size (n3dv: width)")
     p.add_argument("--eval_resolution", type=int, default=128, help="consistent4d only")
-    p.add_argument("--num_cameras", type=int, default=6, help="n3dv only")
+    p.add_argument("--num_cameras", type=int, default=12, help="n3dv only; cam00 is held out")
+    p.add_argument(
+        "--background",
+        default="room",
+        choices=["room", "none"],
+        help="n3dv only: the object in a textured room (full-frame, a small moving part, as in "
+        "N3DV) or alone on white",
+    )
     p.add_argument("--num_test", type=int, default=20, help="dnerf only: test images")
     p.add_argument("--video", action="store_true", help="n3dv only: camXX.mp4 instead of PNGs")
     p.add_argument("--seed", type=int, default=0)
@@ -131,13 +138,17 @@ def main(argv: list[str]) -> int:
         cfg = SyntheticConfig(motion=a.motion, seed=a.seed)
         # 4:3 like the N3DV rig, rounded to even sizes so the video option can encode it.
         height = 2 * round(a.resolution * 3 / 8)
-        path = write_n3dv(
-            cfg,
-            a.out,
-            num_cameras=a.num_cameras,
-            num_frames=a.num_frames or 12,
-            resolution=(a.resolution, height),
-            as_video=a.video,
-        )
+        try:
+            path = write_n3dv(
+                cfg,
+                a.out,
+                num_cameras=a.num_cameras,
+                num_frames=a.num_frames or 12,
+                resolution=(a.resolution, height),
+                as_video=a.video,
+                background=a.background,
+            )
+        except ValueError as err:  # a bad option: say which, with the usage, not a traceback
+            p.error(str(err))
     print(f"wrote {path}")
     return 0
