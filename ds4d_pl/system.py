@@ -11,7 +11,6 @@ loop (and its cached optimizer state) does not expect.
 
 from __future__ import annotations
 
-import copy
 import time
 from dataclasses import asdict
 from typing import Any, Literal
@@ -26,6 +25,7 @@ from ds4d_pl import distributed
 from ds4d_pl.callbacks.predictions import EvalViewWriter, straight_rgba
 from ds4d_pl.callbacks.run_info import RunInfo
 from ds4d_pl.cameras import Cameras
+from ds4d_pl.compat import UPGRADED_HPARAMS, upgrade_hparams, upgrade_state_dict
 from ds4d_pl.conditioning.build import feature_cache_dir
 from ds4d_pl.config import (
     AblationConfig,
@@ -49,14 +49,6 @@ from ds4d_pl.optim import build_optimizer, check_table, group_table, set_learnin
 from ds4d_pl.priors.sds import SDSConfig, SDSOutput, Zero123Guidance, Zero123SDS
 from ds4d_pl.render.base import GaussianParams, RenderOutput
 
-#: Modules that moved under ``model.`` when the 4D asset became :class:`DS4DModel`; checkpoints
-#: written before hold them at the top level.
-_LEGACY_PREFIXES = ("background", "extent", "gaussians.", "field.", "conditioner.")
-
-
-#: Hyper-parameters :func:`upgrade_hparams` may rewrite.
-_UPGRADED = ("loss", "ablation", "conditioning", "renderer")
-
 
 def _typed(cls: type, value: object) -> object:
     """A config dataclass from itself, ``None`` (defaults) or a plain dict (hyper-parameters
@@ -68,40 +60,6 @@ def _typed(cls: type, value: object) -> object:
     if not isinstance(value, cls):
         raise TypeError(f"expected {cls.__name__}, got {type(value).__name__}")
     return value
-
-
-def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
-    """Hyper-parameters of a checkpoint in today's names (a copy; current ones pass unchanged).
-
-    * ``loss.rgb`` became ``loss.rgb_mse``;
-    * ``conditioning.da_combine`` / ``ga_scorer`` were always stored with their defaults
-      (``sum`` / ``own``) and now exist only for their fusion mode;
-    * the CPU renderer ``torch_tiled`` is called ``torch``.
-    """
-    h = copy.deepcopy(hparams)
-    loss = h.get("loss")
-    if isinstance(loss, dict) and "rgb" in loss:
-        loss["rgb_mse"] = loss.pop("rgb")
-    ablation = h.get("ablation")
-    tssf = ablation.get("tssf", "da") if isinstance(ablation, dict) else "da"
-    cond = h.get("conditioning")
-    if isinstance(cond, dict):
-        if tssf != "da" and cond.get("da_combine") == "sum":
-            cond["da_combine"] = None
-        if tssf != "ga" and cond.get("ga_scorer") == "own":
-            cond["ga_scorer"] = None
-    if h.get("renderer") == "torch_tiled":
-        h["renderer"] = "torch"
-    return h
-
-
-def _is_colour(value: object) -> bool:
-    """An RGB triple of numbers (parsers record the background their data is meant for)."""
-    return (
-        isinstance(value, (tuple, list))
-        and len(value) == 3
-        and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in value)
-    )
 
 
 class DS4DSystem(pl.LightningModule):
@@ -148,16 +106,23 @@ class DS4DSystem(pl.LightningModule):
         legacy = upgrade_hparams(
             {"loss": loss, "ablation": ablation, "conditioning": conditioning, "renderer": renderer}
         )
-        self.init_cfg = _typed(GaussianInit, init)
-        self.field_cfg = _typed(FieldConfig, field)
-        self.loss_cfg = _typed(LossWeights, legacy["loss"])
-        self.optim_cfg = _typed(OptimConfig, optim)
-        self.schedule = _typed(StageSchedule, schedule)
-        self.densify_cfg = _typed(DensifyConfig, densify)
-        self.ablation = _typed(AblationConfig, ablation)
-        self.cond_cfg = _typed(ConditioningConfig, legacy["conditioning"])
-        self.benchmark_cfg = _typed(BenchmarkConfig, benchmark)
-        self.sds_cfg = _typed(SDSConfig, sds)
+        configs = {
+            "init": _typed(GaussianInit, init),
+            "field": _typed(FieldConfig, field),
+            "loss": _typed(LossWeights, legacy["loss"]),
+            "optim": _typed(OptimConfig, optim),
+            "schedule": _typed(StageSchedule, schedule),
+            "densify": _typed(DensifyConfig, densify),
+            "ablation": _typed(AblationConfig, ablation),
+            "conditioning": _typed(ConditioningConfig, legacy["conditioning"]),
+            "benchmark": _typed(BenchmarkConfig, benchmark),
+            "sds": _typed(SDSConfig, sds),
+        }
+        self.init_cfg, self.field_cfg = configs["init"], configs["field"]
+        self.loss_cfg, self.optim_cfg = configs["loss"], configs["optim"]
+        self.schedule, self.densify_cfg = configs["schedule"], configs["densify"]
+        self.ablation, self.cond_cfg = configs["ablation"], configs["conditioning"]
+        self.benchmark_cfg, self.sds_cfg = configs["benchmark"], configs["sds"]
         self.seed = seed
         if len(background) != 3 or not all(0.0 <= c <= 1.0 for c in background):
             raise ValueError(f"model.background must be 3 values in [0, 1], got {background}")
@@ -166,22 +131,8 @@ class DS4DSystem(pl.LightningModule):
         self.save_hyperparameters()
         # Every resolved value, defaults included, so a checkpoint (and the loggers' config)
         # records the learning rates and loss weights a run actually used.
-        self.hparams.update(
-            {
-                "init": asdict(self.init_cfg),
-                "field": asdict(self.field_cfg),
-                "loss": asdict(self.loss_cfg),
-                "optim": asdict(self.optim_cfg),
-                "schedule": asdict(self.schedule),
-                "densify": asdict(self.densify_cfg),
-                "ablation": asdict(self.ablation),
-                "conditioning": asdict(self.cond_cfg),
-                "benchmark": asdict(self.benchmark_cfg),
-                "sds": asdict(self.sds_cfg),
-                "renderer": legacy["renderer"],
-                "background": list(background),
-            }
-        )
+        self.hparams.update({name: asdict(cfg) for name, cfg in configs.items()})
+        self.hparams.update(renderer=legacy["renderer"], background=list(background))
         self.model = DS4DModel(
             self.init_cfg,
             self.field_cfg,
@@ -213,7 +164,7 @@ class DS4DSystem(pl.LightningModule):
         first (:func:`upgrade_hparams`); explicit keyword arguments still win."""
         checkpoint = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
         saved = checkpoint.get("hyper_parameters", {})
-        upgraded = upgrade_hparams({k: saved[k] for k in _UPGRADED if k in saved})
+        upgraded = upgrade_hparams({k: saved[k] for k in UPGRADED_HPARAMS if k in saved})
         return super().load_from_checkpoint(checkpoint_path, *args, **{**upgraded, **kwargs})
 
     @property
@@ -243,19 +194,21 @@ class DS4DSystem(pl.LightningModule):
         # Read by DistributedDataParallel when the strategy wraps the module, which happens after
         # this hook (and after a checkpoint restore); without DDP nothing reads it.
         self._ddp_params_and_buffers_to_ignore = self.ddp_ignored_names()
-        if stage == "fit":
-            self._require_unused_parameter_detection()
+        if stage == "fit" and distributed.require_unused_parameter_detection(self.trainer.strategy):
+            # The strategy wraps the model only after setup, so the flag still takes effect.
+            rank_zero_info(
+                "DS4DSystem: DDP set to find_unused_parameters=True (the deformation field is "
+                "unused in coarse steps)"
+            )
 
     def _check_background(self) -> None:
-        intended = self.scene.meta.get("background")
-        if _is_colour(intended) and not torch.allclose(
-            torch.as_tensor(intended, dtype=torch.float32), self.model.background.cpu()
-        ):
+        intended = self.scene.intended_background()
+        if intended is not None and not torch.allclose(intended, self.model.background.cpu()):
             # Composited targets and renders then disagree with the dataset's own protocol
             # (e.g. D-NeRF scenes scored on white), which shifts PSNR without any error.
             rank_zero_warn(
                 f"model.background={self.model.background.tolist()} differs from the background "
-                f"{list(intended)} that dataset scene {self.scene.name!r} is meant to be "
+                f"{intended.tolist()} that dataset scene {self.scene.name!r} is meant to be "
                 "composited on"
             )
 
@@ -267,39 +220,13 @@ class DS4DSystem(pl.LightningModule):
         return [cb for cb in (RunInfo(), EvalViewWriter()) if type(cb) not in present]
 
     def ddp_ignored_names(self) -> list[str]:
-        """Parameters and buffers that DistributedDataParallel must leave alone.
-
-        * The Gaussian tables: densification replaces them by new Parameters of another size,
-          while DDP's reducer keeps the Parameters it registered when wrapping the model. They
-          are replicated on every rank and kept identical by :mod:`ds4d_pl.distributed`
-          (gradients averaged after backward, densification statistics reduced before events,
-          rank 0's tables broadcast at the start of training).
-        * The conditioner's decoupled feature maps: every rank derives them from the same frozen
-          encoder features at set-up, so broadcasting them at every forward would only cost time.
-
-        Everything else (deformation field, conditioning projection, small buffers) is fixed in
-        size and goes through DDP as usual.
-        """
+        """What DistributedDataParallel must leave alone: the Gaussian tables (densification
+        replaces them by Parameters of another size, which DDP's reducer cannot follow; they are
+        kept identical across ranks by :mod:`ds4d_pl.distributed`) and the conditioner's feature
+        maps (derived identically on every rank at set-up)."""
         names = [n for n, _ in self.named_parameters() if n.startswith("model.gaussians.")]
         names += [n for n, _ in self.named_buffers() if n.startswith("model.conditioner.")]
         return names
-
-    def _require_unused_parameter_detection(self) -> None:
-        """Make a DDP strategy detect unused parameters (``strategy: ddp`` then just works).
-
-        The field and the conditioning take no part in coarse steps, so DDP's reducer must be
-        told which parameters a step did not use, or its next step fails with "Expected to have
-        finished reduction in the prior iteration". ``configs/trainer/ddp.yaml`` names the
-        ``ddp_find_unused_parameters_true`` strategy explicitly; this covers a plain ``ddp``.
-        The strategy wraps the model only after ``setup``, so the flag still takes effect.
-        """
-        kwargs = getattr(self.trainer.strategy, "_ddp_kwargs", None)
-        if isinstance(kwargs, dict) and not kwargs.get("find_unused_parameters"):
-            kwargs["find_unused_parameters"] = True
-            rank_zero_info(
-                "DS4DSystem: DDP set to find_unused_parameters=True (the deformation field is "
-                "unused in coarse steps)"
-            )
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return build_optimizer(
@@ -568,10 +495,8 @@ class DS4DSystem(pl.LightningModule):
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Runs before the state dict is copied in: rename the keys of checkpoints written before
         # the asset moved into DS4DModel, then take the extent from the checkpoint itself.
-        state = checkpoint["state_dict"]
-        for key in [k for k in state if k.startswith(_LEGACY_PREFIXES)]:
-            state["model." + key] = state.pop(key)
-        extent = float(state["model.extent"])
+        upgrade_state_dict(checkpoint["state_dict"])
+        extent = float(checkpoint["state_dict"]["model.extent"])
         self.strategy = DensifyStrategy(self.densify_cfg, extent)
         if checkpoint.get("densify_state") is not None:
             self.strategy.load_state_dict(checkpoint["densify_state"])

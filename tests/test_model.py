@@ -18,10 +18,11 @@ import pytest
 import torch
 
 from ds4d_pl.cli import main
+from ds4d_pl.compat import upgrade_hparams
 from ds4d_pl.config import AblationConfig, ConditioningConfig, FieldConfig, GaussianInit
 from ds4d_pl.data.parsers.synthetic import SyntheticConfig, make_synthetic_scene
 from ds4d_pl.model import DS4DModel
-from ds4d_pl.system import DS4DSystem, upgrade_hparams
+from ds4d_pl.system import DS4DSystem
 
 DATA = Path(__file__).parent / "data"
 

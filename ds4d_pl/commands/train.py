@@ -25,9 +25,10 @@ from ds4d_pl.atomic import atomic_path
 from ds4d_pl.callbacks.checkpoint import RunCheckpoint
 from ds4d_pl.callbacks.export import ExportAssets
 from ds4d_pl.callbacks.render_videos import RenderVideos
+from ds4d_pl.compat import upgrade_hparams
 from ds4d_pl.config import StageSchedule
 from ds4d_pl.data.datamodule import DS4DDataModule
-from ds4d_pl.system import DS4DSystem, upgrade_hparams
+from ds4d_pl.system import DS4DSystem
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
