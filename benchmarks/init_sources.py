@@ -1,13 +1,16 @@
 """Where the initial Gaussians come from: visual hull vs random sphere vs true surface points.
 
     python benchmarks/init_sources.py [--seeds 3] [--sources surface,hull,sphere] [--jobs 1] \
-        [--out benchmarks/results/init_sources.json] [--override=--key=value ...] [--dry-run]
+        [--num_points 2000] [--out benchmarks/results/init_sources.json] \
+        [--override=--key=value ...] [--dry-run]
+    python benchmarks/init_sources.py --hull-quality [--seeds 3]
 
 Every (source, seed) is one ``ds4d fit -c configs/demo.yaml`` (the demo budget) in a
 subprocess; the initialisation source, ``model.init.source``, is the only difference between
-the runs of one seed. The seed sets the synthetic object, the Gaussian initialisation and the
-training randomness alike, so runs of one seed form a pair and differences between sources are
-reported per seed (paired) as well as the mean ± std of each source.
+the runs of one seed (all start from ``--num_points`` points). The seed sets the synthetic
+object, the Gaussian initialisation and the training randomness alike, so runs of one seed form
+a pair and differences between sources are reported per seed (paired) as well as the mean ± std
+of each source.
 
 Sources:
   * ``surface``: ``model.init.source=auto``, which on the synthetic object uses its analytic
@@ -18,6 +21,11 @@ Sources:
 
 Writes the JSON and a markdown table ``benchmarks/results/<stem of --out>.md``. ``--dry-run``
 lists the ``ds4d fit`` commands and runs nothing.
+
+``--hull-quality`` trains nothing: it carves the hull of each synthetic object's middle frame
+with the default :class:`~ds4d_pl.gaussians.hull.HullConfig` (and ``max_misses=0``) and measures
+it against the object's true surface, next to random sphere points, into
+``benchmarks/results/init_sources_hull.{json,md}``.
 """
 
 from __future__ import annotations
@@ -52,6 +60,9 @@ def fit_args(a: argparse.Namespace, source: str, seed: int) -> list[str]:
         f"--data.synthetic.seed={seed}",
         f"--model.seed={seed}",
         f"--seed_everything={seed}",
+        # The same number of starting points from every source.
+        f"--model.init.num={a.num_points}",
+        f"--data.synthetic.num_init_points={a.num_points}",
         *QUIET_FIT_ARGS,
         *a.override,
     ]
@@ -112,6 +123,137 @@ def markdown(results: dict, a: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+MOTIONS = ("static_only", "mostly_static", "dynamic_only")
+#: Radius of the random-sphere init in configs/demo.yaml (model.init.radius).
+SPHERE_RADIUS = 0.6
+
+
+def hull_quality(seeds: int) -> None:
+    """The hull of each synthetic object's middle frame against its true surface (no training).
+
+    Distances are in voxels of the hull's grid. "Covered": a true surface point within 1.5
+    voxels of an occupied voxel centre. "Tight": within 1.5 voxels of a *surface* voxel centre
+    (the hull does not bulge there). Colour error: mean absolute difference between a hull
+    point's colour and the nearest true point's, over hull points within 1.5 voxels of the true
+    surface (elsewhere there is no true colour to compare with).
+    """
+    import time
+
+    import torch
+
+    from ds4d_pl.data.parsers.synthetic import (
+        SyntheticConfig,
+        make_synthetic_scene,
+        sample_synthetic_surface,
+    )
+    from ds4d_pl.gaussians.hull import HullConfig, carve, hull_points_from_views, surface_voxels
+
+    def nearest(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        dist, idx = [], []
+        for start in range(0, len(a), 2048):
+            m = torch.cdist(a[start : start + 2048], b).min(dim=1)
+            dist.append(m.values)
+            idx.append(m.indices)
+        return torch.cat(dist), torch.cat(idx)
+
+    def within(points: torch.Tensor, mask: torch.Tensor, grid, voxels: float) -> torch.Tensor:
+        """Whether each point lies within ``voxels`` (<= 2) of a centre of a ``mask`` voxel."""
+        ijk, _ = grid.index_of(points)
+        steps = torch.arange(-2, 3)
+        offsets = torch.stack(torch.meshgrid(steps, steps, steps, indexing="ij"), -1)
+        out = torch.zeros(len(points), dtype=torch.bool)
+        for offset in offsets.reshape(-1, 3):
+            n = ijk + offset
+            valid = ((n >= 0) & (n < grid.resolution)).all(-1)
+            n = n.clamp(0, grid.resolution - 1)
+            centre = grid.lo + (n.float() + 0.5) * grid.voxel_size
+            close = (centre - points).norm(dim=-1) <= voxels * grid.voxel_size
+            out |= valid & close & mask[n[:, 0], n[:, 1], n[:, 2]]
+        return out
+
+    rows = []
+    for motion in MOTIONS:
+        for seed in range(seeds):
+            cfg = SyntheticConfig(motion=motion, seed=seed)  # demo resolution, 16 frames
+            scene = make_synthetic_scene(cfg)
+            frame = scene.train.num_frames // 2
+            true_p, true_c = sample_synthetic_surface(
+                cfg, float(scene.train.times[frame]), 20000, seed=1
+            )
+            g = torch.Generator().manual_seed(seed)
+            sphere = torch.nn.functional.normalize(torch.randn(4000, 3, generator=g), dim=-1)
+            sphere *= SPHERE_RADIUS * torch.rand(4000, 1, generator=g) ** (1 / 3)
+            for max_misses in (1, 0):
+                hull_cfg = HullConfig(max_misses=max_misses)
+                start = time.perf_counter()
+                points, colors = hull_points_from_views(scene.train, frame, hull_cfg)
+                seconds = time.perf_counter() - start
+                occ, grid = carve(
+                    scene.train.alpha[:, frame], scene.train.cameras_at(frame), hull_cfg
+                )
+                vs = grid.voxel_size
+                to_true, idx = nearest(points, true_p)
+                near = to_true <= 1.5 * vs
+                err = (colors[near] - true_c[idx[near]]).abs().mean()
+                guess = (true_c.mean(0) - true_c[idx[near]]).abs().mean()
+                sphere_to_true, _ = nearest(sphere, true_p)
+                rows.append(
+                    {
+                        "motion": motion,
+                        "seed": seed,
+                        "max_misses": max_misses,
+                        "seconds": round(seconds, 2),
+                        "voxel_size": vs,
+                        "occupied_voxels": int(occ.sum()),
+                        "points": len(points),
+                        "true_covered_1.5vox": float(within(true_p, occ, grid, 1.5).float().mean()),
+                        "true_tight_1.5vox": float(
+                            within(true_p, surface_voxels(occ), grid, 1.5).float().mean()
+                        ),
+                        "hull_points_median_dist_vox": float(to_true.median() / vs),
+                        "hull_points_median_dist": float(to_true.median()),
+                        "hull_points_within_1.5vox": float(near.float().mean()),
+                        "color_mae": float(err),
+                        "color_mae_mean_color_guess": float(guess),
+                        "sphere_points_median_dist": float(sphere_to_true.median()),
+                    }
+                )
+                print(rows[-1], flush=True)
+    out = REPO / "benchmarks" / "results" / "init_sources_hull.json"
+    out.write_text(json.dumps(rows, indent=2) + "\n")
+    lines = [
+        "# Visual hull of the synthetic objects' middle frame vs their true surface",
+        "",
+        "`python benchmarks/init_sources.py --hull-quality`: default `HullConfig` (128³ voxels, "
+        "4000 points, voxel footprint, input trusted) from the 7 training views at 128², no "
+        "training. Mean over seeds. Distances to the true surface (20000 analytic samples); "
+        "covered / tight: true points within 1.5 voxels of the hull / of its surface voxels. "
+        f"Random sphere (radius {SPHERE_RADIUS}, as the demo's sphere init) for scale.",
+        "",
+        "| motion | max_misses | n | voxel | true covered | true tight | hull pts median dist "
+        "| hull pts ≤ 1.5 vox | colour MAE (guess) | sphere median dist | s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for motion in MOTIONS:
+        for max_misses in (1, 0):
+            sel = [r for r in rows if r["motion"] == motion and r["max_misses"] == max_misses]
+
+            def mean(key: str, sel: list[dict] = sel) -> float:
+                return statistics.mean(r[key] for r in sel)
+
+            lines.append(
+                f"| {motion} | {max_misses} | {len(sel)} | {mean('voxel_size'):.4f} | "
+                f"{mean('true_covered_1.5vox'):.4f} | {mean('true_tight_1.5vox'):.3f} | "
+                f"{mean('hull_points_median_dist'):.4f} ({mean('hull_points_median_dist_vox'):.2f}"
+                f" vox) | {mean('hull_points_within_1.5vox'):.3f} | {mean('color_mae'):.4f} "
+                f"({mean('color_mae_mean_color_guess'):.4f}) | "
+                f"{mean('sphere_points_median_dist'):.3f} | {mean('seconds'):.1f} |"
+            )
+    md = "\n".join(lines) + "\n"
+    out.with_suffix(".md").write_text(md)
+    print(md)
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "init_sources.json"))
@@ -124,8 +266,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=[],
         help="extra ds4d fit argument for every run, e.g. --override=--model.init.num=4000",
     )
+    p.add_argument("--num_points", type=int, default=2000, help="initial points of every source")
     p.add_argument("--jobs", type=int, default=1, help="runs in parallel (seed-major order)")
     p.add_argument("--dry-run", action="store_true", help="list the ds4d fit commands only")
+    p.add_argument(
+        "--hull-quality", action="store_true", help="measure the hull's geometry only, no fits"
+    )
     a = p.parse_args(argv)
     a.sources = [s for s in a.sources.split(",") if s]
     unknown = [s for s in a.sources if s not in SOURCES]
@@ -133,6 +279,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--sources: unknown {unknown or 'empty list'}; choose from {list(SOURCES)}")
     if a.seeds < 1:
         p.error(f"--seeds must be >= 1, got {a.seeds}")
+    if a.num_points < 1:
+        p.error(f"--num_points must be >= 1, got {a.num_points}")
     if a.jobs < 1:
         p.error(f"--jobs must be >= 1, got {a.jobs}")
     if not (REPO / a.config).is_file():
@@ -142,6 +290,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     a = parse_args(argv)
+    if a.hull_quality:
+        hull_quality(a.seeds)
+        return
     # Seed-major order: every source sees the same mix of co-running jobs and CPU throttling.
     tasks = [(source, seed) for seed in range(a.seeds) for source in a.sources]
     if a.dry_run:

@@ -449,6 +449,17 @@ def test_init_sources_benchmark_lists_its_runs_without_running_them() -> None:
         assert len(runs) == 3
         assert all(f"--seed_everything={s}" in run for s, run in enumerate(runs))
     assert all("configs/demo.yaml" in line for line in lines)
+    # Every source starts from the same number of points.
+    assert all("--model.init.num=2000" in line for line in lines)
+    assert all("--data.synthetic.num_init_points=2000" in line for line in lines)
+    bad = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "init_sources.py"), "--sources=hull,mesh"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert bad.returncode == 2 and "unknown ['mesh']" in bad.stderr
 
 
 def test_voxel_grid_places_voxel_centres() -> None:
