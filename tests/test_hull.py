@@ -51,14 +51,14 @@ def _rays(cams: Cameras) -> tuple[Tensor, Tensor]:
     return cams.centers[:, None].expand_as(dirs), F.normalize(dirs, dim=-1)
 
 
-def _sphere_alpha(cams: Cameras, radius: float = RADIUS) -> torch.Tensor:
+def _sphere_alpha(cams: Cameras, radius: float = RADIUS) -> Tensor:
     o, d = _rays(cams)
     b = (o * d).sum(-1)
     hit = b * b - ((o * o).sum(-1) - radius**2) >= 0
     return hit.float().reshape(len(cams), cams.height, cams.width)
 
 
-def _box_alpha(cams: Cameras, half=BOX_HALF) -> torch.Tensor:
+def _box_alpha(cams: Cameras, half=BOX_HALF) -> Tensor:
     o, d = _rays(cams)
     h = torch.tensor(half)
     safe = torch.where(d.abs() < 1e-9, torch.full_like(d, 1e-9), d)
@@ -67,15 +67,15 @@ def _box_alpha(cams: Cameras, half=BOX_HALF) -> torch.Tensor:
     return (far >= near.clamp_min(0)).float().reshape(len(cams), cams.height, cams.width)
 
 
-def _inside_sphere(points: torch.Tensor) -> torch.Tensor:
+def _inside_sphere(points: Tensor) -> Tensor:
     return points.norm(dim=-1) <= RADIUS
 
 
-def _inside_box(points: torch.Tensor) -> torch.Tensor:
+def _inside_box(points: Tensor) -> Tensor:
     return (points.abs() <= torch.tensor(BOX_HALF)).all(dim=-1)
 
 
-def _dilate(occ: torch.Tensor) -> torch.Tensor:
+def _dilate(occ: Tensor) -> Tensor:
     return F.max_pool3d(occ[None, None].float(), 3, stride=1, padding=1)[0, 0] > 0
 
 
@@ -93,7 +93,7 @@ def _distance_to_hull(points: Tensor, occ: Tensor, grid: VoxelGrid) -> Tensor:
     return torch.where(occupied, dist, torch.full_like(dist, math.inf)).amin(-1)
 
 
-def _nearest(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _nearest(a: Tensor, b: Tensor) -> tuple[Tensor, Tensor]:
     """Distance from each row of ``a`` to its nearest row of ``b``, and that row's index."""
     dist, idx = [], []
     for start in range(0, len(a), 1024):
@@ -103,8 +103,15 @@ def _nearest(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return torch.cat(dist), torch.cat(idx)
 
 
+def _view_set(alpha: Tensor, rgb: Tensor, cams: Cameras) -> ViewSet:
+    """One-frame views from ``(V, H, W)`` alpha and ``(V, H, W, 3)`` colour."""
+    return ViewSet(
+        rgb=rgb[:, None], alpha=alpha[:, None, ..., None], cameras=cams, times=torch.zeros(1)
+    )
+
+
 @pytest.fixture(scope="module")
-def sphere() -> tuple[torch.Tensor, Cameras]:
+def sphere() -> tuple[Tensor, Cameras]:
     cams = _views()
     return _sphere_alpha(cams), cams
 
@@ -340,11 +347,6 @@ def test_frame_out_of_range_is_rejected(sphere) -> None:
 
 # --------------------------------------------------------------------------------------------
 # Surface points and colours
-
-
-def _view_set(alpha: torch.Tensor, rgb: torch.Tensor, cams: Cameras) -> ViewSet:
-    return ViewSet(rgb=rgb[:, None], alpha=alpha[:, None, ..., None], cameras=cams,
-                   times=torch.zeros(1))  # fmt: skip
 
 
 def test_points_lie_on_the_hull_surface_with_the_requested_count(sphere) -> None:
