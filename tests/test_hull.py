@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ds4d_pl.cameras import Cameras, look_at, orbit_cameras, zero123pp_cameras
+from ds4d_pl.data.parsers.degrade import DegradeConfig
 from ds4d_pl.data.parsers.synthetic import (
     SyntheticConfig,
     make_synthetic_scene,
@@ -132,6 +133,8 @@ def sphere() -> tuple[Tensor, Cameras]:
         ("alpha_threshold", 1.0),
         ("max_misses", -1),
         ("trust_input", "yes"),
+        ("pseudo_margin", -0.01),
+        ("pseudo_margin", 0.5),
         ("min_hits", 0),
         ("footprint", "area"),
         ("num_points", 0),
@@ -165,7 +168,7 @@ def test_default_hit_rule_allows_one_unseen_view_and_max_misses() -> None:
 )
 def test_hull_of_analytic_shape_contains_it_and_fits_tightly(alpha_fn, inside_fn, min_iou) -> None:
     cams = _views()
-    occ, grid = carve(alpha_fn(cams), cams, HullConfig(resolution=48))
+    occ, grid = carve(alpha_fn(cams), cams, HullConfig(resolution=48, pseudo_margin=0.0))
     assert occ.shape == (48, 48, 48) and occ.dtype == torch.bool
     true = inside_fn(grid.centers())
     assert true.any() and not true.all()
@@ -185,7 +188,7 @@ def test_one_corrupted_silhouette_is_outvoted_with_max_misses_1(sphere) -> None:
     alpha, cams = sphere
     bad = alpha.clone()
     bad[3, :, : PX // 2] = 0.0  # half the object erased in one pseudo view
-    fixed = dict(resolution=40, half_size=0.6)
+    fixed = dict(resolution=40, half_size=0.6, pseudo_margin=0.0)
     occ1, grid = carve(bad, cams, HullConfig(max_misses=1, **fixed))
     occ0, _ = carve(bad, cams, HullConfig(max_misses=0, **fixed))
     clean0, _ = carve(alpha, cams, HullConfig(max_misses=0, **fixed))
@@ -202,7 +205,7 @@ def test_a_miss_in_the_input_view_always_carves_unless_told_otherwise(sphere) ->
     alpha, cams = sphere
     bad = alpha.clone()
     bad[0, :, : PX // 2] = 0.0  # half the object erased in the input view
-    fixed = dict(resolution=40, half_size=0.6, max_misses=1)
+    fixed = dict(resolution=40, half_size=0.6, max_misses=1, pseudo_margin=0.0)
     trusted, grid = carve(bad, cams, HullConfig(**fixed))
     forgiven, _ = carve(bad, cams, HullConfig(trust_input=False, **fixed))
     true = _inside_sphere(grid.centers())
@@ -379,7 +382,9 @@ def test_input_view_wins_and_the_back_is_not_coloured_by_the_front(sphere) -> No
     images[0, ..., 0] = 1.0  # the input (front) view sees red
     images[1:, ..., 2] = 1.0  # the pseudo views see blue
     views = _view_set(alpha, images, cams)
-    points, colors = hull_points_from_views(views, cfg=HullConfig(resolution=40, num_points=3000))
+    # Exact silhouettes: no margin, so the hull hugs the sphere and "facing" means what it says.
+    exact = dict(resolution=40, num_points=3000, pseudo_margin=0.0)
+    points, colors = hull_points_from_views(views, cfg=HullConfig(**exact))
     facing = F.normalize(points, dim=-1)[:, 2]  # the front camera sits on +z
     front, back = facing > 0.6, facing < -0.3
     assert int(front.sum()) > 300 and int(back.sum()) > 300
@@ -413,22 +418,50 @@ def test_sampling_is_deterministic_for_a_seed(sphere) -> None:
 def test_synthetic_object_hull_covers_its_surface_with_true_colours() -> None:
     cfg = SyntheticConfig(resolution=PX, eval_resolution=16, num_frames=3, num_init_points=8)
     scene = make_synthetic_scene(cfg)
-    hull_cfg = HullConfig(resolution=64, num_points=3000)
-    occ, grid = carve(scene.train.alpha[:, 1], scene.train.cameras_at(1), hull_cfg)
-    points, colors = hull_points_from_views(scene.train, cfg=hull_cfg)  # middle frame = 1
     true_points, true_colors = sample_synthetic_surface(cfg, float(scene.train.times[1]), 8000)
-    vs = grid.voxel_size
-    # Nearly every true surface point lies within 1.5 voxels of the hull.
-    to_hull = _distance_to_hull(true_points, occ, grid)
-    assert float((to_hull <= 1.5 * vs).float().mean()) >= 0.95
-    # The sampled points hug the true surface (the visual hull's excess is small) ...
-    to_surface, nearest = _nearest(points, true_points)
-    assert float(to_surface.median()) <= 2.0 * vs
-    # ... and where they are on it, their colour is the surface's, far closer than a guess.
-    near = to_surface <= 1.5 * vs
-    error = (colors[near] - true_colors[nearest[near]]).abs().mean()
-    guess = (true_colors.mean(0) - true_colors[nearest[near]]).abs().mean()
-    assert float(error) < 0.04 and float(error) < 0.3 * float(guess)
+    for margin, max_median_voxels in ((None, 3.5), (0.0, 2.0)):
+        hull_cfg = HullConfig(resolution=64, num_points=3000)
+        if margin is not None:  # exact (oracle) pseudo views need no margin
+            hull_cfg = HullConfig(resolution=64, num_points=3000, pseudo_margin=margin)
+        occ, grid = carve(scene.train.alpha[:, 1], scene.train.cameras_at(1), hull_cfg)
+        points, colors = hull_points_from_views(scene.train, cfg=hull_cfg)  # middle frame = 1
+        vs = grid.voxel_size
+        # Nearly every true surface point lies within 1.5 voxels of the hull.
+        to_hull = _distance_to_hull(true_points, occ, grid)
+        assert float((to_hull <= 1.5 * vs).float().mean()) >= 0.95
+        # The sampled points hug the true surface (the visual hull's excess is small) ...
+        to_surface, nearest = _nearest(points, true_points)
+        assert float(to_surface.median()) <= max_median_voxels * vs
+        # ... and where they are on it, their colour is the surface's, far closer than a guess.
+        near = to_surface <= 1.5 * vs
+        error = (colors[near] - true_colors[nearest[near]]).abs().mean()
+        guess = (true_colors.mean(0) - true_colors[nearest[near]]).abs().mean()
+        assert float(error) < 0.05 and float(error) < 0.4 * float(guess)
+
+
+def test_margin_keeps_the_object_whole_under_generated_views_framing_errors() -> None:
+    # Zero123++-like pseudo views: each framed a few percent off, one showing the wrong pose.
+    cfg = SyntheticConfig(
+        resolution=PX,
+        eval_resolution=16,
+        num_frames=3,
+        num_init_points=8,
+        seed=2,
+        pseudo_views="degraded",
+        degrade=DegradeConfig(seed=2),
+    )
+    scene = make_synthetic_scene(cfg)
+    true_points, _ = sample_synthetic_surface(cfg, float(scene.train.times[1]), 8000)
+    alpha, cams = scene.train.alpha[:, 1], scene.train.cameras_at(1)
+
+    def covered(hull_cfg: HullConfig) -> float:
+        occ, grid = carve(alpha, cams, hull_cfg)
+        near = _distance_to_hull(true_points, occ, grid) <= 1.5 * grid.voxel_size
+        return float(near.float().mean())
+
+    assert covered(HullConfig(resolution=64)) >= 0.99
+    # Without the margin, misframed views each cut a slice of the object: too many misses.
+    assert covered(HullConfig(resolution=64, pseudo_margin=0.0)) < 0.9
 
 
 # --------------------------------------------------------------------------------------------

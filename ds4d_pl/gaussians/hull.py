@@ -82,6 +82,9 @@ class HullConfig:
             the voxel still kept (1: "inside for all but one view").
         trust_input: A miss in an input view (a real observation, not a prior's guess) always
             carves; ``max_misses`` then forgives the pseudo views only.
+        pseudo_margin: Widen the pseudo views' silhouettes by this fraction of the image side
+            (each way): a generated view frames the object a few percent larger or smaller and
+            off centre, which would otherwise carve into the object in several views at once.
         min_hits: How many views must place a voxel inside their silhouette. ``None``: all
             views but ``max_misses`` and one more (which may not see the voxel), at least 2.
         footprint: ``voxel`` (any pixel under the projection of the voxel's circumscribed
@@ -101,6 +104,7 @@ class HullConfig:
     alpha_threshold: float = 0.5
     max_misses: int = 1
     trust_input: bool = True
+    pseudo_margin: float = 0.02
     min_hits: int | None = None
     footprint: Footprint = "voxel"
     num_points: int = 4000
@@ -148,6 +152,10 @@ class HullConfig:
         if not (isinstance(self.alpha_threshold, (int, float)) and 0 < self.alpha_threshold < 1):
             raise ValueError(
                 f"HullConfig.alpha_threshold must be in (0, 1), got {self.alpha_threshold!r}"
+            )
+        if not (isinstance(self.pseudo_margin, (int, float)) and 0 <= self.pseudo_margin < 0.5):
+            raise ValueError(
+                f"HullConfig.pseudo_margin must be in [0, 0.5), got {self.pseudo_margin!r}"
             )
         if not isinstance(self.trust_input, bool):
             raise ValueError(f"HullConfig.trust_input must be a bool, got {self.trust_input!r}")
@@ -233,15 +241,13 @@ def carve(
     sil = _silhouettes(alpha, cameras, cfg)
     if isinstance(num_input_views, bool) or not 0 <= num_input_views <= len(sil):
         raise ValueError(f"carve: num_input_views must be in 0..{len(sil)}, got {num_input_views}")
-    trusted = num_input_views if cfg.trust_input else 0
-    cameras = cameras.to(sil.device)
-    table = _integral_image(sil[..., None].to(torch.int32))
+    views = _Views.build(sil, cameras.to(sil.device), cfg, num_input_views)
     if cfg.half_size is None:
-        grid = _fit_grid(sil, table, cameras, cfg, trusted)
+        grid = _fit_grid(sil, views, cfg)
     else:
         center = _grid_center(cameras, cfg).to(sil.device)
         grid = VoxelGrid.cube(center, float(cfg.half_size), cfg.resolution)
-    occupancy = _carve_grid(grid, table, cameras, cfg, cfg.footprint, trusted)
+    occupancy = _carve_grid(grid, views, cfg, cfg.footprint)
     if not occupancy.any():
         raise ValueError(_empty_hull_message(sil, cfg, grid))
     return occupancy, grid
@@ -291,6 +297,35 @@ def _silhouettes(alpha: Tensor, cameras: Cameras, cfg: HullConfig) -> Tensor:
             f"(largest alpha {float(alpha.max()):.3g}); nothing to carve a hull from"
         )
     return sil
+
+
+@dataclass
+class _Views:
+    """What carving reads from the views.
+
+    Attributes:
+        table: ``(V, H + 1, W + 1, 1)`` summed-area tables of the silhouettes.
+        cameras: The ``V`` cameras.
+        trusted: Leading views whose miss always carves.
+        margin_px: ``(V,)`` pixels each silhouette is widened by.
+    """
+
+    table: Tensor
+    cameras: Cameras
+    trusted: int
+    margin_px: Tensor
+
+    @staticmethod
+    def build(sil: Tensor, cameras: Cameras, cfg: HullConfig, num_input_views: int) -> _Views:
+        v, h, w = sil.shape
+        margin = torch.zeros(v, device=sil.device)
+        margin[num_input_views:] = cfg.pseudo_margin * max(h, w)
+        return _Views(
+            _integral_image(sil[..., None].to(torch.int32)),
+            cameras,
+            num_input_views if cfg.trust_input else 0,
+            margin,
+        )
 
 
 def _integral_image(values: Tensor) -> Tensor:
@@ -356,21 +391,20 @@ def _seen_ball_radius(cameras: Cameras, center: Tensor) -> float:
     return min(radii)
 
 
-def _fit_grid(
-    sil: Tensor, table: Tensor, cameras: Cameras, cfg: HullConfig, trusted: int
-) -> VoxelGrid:
+def _fit_grid(sil: Tensor, views: _Views, cfg: HullConfig) -> VoxelGrid:
     """Fit the fine grid to a coarse hull carved in the cube around the ball all cameras see.
 
     The search stays within what every camera sees: far from it, a voxel is seen by only a few
     views, and two silhouette cones (one passing behind the object towards another camera)
     overlap there without the other views to carve it away.
     """
-    center = _grid_center(cameras, cfg).to(table.device)
+    cameras = views.cameras
+    center = _grid_center(cameras, cfg).to(sil.device)
     reach = _seen_ball_radius(cameras, center)
     coarse = VoxelGrid.cube(center, reach, _COARSE_RESOLUTION)
     # Always the conservative footprint here: this pass only bounds the object, and a thin part
     # missed at coarse resolution would be cut off by the box.
-    occ = _carve_grid(coarse, table, cameras, cfg, "voxel", trusted)
+    occ = _carve_grid(coarse, views, cfg, "voxel")
     if not occ.any():
         raise ValueError(_empty_hull_message(sil, cfg, coarse))
     ijk = occ.nonzero()
@@ -392,24 +426,20 @@ def _fit_grid(
     return VoxelGrid.cube(0.5 * (lo + hi), half, r)
 
 
-def _carve_grid(
-    grid: VoxelGrid,
-    table: Tensor,
-    cameras: Cameras,
-    cfg: HullConfig,
-    footprint: Footprint,
-    trusted: int,
-) -> Tensor:
-    """Occupancy ``(R, R, R)`` of ``grid`` by the hit/miss rule (module doc); a miss in one of
-    the ``trusted`` leading views always carves."""
+def _carve_grid(grid: VoxelGrid, views: _Views, cfg: HullConfig, footprint: Footprint) -> Tensor:
+    """Occupancy ``(R, R, R)`` of ``grid`` by the hit/miss rule (module doc)."""
     total = grid.resolution**3
-    min_hits = required_hits(cfg, table.shape[0])
-    keep = torch.empty(total, dtype=torch.bool, device=table.device)
+    min_hits = required_hits(cfg, len(views.cameras))
+    trusted = views.trusted
+    keep = torch.empty(total, dtype=torch.bool, device=views.table.device)
     # Radius of the voxel's circumscribed sphere: its projection covers the voxel's footprint.
     radius = 0.5 * math.sqrt(3.0) * grid.voxel_size if footprint == "voxel" else 0.0
     for start in range(0, total, cfg.chunk):
         stop = min(start + cfg.chunk, total)
-        seen, inside = _view_votes(grid.flat_centers(start, stop), radius, table, cameras)
+        seen, box = _footprints(
+            grid.flat_centers(start, stop), radius, views.cameras, views.margin_px
+        )
+        inside = _box_sums(views.table, box)[..., 0] > 0
         miss = seen & ~inside
         keep[start:stop] = (
             ~miss[:trusted].any(0)
@@ -419,26 +449,11 @@ def _carve_grid(
     return keep.reshape(*(grid.resolution,) * 3)
 
 
-def _view_votes(
-    points: Tensor, radius: float, table: Tensor, cameras: Cameras
+def _footprints(
+    points: Tensor, radius: float, cameras: Cameras, margin_px: Tensor | None = None
 ) -> tuple[Tensor, Tensor]:
-    """Per view and point: whether the view sees the point, and inside its silhouette.
-
-    Args:
-        points: ``(P, 3)`` world points (voxel centres).
-        radius: World radius whose projection is searched for foreground (0: the point's pixel).
-        table: ``(V, H + 1, W + 1, 1)`` summed-area tables of the silhouettes.
-        cameras: The ``V`` cameras.
-
-    Returns:
-        ``seen`` and ``inside``, ``(V, P)`` bool.
-    """
-    seen, box = _footprints(points, radius, cameras)
-    return seen, _box_sums(table, box)[..., 0] > 0
-
-
-def _footprints(points: Tensor, radius: float, cameras: Cameras) -> tuple[Tensor, Tensor]:
-    """Where world balls of ``radius`` around ``points`` land in every view.
+    """Where world balls of ``radius`` around ``points`` land in every view, widened by
+    ``margin_px`` ``(V,)`` pixels each way.
 
     Returns:
         ``seen`` ``(V, P)``: the centre projects inside the image, in front of the camera; and
@@ -453,8 +468,9 @@ def _footprints(points: Tensor, radius: float, cameras: Cameras) -> tuple[Tensor
     u, v = uv[..., 0], uv[..., 1]
     seen = (z > _NEAR) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
     zc = z.clamp_min(_NEAR)
-    ru = cameras.K[:, 0, 0, None] * radius / zc
-    rv = cameras.K[:, 1, 1, None] * radius / zc
+    extra = 0.0 if margin_px is None else margin_px[:, None]
+    ru = cameras.K[:, 0, 0, None] * radius / zc + extra
+    rv = cameras.K[:, 1, 1, None] * radius / zc + extra
     cu, cv = torch.floor(u), torch.floor(v)
     c0 = torch.minimum(torch.ceil(u - ru - 0.5), cu).clamp(0, w - 1)
     c1 = torch.maximum(torch.floor(u + ru - 0.5), cu).clamp(0, w - 1)
@@ -521,8 +537,8 @@ def sample_hull_points(
     silhouette, the point faces the camera and the ray from it to the camera does not cross the
     hull's interior, so a point on the back is not coloured by the front view. A point no view
     sees this way (at a silhouette's rim, or on a face kept against one view's silhouette) takes
-    the colour the unoccluded views show under its footprint, and mid grey where they show only
-    background.
+    the colour the unoccluded views show under its footprint, and where they show only
+    background, the colour of the nearest point that has one (mid grey if none has).
 
     Args:
         occupancy: ``(R, R, R)`` bool, from :func:`carve`.
@@ -601,17 +617,19 @@ def _point_colors(
 ) -> Tensor:
     """``(P, 3)`` colours of hull points by the visibility and priority rules.
 
-    Each point is looked up through its voxel's footprint, the pixels carving tested: a view
-    that voted the voxel inside has foreground there, even where the jittered point itself
-    projects just outside the pixel-rounded silhouette. Its colour is the alpha-weighted mean
-    under that footprint.
+    Whether a view's silhouette holds a point is asked of the point's voxel as carving asked
+    it (same footprint and margin): a view that voted the voxel inside keeps it, even where the
+    jittered point itself projects just outside the pixel-rounded silhouette. The colour is the
+    alpha-weighted mean under the footprint without the margin (a view with no foreground
+    there adds nothing), else under the widened one.
     """
     ijk, _ = grid.index_of(points)
     centers = grid.lo + (ijk.float() + 0.5) * grid.voxel_size
     radius = 0.5 * math.sqrt(3.0) * grid.voxel_size if cfg.footprint == "voxel" else 0.0
-    seen, box = _footprints(centers, radius, cameras)
-    fg = (alpha >= cfg.alpha_threshold).to(torch.int32)[..., None]
-    in_sil = seen & (_box_sums(_integral_image(fg), box)[..., 0] > 0)
+    views = _Views.build(alpha >= cfg.alpha_threshold, cameras, cfg, num_input_views)
+    seen, carve_box = _footprints(centers, radius, cameras, views.margin_px)
+    in_sil = seen & (_box_sums(views.table, carve_box)[..., 0] > 0)
+    _, box = _footprints(centers, radius, cameras)
     # The occluder is the hull less its surface layer: a ray leaving a voxelised surface at a
     # grazing angle runs through the staircase of neighbouring surface voxels, which must not
     # hide the point; a ray from the back crosses the interior. (Parts thinner than about three
@@ -628,18 +646,30 @@ def _point_colors(
     unseen = ~weight.any(0)
     weight[:, unseen] = (seen & unoccluded)[:, unseen]
     # Alpha-weighted mean colour under the footprint: straight colour at the silhouette's rim,
-    # not a blend with the background. Summed-area tables in float64 (sums of up to H*W values
-    # must difference exactly enough), one view at a time to bound memory.
-    num = torch.zeros(len(points), 3, dtype=torch.float64, device=points.device)
-    den = torch.zeros(len(points), 1, dtype=torch.float64, device=points.device)
+    # not a blend with the background. Where that holds no foreground (a point kept by the
+    # pseudo views' margin), the widened footprint's. Summed-area tables in float64 (sums of up
+    # to H*W values must difference exactly enough), one view at a time to bound memory.
+    sums = torch.zeros(2, len(points), 4, dtype=torch.float64, device=points.device)
     for view in range(len(cameras)):
         a = alpha[view, ..., None].double()
-        rgba = torch.cat([images[view].double() * a, a], dim=-1)[None]
-        sums = _box_sums(_integral_image(rgba), box[view : view + 1])[0]
+        table = _integral_image(torch.cat([images[view].double() * a, a], dim=-1)[None])
         w = weight[view, :, None].double()
-        num += sums[:, :3] * w
-        den += sums[:, 3:] * w
-    colors = torch.where(den > 1e-6, num / den.clamp_min(1e-6), torch.full_like(num, 0.5))
+        for i, b in enumerate((box, carve_box)):
+            sums[i] += _box_sums(table, b[view : view + 1])[0] * w
+    use = torch.where(sums[0, :, 3:] > 1e-6, sums[0], sums[1])
+    num, den = use[:, :3], use[:, 3:]
+    colored = den[:, 0] > 1e-6
+    colors = torch.where(colored[:, None], num / den.clamp_min(1e-6), torch.full_like(num, 0.5))
+    # A point no view shows (in a dent of the voxelised hull, or seen only past a silhouette's
+    # rim) takes the colour of the nearest point that has one: the surface is locally coloured
+    # alike far more often than it is mid grey.
+    if bool(colored.any()) and not bool(colored.all()):
+        lost = (~colored).nonzero()[:, 0]
+        source = colored.nonzero()[:, 0]
+        for start in range(0, len(lost), _RAY_CHUNK):
+            chunk = lost[start : start + _RAY_CHUNK]
+            nearest = torch.cdist(points[chunk], points[source]).argmin(dim=1)
+            colors[chunk] = colors[source[nearest]]
     return colors.float().clamp(0.0, 1.0).contiguous()
 
 
