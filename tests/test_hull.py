@@ -285,6 +285,8 @@ def test_bad_inputs_raise_clear_errors(sphere) -> None:
         carve(alpha[..., None].expand(-1, -1, -1, 3), cams, cfg)
     with pytest.raises(ValueError, match="every silhouette is empty"):
         carve(torch.zeros_like(alpha), cams, cfg)
+    with pytest.raises(ValueError, match="no object mask"):
+        carve(torch.ones_like(alpha), cams, cfg)
     nan = alpha.clone()
     nan[0, 0, 0] = math.nan
     with pytest.raises(ValueError, match="NaN"):

@@ -15,9 +15,12 @@ Carving rules (one place, so the choices are explicit):
 * A voxel whose centre projects **outside a view's image** (or lies behind its camera) gets
   **no evidence** from that view, neither inside nor outside: the object may be cropped in that
   view, and "outside the image" says nothing about occupancy.
+* The pseudo views' silhouettes are widened by ``pseudo_margin`` of the image side: a
+  generated view frames the object a few percent larger or smaller and off centre, and several
+  such views at once would otherwise cut slices off the object.
 * A voxel is kept when no input view places it outside its silhouette (``trust_input``: the
   input is a real observation), at most ``max_misses`` of the other views that see it do
-  (``max_misses=1`` keeps the hull whole when one pseudo view has a bad silhouette), and at
+  (``max_misses=1`` keeps the hull whole when one pseudo view is badly wrong), and at
   least ``min_hits`` views place it inside. By default ``min_hits`` is all views but
   ``max_misses`` and one: where few views see a voxel, two silhouette cones (one running past
   the object towards another camera) overlap with no third view to carve them away.
@@ -56,6 +59,8 @@ _FOOTPRINTS = ("voxel", "center")
 #: Resolution of the coarse pass that fits the grid to the silhouettes. It only bounds the
 #: object (with the conservative footprint), so 32 voxels across a generous cube are enough.
 _COARSE_RESOLUTION = 32
+#: A silhouette covering this much of its image is no mask at all.
+_FULL_FRACTION = 0.99
 #: Points closer to a camera than this (camera z) get no evidence from it.
 _NEAR = 1e-6
 #: Rays from a surface point towards a camera start this many voxels off the surface, along
@@ -295,6 +300,15 @@ def _silhouettes(alpha: Tensor, cameras: Cameras, cfg: HullConfig) -> Tensor:
         raise ValueError(
             f"carve: every silhouette is empty at alpha_threshold={cfg.alpha_threshold} "
             f"(largest alpha {float(alpha.max()):.3g}); nothing to carve a hull from"
+        )
+    # A scene capture without masks (alpha 1 everywhere) bounds nothing: the "hull" would be the
+    # whole region the cameras see.
+    full = sil.flatten(1).float().mean(1) >= _FULL_FRACTION
+    if bool(full.all()):
+        raise ValueError(
+            f"carve: every silhouette covers at least {_FULL_FRACTION:.0%} of its image "
+            f"(alpha_threshold={cfg.alpha_threshold}): the views have no object mask to carve a "
+            "hull from"
         )
     return sil
 
