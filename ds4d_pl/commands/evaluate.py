@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
+
+from ds4d_pl.commands.oneline import OneLineParser
+from ds4d_pl.errors import DataError, DS4DError
 
 
 def main(argv: list[str]) -> int:
@@ -11,7 +13,7 @@ def main(argv: list[str]) -> int:
     from ds4d_pl.metrics.evaluate import evaluate_dirs
     from ds4d_pl.metrics.protocol import BenchmarkConfig, write_report
 
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="ds4d eval",
         description="Score any method's renders laid out like Consistent4D's eval_gt "
         "(DIR/<obj>/eval_{k}/{t}.png) against the ground truth, with the same metrics as "
@@ -33,6 +35,11 @@ def main(argv: list[str]) -> int:
     )
     p.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
+    out = Path(a.out or a.pred)
+    if out.exists() and not out.is_dir():
+        p.error(f"--out {out}: is a file; the report (metrics.json, metrics.md) needs a folder")
+    if a.resolution is not None and a.resolution < 16:
+        p.error(f"--resolution must be >= 16; got {a.resolution}")
     explicit = {}
     for item in a.weights:
         if "=" not in item:
@@ -45,8 +52,13 @@ def main(argv: list[str]) -> int:
         resolution=a.resolution,
         weights=explicit,
     )
-    results = evaluate_dirs(a.pred, a.gt, cfg, objects=a.objects, device=a.device)
-    out = Path(a.out or a.pred)
+    try:
+        results = evaluate_dirs(a.pred, a.gt, cfg, objects=a.objects, device=a.device)
+    except DS4DError:
+        raise
+    except (ValueError, OSError) as err:
+        # The readers name the folder or frame that does not match the ground truth.
+        raise DataError(str(err)) from err
     write_report(out, results, title=f"ds4d eval: {a.pred}")
     print((out / "metrics.md").read_text())
     return 0

@@ -29,6 +29,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ds4d_pl.errors import WeightsError
+
 __all__ = [
     "REGISTRY",
     "MissingWeightsError",
@@ -45,7 +47,7 @@ __all__ = [
 ]
 
 
-class MissingWeightsError(FileNotFoundError):
+class MissingWeightsError(WeightsError, FileNotFoundError):
     """Pretrained weights were requested but are not on this machine.
 
     The message names the file or directory that was looked for, what it is, where it is
