@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
+from ds4d_pl.callbacks.progress import progress, shows_progress
 from ds4d_pl.export.ply import save_ply
 
 
@@ -25,15 +26,17 @@ class ExportAssets(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled or not trainer.is_global_zero:
             return
-        self.export(pl_module, Path(trainer.default_root_dir) / "export")
+        self.export(pl_module, Path(trainer.default_root_dir) / "export", shows_progress(trainer))
 
     @torch.no_grad()
-    def export(self, pl_module: pl.LightningModule, out: Path) -> list[Path]:
-        """Write the PLY files into ``out`` and return their paths."""
+    def export(self, pl_module: pl.LightningModule, out: Path, show: bool = False) -> list[Path]:
+        """Write the PLY files into ``out`` and return their paths (with a progress bar when
+        ``show``)."""
         paths = [out / "canonical.ply"]
         save_ply(paths[0], pl_module.model.at(0.0, deform=False))
         if self.per_frame:
-            for i, t in enumerate(pl_module.scene.train.times):
+            times = pl_module.scene.train.times
+            for i, t in progress(enumerate(times), "export PLY", len(times), enabled=show):
                 paths.append(out / f"frame_{i:04d}.ply")
                 save_ply(paths[-1], pl_module.model.at(t))
         return paths

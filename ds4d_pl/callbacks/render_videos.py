@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
+from ds4d_pl.callbacks.progress import progress, shows_progress
 from ds4d_pl.cameras import NAMED_VIEWS, orbit_cameras, turntable_cameras
 from ds4d_pl.export.video import write_video
 
@@ -53,11 +54,13 @@ class RenderVideos(pl.Callback):
         self.radius = radius
         self.orbit = orbit
         self.eval_views = eval_views
+        self._show = False  # a progress bar per video while the trainer shows one
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled or not trainer.is_global_zero:
             return
         out = Path(trainer.default_root_dir) / "renders"
+        self._show = shows_progress(trainer)
         for name, frames in self.render(pl_module).items():
             path = write_video(out / f"{name}.mp4", frames, fps=self.fps)
             # Loggers that take videos (W&B) get the files as media next to the metrics.
@@ -73,11 +76,9 @@ class RenderVideos(pl.Callback):
         ev = pl_module.scene.eval
         if self.eval_views and ev is not None:
             for k in range(ev.num_views):
+                frames = progress(range(ev.num_frames), f"video eval_{k}", enabled=self._show)
                 videos[f"eval_{k}"] = torch.cat(
-                    [
-                        pl_module.render(ev.cameras_at(f)[k], ev.times[f]).rgb.cpu()
-                        for f in range(ev.num_frames)
-                    ]
+                    [pl_module.render(ev.cameras_at(f)[k], ev.times[f]).rgb.cpu() for f in frames]
                 )
         return {k: v.clamp(0.0, 1.0) for k, v in videos.items()}
 
@@ -89,10 +90,14 @@ class RenderVideos(pl.Callback):
         orbit_times = torch.linspace(0.0, 1.0, n)
         videos = {
             "turntable": torch.cat(
-                [pl_module.render(cams[i], orbit_times[i]).rgb.cpu() for i in range(n)]
+                [
+                    pl_module.render(cams[i], orbit_times[i]).rgb.cpu()
+                    for i in progress(range(n), "video turntable", enabled=self._show)
+                ]
             )
         }
         for name, azimuth in NAMED_VIEWS.items():
             cam = orbit_cameras([self.elevation], [azimuth], res, res, radius=self.radius)
-            videos[name] = torch.cat([pl_module.render(cam, t).rgb.cpu() for t in times])
+            steps = progress(times, f"video {name}", total=len(times), enabled=self._show)
+            videos[name] = torch.cat([pl_module.render(cam, t).rgb.cpu() for t in steps])
         return videos

@@ -1,0 +1,81 @@
+"""Progress that says where a run is: the training bar names the stage (coarse / fine) and the
+Gaussian count and counts global steps; long loops outside the training loop (videos, exports)
+show a bar of their own through :func:`progress`."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import Any, TypeVar
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
+
+T = TypeVar("T")
+
+
+def stage_of(pl_module: pl.LightningModule, step: int) -> str:
+    """``coarse`` or ``fine`` for systems with a stage schedule, else ``train``."""
+    is_coarse = getattr(pl_module, "is_coarse", None)
+    if is_coarse is None:
+        return "train"
+    return "coarse" if is_coarse(step) else "fine"
+
+
+class StageProgressBar(TQDMProgressBar):
+    """Lightning's bar over global steps (``1250/2300``, also after a resume) instead of
+    "Epoch 0" over an endless stream, with the stage as description and the Gaussian count
+    next to the loss."""
+
+    @property
+    def train_description(self) -> str:
+        return "train"
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *args: Any) -> None:
+        # Not Lightning's version: it labels the bar "Epoch 0" and counts the batches of an
+        # epoch, which an endless step stream never ends.
+        if self._leave:
+            self.train_progress_bar = self.init_train_tqdm()
+        bar = self.train_progress_bar
+        bar.set_description(stage_of(trainer.lightning_module, trainer.global_step), refresh=False)
+        bar.reset(total=trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else None)
+        bar.n = bar.initial = trainer.global_step
+        bar.refresh()
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, i: int
+    ) -> None:
+        bar = self.train_progress_bar
+        n = trainer.global_step
+        if bar is not None and self._should_update(n, bar.total):
+            bar.n = n
+            bar.set_description(stage_of(pl_module, n), refresh=False)
+            bar.set_postfix(self.get_metrics(trainer, pl_module))
+
+    def get_metrics(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> dict[str, Any]:
+        items = super().get_metrics(trainer, pl_module)
+        items.pop("v_num", None)
+        model = getattr(pl_module, "model", None)
+        if model is not None and hasattr(model, "gaussians"):
+            items["gaussians"] = model.gaussians.num_gaussians
+        return items
+
+
+def progress(
+    items: Iterable[T], description: str, total: int | None = None, enabled: bool = True
+) -> Iterator[T]:
+    """``items``, with a progress bar on stderr when ``enabled`` (e.g. when the trainer shows
+    one) and the output is a terminal, so a video or an export does not look like a hang."""
+    if not enabled:
+        yield from items
+        return
+    bar = Tqdm(items, desc=description, total=total, leave=False, dynamic_ncols=True)
+    try:
+        yield from bar
+    finally:
+        bar.close()
+
+
+def shows_progress(trainer: pl.Trainer | None) -> bool:
+    """Whether ``trainer`` shows progress (its progress bar is on)."""
+    return trainer is not None and trainer.progress_bar_callback is not None
