@@ -24,13 +24,7 @@ tomllib = pytest.importorskip("tomllib")
 PACKAGE = REPO / "ds4d_pl"
 
 #: Required dependencies that ds4d_pl never imports by name, and why they are still required.
-DECLARED_NOT_IMPORTED = {
-    "jsonargparse": "LightningCLI imports it to parse every config; lightning lists it only in "
-    "its `pytorch-extra` extra",
-    "wandb": "configs/logger/wandb.yaml names lightning's WandbLogger by class_path, which "
-    "imports wandb",
-    "omegaconf": "declared for upcoming use (config interpolation); not imported yet",
-}
+DECLARED_NOT_IMPORTED = {}
 
 #: Imports that may be missing at run time: the import is guarded (a ``try`` catching
 #: ImportError) and the distribution is offered by the named extra (None: not on PyPI).
