@@ -1,14 +1,16 @@
 """What a run started from a checkpoint takes from the checkpoint, and what from the user.
 
-A checkpoint fixes the asset it holds: the keys that decide its parameters' shapes or what it
-computes from its inputs (Gaussian initialisation, deformation field, ablation switches, frame
-conditioning, background). A config that gives one of them a different value than the
-checkpoint does is an error naming every such key, never silently replaced. Other keys given by
-the user win over the checkpoint and are listed in one line:
+Model keys fall in three classes:
 
-* always: how a model is evaluated and where files are on this machine
-  (:data:`ALWAYS_GIVEN`);
-* when fitting (resuming): how training continues (:data:`FIT_GIVEN`).
+* keys that decide the asset: its parameters' shapes or what it computes from its inputs
+  (deformation field, ablation switches, frame conditioning, background, SH degree). The
+  checkpoint fixes them; a config giving one of them another value is an error naming every
+  such key, never a silent replacement;
+* evaluation keys: how a model is scored, which backend renders it, where weights are on this
+  machine (:data:`EVALUATION_KEYS`). Given values win;
+* training keys: how training continues (:data:`TRAINING_KEYS`). Given values win when
+  resuming (``fit``); when only evaluating they have no effect, so the checkpoint's values are
+  kept and the given ones are listed as unused.
 
 A key counts as *given* when its value differs from the parser's default (the CLI cannot tell
 a default typed out from one left alone, and both mean the same).
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -28,15 +31,15 @@ import torch
 from ds4d_pl.errors import CheckpointError
 
 #: Model keys (and key prefixes) that only change how a model is scored or where files are found.
-ALWAYS_GIVEN = (
+EVALUATION_KEYS = (
     "benchmark",
     "renderer",
     "conditioning.encoder_weights",
     "conditioning.cache_dir",
     "sds.path",
 )
-#: Model keys that change how training continues, not what the checkpoint holds.
-FIT_GIVEN = (
+#: Model keys that change how training continues (or started), not what the checkpoint holds.
+TRAINING_KEYS = (
     "loss",
     "optim",
     "schedule",
@@ -44,6 +47,11 @@ FIT_GIVEN = (
     "sds",
     "seed",
     "conditioning.visibility_every",
+    "init.num",
+    "init.radius",
+    "init.path",
+    "init.normalize",
+    "init.init_opacity",
 )
 
 
@@ -69,9 +77,24 @@ def _same(a: Any, b: Any) -> bool:
     return a == b
 
 
+@dataclass
+class Reconciled:
+    """The outcome of :func:`reconcile`.
+
+    Attributes:
+        model: The merged model section (nested).
+        used: Keys whose given value won, each with ``(given, checkpoint)``.
+        unused: Training keys given to an evaluation, which keep the checkpoint's value.
+    """
+
+    model: dict[str, Any]
+    used: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+    unused: dict[str, tuple[Any, Any]] = field(default_factory=dict)
+
+
 def reconcile(
     given: dict[str, Any], defaults: dict[str, Any], saved: dict[str, Any], fitting: bool
-) -> tuple[dict[str, Any], dict[str, tuple[Any, Any]]]:
+) -> Reconciled:
     """Merge the model config of a run with a checkpoint's hyper-parameters.
 
     Args:
@@ -81,35 +104,39 @@ def reconcile(
         fitting: Whether the run trains (``fit``) or only evaluates.
 
     Returns:
-        The merged model section (nested, like ``saved``) and the keys the user's value won,
-        each with ``(given, checkpoint)``.
+        The merged section, the given values used and the given values without effect.
 
     Raises:
         CheckpointError: A key the checkpoint fixes was given a different value; the message
             lists every such key with both values.
     """
     flat_given, flat_default, flat_saved = flatten(given), flatten(defaults), flatten(saved)
-    wins = ALWAYS_GIVEN + (FIT_GIVEN if fitting else ())
     merged = dict(flat_saved)
-    overridden: dict[str, tuple[Any, Any]] = {}
+    out = Reconciled(model={})
     conflicts: list[str] = []
     for key, value in flat_given.items():
         if key in flat_default and _same(value, flat_default[key]):
             continue  # not given
         if key in flat_saved and _same(value, flat_saved[key]):
             continue
-        if _matches(key, wins) and not _changes_shape(key, value, flat_saved.get(key)):
+        old = flat_saved.get(key)
+        if _changes_shape(key, value, old):
+            conflicts.append(f"model.{key}: given {value!r}, checkpoint {old!r}")
+        elif _matches(key, EVALUATION_KEYS) or (fitting and _matches(key, TRAINING_KEYS)):
             merged[key] = value
-            overridden[key] = (value, flat_saved.get(key))
+            out.used[key] = (value, old)
+        elif _matches(key, TRAINING_KEYS):
+            out.unused[key] = (value, old)
         else:
-            conflicts.append(f"model.{key}: given {value!r}, checkpoint {flat_saved.get(key)!r}")
+            conflicts.append(f"model.{key}: given {value!r}, checkpoint {old!r}")
     if conflicts:
         raise CheckpointError(
             "the config does not match the checkpoint's model ("
             + "; ".join(conflicts)
             + "). A checkpoint fixes its model: drop these keys, or pass the checkpoint's values"
         )
-    return unflatten(merged), overridden
+    out.model = unflatten(merged)
+    return out
 
 
 def _changes_shape(key: str, given: Any, saved: Any) -> bool:

@@ -81,7 +81,8 @@ def _saved_config(parser: LightningArgumentParser, config: Any) -> str:
     config = config.clone()
     config["ckpt_path"] = None
     if "overwrite" in config:
-        config["overwrite"] = False
+        # A fit-only flag: without it the file also serves `ds4d test -c config.yaml`.
+        del config["overwrite"]
     return parser.dump(config, skip_none=False)
 
 
@@ -260,13 +261,17 @@ class DS4DCLI(LightningCLI):
         saved = {k: v for k, v in saved.items() if k in given}
         defaults = self._parser(sub).get_defaults().get("model")
         defaults = complete(defaults.as_dict() if defaults is not None else {}, cls)
-        merged, overridden = reconcile(given, defaults, saved, fitting=sub == "fit")
-        if overridden:
-            shown = ", ".join(
-                f"model.{k}={g!r} (checkpoint: {c!r})" for k, (g, c) in overridden.items()
-            )
-            self._note(f"over the checkpoint's values, using {shown}")
-        self.config = self.parser.parse_object({sub: {"model": merged}}, self.config)
+        result = reconcile(given, defaults, saved, fitting=sub == "fit")
+        for keys, what in (
+            (result.used, "over the checkpoint's values, using"),
+            (result.unused, f"not used by {sub} (training keys; the checkpoint's are kept):"),
+        ):
+            if keys:
+                shown = ", ".join(
+                    f"model.{k}={g!r} (checkpoint: {c!r})" for k, (g, c) in keys.items()
+                )
+                self._note(f"{what} {shown}")
+        self.config = self.parser.parse_object({sub: {"model": result.model}}, self.config)
 
     # ------------------------------------------------------------- before building
     def before_instantiate_classes(self) -> None:
