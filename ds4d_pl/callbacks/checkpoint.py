@@ -28,14 +28,14 @@ class RunCheckpoint(ModelCheckpoint):
     A crash (e.g. a non-finite loss) does not reach ``on_train_end``, and the system refuses to
     save a diverged state, so the last good checkpoint is never overwritten by a broken one.
 
-    Args are those of ``ModelCheckpoint``; ``dirpath`` must stay unset (the run directory's
-    ``checkpoints/``) and ``save_last`` true. ``enable_version_counter`` is accepted for config
-    files written before this rule and must be false.
+    Args are those of ``ModelCheckpoint``; ``dirpath``, when set, must be the run directory's
+    ``checkpoints/`` (checked at set-up) and ``save_last`` true. ``enable_version_counter`` is
+    accepted for config files written before this rule and is not used.
     """
 
     def __init__(
         self,
-        dirpath: str | None = None,
+        dirpath: str | os.PathLike | None = None,
         filename: str | None = None,
         monitor: str | None = None,
         verbose: bool = False,
@@ -51,11 +51,6 @@ class RunCheckpoint(ModelCheckpoint):
         save_on_train_epoch_end: bool | None = None,
         enable_version_counter: bool = False,
     ) -> None:
-        if dirpath is not None:
-            raise ConfigError(
-                f"checkpoint.dirpath={dirpath!r}: checkpoints always go to the run directory's "
-                "checkpoints/ (set --trainer.default_root_dir instead)"
-            )
         if save_last is not True:
             raise ConfigError(
                 f"checkpoint.save_last={save_last!r}: every run keeps checkpoints/last.ckpt, the "
@@ -68,7 +63,7 @@ class RunCheckpoint(ModelCheckpoint):
                 "last.ckpt, overwritten in place"
             )
         super().__init__(
-            dirpath=None,
+            dirpath=dirpath,
             filename=filename,
             monitor=monitor,
             verbose=verbose,
@@ -84,6 +79,24 @@ class RunCheckpoint(ModelCheckpoint):
             save_on_train_epoch_end=save_on_train_epoch_end,
             enable_version_counter=False,
         )
+
+    def check_dirpath(self, run_dir: str | os.PathLike) -> None:
+        """Refuse a ``dirpath`` other than ``<run_dir>/checkpoints``.
+
+        Raises:
+            ConfigError: Checkpoints would go where resume and ``ds4d test`` do not look.
+        """
+        expected = os.path.realpath(os.path.join(run_dir, "checkpoints"))
+        if self.dirpath is not None and os.path.realpath(self.dirpath) != expected:
+            raise ConfigError(
+                f"checkpoint.dirpath={self.dirpath}: checkpoints go to the run directory's "
+                f"checkpoints/ ({expected}), where resume and ds4d test look; set "
+                "--trainer.default_root_dir instead"
+            )
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        super().setup(trainer, pl_module, stage)
+        self.check_dirpath(trainer.default_root_dir)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if (

@@ -382,6 +382,8 @@ class DS4DCLI(LightningCLI):
         trainer = super().instantiate_trainer(**kwargs)
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
         for cb in trainer.checkpoint_callbacks:
+            if isinstance(cb, RunCheckpoint):
+                cb.check_dirpath(trainer.default_root_dir)  # before anything is written
             if isinstance(cb, ModelCheckpoint) and cb.dirpath is None:
                 cb.dirpath = os.path.realpath(os.path.join(trainer.default_root_dir, "checkpoints"))
         if any(isinstance(lg, WandbLogger) for lg in trainer.loggers) and not any(
