@@ -405,6 +405,15 @@ def test_bad_paths_are_one_line_errors(demo_run: Path, tmp_path: Path) -> None:
     junk.write_bytes(b"not a checkpoint")
     with pytest.raises(RunLoadError, match="junk.ckpt: not a readable checkpoint"):
         load_source(demo_run, checkpoint=junk)
+    raw = yaml.safe_load((demo_run / "config.yaml").read_text())
+    raw["model"]["field"] = {"encodingg": "hexplane"}
+    typo = tmp_path / "typo.yaml"
+    typo.write_text(yaml.safe_dump(raw))
+    with pytest.raises(
+        RunLoadError,
+        match=r"typo.yaml: cannot rebuild the run \(Parser key \"model.field\": Option 'encodingg'",
+    ):
+        load_source(demo_run, config=typo)
     lonely = tmp_path / "lonely" / "x.ckpt"
     lonely.parent.mkdir()
     lonely.write_bytes(b"")

@@ -104,6 +104,19 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+def _config_problem(error: BaseException) -> str:
+    """One line from a (multi-line) config parser error: the key it names and the most specific
+    complaint (e.g. ``Parser key "model.field": Option 'encodingg' is not accepted``)."""
+    lines = [line.strip(" -") for line in str(error).splitlines() if line.strip(" -")]
+    if len(lines) < 2:
+        return _first_line(error)
+    generic = ("Does not validate against", "Subtypes:", "Errors:", "Given value", "NoneType")
+    details = [line for line in lines[1:] if not any(g in line for g in generic)]
+    specific = [line for line in details if not line.startswith("Problem with given")]
+    detail = (specific or details or lines[1:])[0]
+    return f"{lines[0].rstrip(':')}: {detail}"
+
+
 def _build(config: Path) -> tuple[object, object]:
     """The run's system and data module, rebuilt from the ``model:`` and ``data:`` sections of
     its config with the same typed parser LightningCLI uses (so every key is validated)."""
@@ -125,7 +138,7 @@ def _build(config: Path) -> tuple[object, object]:
         cfg = parser.parse_object({"model": raw["model"], "data": raw["data"] or {}})
         init = parser.instantiate(cfg)
     except Exception as e:  # noqa: BLE001 - any failure to rebuild is reported as one line
-        raise RunLoadError(f"{config}: cannot rebuild the run ({_first_line(e)})") from None
+        raise RunLoadError(f"{config}: cannot rebuild the run ({_config_problem(e)})") from None
     return init.model, init.data
 
 
