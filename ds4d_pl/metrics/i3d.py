@@ -1,8 +1,8 @@
 """Inception-I3D (Kinetics-400), the FVD network, defined here with the public checkpoint's names.
 
-``torchvision`` / ``torch-fidelity`` are not dependencies (DESIGN §2), so the network FVD needs
-is defined in this module. It is the PyTorch port of Carreira & Zisserman's I3D used by the FVD
-code of the VideoGPT / StyleGAN-V / DisCo / Consistent4D lineage, and its parameter and buffer
+``torchvision`` / ``torch-fidelity`` are not dependencies (docs/design.md §2), so the network FVD
+needs is defined in this module. It is the PyTorch port of Carreira & Zisserman's I3D used by the
+FVD code of the VideoGPT / StyleGAN-V / DisCo / Consistent4D lineage, and its parameter and buffer
 names are those of the public ``i3d_pretrained_400.pt`` state dict, so that file loads with
 :func:`~ds4d_pl.metrics.weights.load_strict` as is:
 
