@@ -244,16 +244,16 @@ def time_render(renderer: Renderer, device: torch.device, repeats: int = 5) -> f
 
 def check_render(device: torch.device) -> dict:
     """gsplat against the torch reference renderer (images and gradients), and their speed."""
-    from ds4d_pl.render import TorchTiledRenderer, build_renderer
+    from ds4d_pl.render import TorchRasterizer, build_renderer
 
     try:
         candidate = build_renderer("gsplat")
     except (RuntimeError, ImportError) as e:
         return {"status": "skipped", "reason": str(e)}
-    reference = TorchTiledRenderer()
+    reference = TorchRasterizer()
     result = compare_renderers(reference, candidate, device)
     result["ms_forward_backward"] = {
-        "torch_tiled": time_render(reference, device),
+        "torch": time_render(reference, device),
         "gsplat": time_render(candidate, device),
     }
     return result

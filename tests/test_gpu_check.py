@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from ds4d_pl.fields.hashgrid import HashGrid4D
-from ds4d_pl.render import TorchTiledRenderer
+from ds4d_pl.render import TorchRasterizer
 from ds4d_pl.render.base import GaussianParams
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +49,7 @@ def test_unknown_check_is_refused() -> None:
 
 
 def test_identical_renderers_pass_with_zero_error() -> None:
-    result = gpu_check.compare_renderers(TorchTiledRenderer(), TorchTiledRenderer(), "cpu", SMALL)
+    result = gpu_check.compare_renderers(TorchRasterizer(), TorchRasterizer(), "cpu", SMALL)
     scene = result["scenes"]["tiny"]
     assert result["status"] == "pass" and scene["status"] == "pass"
     assert scene["rgb_max_abs"] == 0.0 and scene["means2d_max_abs"] == 0.0
@@ -63,7 +63,7 @@ class _Brighter:
     name = "brighter"
 
     def __call__(self, gaussians, cameras, background):
-        out = TorchTiledRenderer()(gaussians, cameras, background)
+        out = TorchRasterizer()(gaussians, cameras, background)
         out.rgb = out.rgb + 0.01
         return out
 
@@ -81,14 +81,14 @@ class _FrozenOpacity:
             gaussians.opacities.detach(),
             gaussians.sh,
         )
-        return TorchTiledRenderer()(g, cameras, background)
+        return TorchRasterizer()(g, cameras, background)
 
 
 def test_renderer_mismatches_in_images_or_gradients_fail() -> None:
-    bright = gpu_check.compare_renderers(TorchTiledRenderer(), _Brighter(), "cpu", SMALL)
+    bright = gpu_check.compare_renderers(TorchRasterizer(), _Brighter(), "cpu", SMALL)
     assert bright["status"] == "fail"
     assert bright["scenes"]["tiny"]["rgb_max_abs"] == pytest.approx(0.01, abs=1e-5)
-    frozen = gpu_check.compare_renderers(TorchTiledRenderer(), _FrozenOpacity(), "cpu", SMALL)
+    frozen = gpu_check.compare_renderers(TorchRasterizer(), _FrozenOpacity(), "cpu", SMALL)
     scene = frozen["scenes"]["tiny"]
     assert frozen["status"] == "fail" and scene["rgb_max_abs"] == 0.0
     assert scene["grads"]["opacities"]["rel_err"] == pytest.approx(1.0)

@@ -157,7 +157,7 @@ class ViewerApp:
             server.stop()
             raise PortInUseError(f"port {self.port} on {self.host} is already in use")
         self.server = server
-        server.scene.set_up_direction("+y")  # the package's world is y-up (DESIGN §6)
+        server.scene.set_up_direction("+y")  # the package's world is y-up (docs/design.md §6)
         first = self.source.gaussians_at(self.initial_time)
         self.splats = server.scene.add_gaussian_splats(
             "/gaussians",
