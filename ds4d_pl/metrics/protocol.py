@@ -38,10 +38,12 @@ from ds4d_pl.render.base import RenderOutput
 
 __all__ = [
     "COLUMNS",
+    "NO_EVAL_VIEWS",
     "BenchmarkConfig",
     "ProtocolScorer",
     "resize_frames",
     "score_model",
+    "unavailable_protocol",
     "write_report",
 ]
 
@@ -312,20 +314,72 @@ def _cell(value: Any, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
+#: Why the benchmark columns are empty for a scene without evaluation views.
+NO_EVAL_VIEWS = (
+    "no evaluation views: scene {name!r} has no ground truth of novel views (e.g. no eval_gt "
+    "folder), as for any video of your own"
+)
+
+#: Per-split scores shown below the benchmark row: held-out frames and input reconstruction.
+SPLIT_COLUMNS = (
+    ("psnr", "PSNR↑"),
+    ("masked_psnr", "object PSNR↑"),
+    ("ssim", "SSIM↑"),
+    ("dyn_psnr", "dyn PSNR↑"),
+    ("lpips", "LPIPS↓"),
+)
+_SPLIT_LABELS = {"holdout": "held-out frames (input view)", "input": "training frames (input view)"}
+
+
+def unavailable_protocol(reason: str) -> dict[str, Any]:
+    """The benchmark columns, each ``"n/a (<reason>)"``: what ``metrics.json`` says when the
+    protocol cannot be scored at all."""
+    out: dict[str, Any] = {key: f"n/a ({reason})" for key, _ in COLUMNS}
+    out.update(num_objects=0, num_clips=0)
+    return out
+
+
+def _split_table(results: dict[str, Any]) -> str:
+    digits = {"psnr": 2, "masked_psnr": 2, "ssim": 4, "dyn_psnr": 2, "lpips": 4}
+    rows = []
+    for split, label in _SPLIT_LABELS.items():
+        if not any(k.startswith(f"{split}/") for k in results):
+            continue
+        cells = [_cell(results.get(f"{split}/{k}"), digits[k]) for k, _ in SPLIT_COLUMNS]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    if not rows:
+        return ""
+    head = "| views | " + " | ".join(label for _, label in SPLIT_COLUMNS) + " |"
+    sep = "|---|" + "---|" * len(SPLIT_COLUMNS)
+    return "\n" + "\n".join([head, sep, *rows]) + "\n"
+
+
 def markdown_table(results: dict[str, Any], title: str) -> str:
-    """The paper's columns as a one-row markdown table."""
+    """The paper's columns as a one-row markdown table (an unavailable metric reads ``n/a`` in
+    its cell and its reason once below the table), then the per-split scores."""
     digits = {"clip": 4, "lpips": 4, "fvd": 2, "fid_vid": 2, "psnr": 2, "ssim": 4, "dyn_psnr": 2}
     keys = [k for k, _ in COLUMNS if k in results]
-    head = "| " + " | ".join(label for k, label in COLUMNS if k in results) + " |"
+    labels = dict(COLUMNS)
+    head = "| " + " | ".join(labels[k] for k in keys) + " |"
     sep = "|" + "---|" * len(keys)
-    row = "| " + " | ".join(_cell(results[k], digits[k]) for k in keys) + " |"
+    reasons: dict[str, list[str]] = {}
+    cells = []
+    for k in keys:
+        value = results[k]
+        if isinstance(value, str) and value.startswith("n/a ("):
+            reasons.setdefault(value, []).append(labels[k].rstrip("↑↓"))
+            value = "n/a"
+        cells.append(_cell(value, digits[k]))
+    row = "| " + " | ".join(cells) + " |"
     notes = []
     if "fvd_mode" in results:
         notes.append(f"FVD mode: {results['fvd_mode']}")
     if "fid_vid_variant" in results:
         notes.append(f"FID-VID variant: {results['fid_vid_variant']}")
     notes.append(f"{results.get('num_objects', 0)} object(s), {results.get('num_clips', 0)} clips")
-    return f"# {title}\n\n{head}\n{sep}\n{row}\n\n" + "; ".join(notes) + "\n"
+    unavailable = "".join(f"\n- {', '.join(cols)}: {reason}" for reason, cols in reasons.items())
+    body = f"# {title}\n\n{head}\n{sep}\n{row}\n\n" + "; ".join(notes) + "\n" + unavailable
+    return body + ("\n" if unavailable else "") + _split_table(results)
 
 
 def write_report(out_dir: str | Path, results: dict[str, Any], title: str = "Metrics") -> None:
