@@ -43,6 +43,7 @@ from ds4d_pl.data.types import FrameBatch, composite
 from ds4d_pl.gaussians.densify import DensifyStrategy
 from ds4d_pl.logging import fusion_statistics
 from ds4d_pl.losses import photometric_terms, scale_ratio_term, weigh
+from ds4d_pl.metrics.noref import flicker_scores
 from ds4d_pl.metrics.protocol import (
     NO_EVAL_VIEWS,
     BenchmarkConfig,
@@ -489,6 +490,7 @@ class DS4DSystem(pl.LightningModule):
         else:
             results = unavailable_protocol(NO_EVAL_VIEWS.format(name=scene.name))
         results.update({k: v for k, v in values.items() if "/" in k})
+        results.update(flicker_scores(self.render, scene, self.model.background))
         results["num_gaussians"] = self.model.gaussians.num_gaussians
         results["init_source"] = self.model.init_record
         write_report(self.trainer.default_root_dir, results, title=scene.name)
