@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ds4d_pl.data.segment import SegmenterConfig, load_segmenter
-from ds4d_pl.metrics.weights import MissingWeightsError
+from ds4d_pl.weights import BadWeightsError, MissingWeightsError
 
 
 class DarkIsForeground(nn.Module):
@@ -69,11 +69,11 @@ def test_a_list_of_probability_maps_is_read_at_output_index(tmp_path: Path) -> N
 
 
 def test_missing_or_wrong_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(MissingWeightsError, match=r"nothere\.pt: segmentation model not found"):
+    with pytest.raises(MissingWeightsError, match=r"nothere\.pt: the weights path given for"):
         load_segmenter(tmp_path / "nothere.pt")
     bad = tmp_path / "weights.pt"
     torch.save({"w": torch.zeros(1)}, bad)
-    with pytest.raises(ValueError, match=r"weights\.pt: not a TorchScript model"):
+    with pytest.raises(BadWeightsError, match=r"weights\.pt: not a TorchScript model"):
         load_segmenter(bad)
     with pytest.raises(ValueError, match="normalize"):
         SegmenterConfig(normalize="clip")
