@@ -244,6 +244,25 @@ def test_frame_fid_averages_per_frame_fids_over_clips(inception: InceptionV3) ->
         metric.update(a[:, :2], b[:, :2], features=True)
 
 
+def test_pooling_is_per_frame_index_across_all_clips_and_counts_every_sample(
+    inception: InceptionV3,
+) -> None:
+    """What frame_fid pools: the t-th frames of every clip; each clip is a sample, so listing
+    clips twice changes the value (the protocol therefore refuses duplicates)."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4, 3, 6, generator=g), torch.randn(4, 3, 6, generator=g) + 0.3
+    metric = FIDVID(inception, "frame_fid")
+    assert (metric.num_clips(), metric.num_frames()) == (0, None)
+    metric.update(a, b, features=True)
+    once = float(metric.compute())
+    assert (metric.num_clips(), metric.num_frames()) == (4, 3)
+    expected = sum(frechet_distance(a[:, t], b[:, t]) for t in range(3)) / 3
+    assert once == pytest.approx(expected, rel=1e-6)
+    metric.update(a, b, features=True)
+    twice = float(metric.compute())
+    assert metric.num_clips() == 8 and abs(twice - once) > 1e-3 * once
+
+
 @pytest.mark.parametrize("n", [3, 6])
 def test_frechet_equals_the_eigenvalue_formula_of_torchmetrics_fid(n: int, r3d: R3D50) -> None:
     # STAG4D computed its per-frame FIDs with torchmetrics; n = 3 < d = 5 is the rank-deficient

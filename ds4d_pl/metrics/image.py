@@ -4,6 +4,22 @@ All metrics take images as ``(B, H, W, 3)`` in ``[0, 1]`` (the package's layout)
 per-image scores over images, the convention of the 4D-GS and DS4D tables. ``data_range`` is
 always passed explicitly: torchmetrics' default changed across versions and silently gives
 different numbers.
+
+Two SSIMs, the same Gaussian window (11 taps, σ 1.5, ``C1 = 0.01²``, ``C2 = 0.03²``) and two
+border conventions, because published tables use both:
+
+* :func:`ssim` (``standard``): the statistics are taken only where the whole window lies inside
+  the image, and that map is averaged (scikit-image's ``structural_similarity`` with Gaussian
+  weights, and torchmetrics 1.4, which reflect-pads and then crops the 5-pixel border off).
+  It is written here rather than delegated, because torchmetrics 1.9 stopped cropping and now
+  averages the reflect-padded border too: the number would depend on the installed version.
+* :func:`ssim_zero_padded` (``4dgs``): the ``ssim`` of 3D-GS / 4D-GS ``utils/loss_utils.py``.
+  The image is zero-padded by 5 pixels and the whole map, border included, is averaged. The
+  zero padding darkens the border statistics, so on a photo it reads 0.002-0.009 higher than
+  the standard one.
+
+:func:`to_8bit` is the PNG round trip of ``torchvision.utils.save_image`` (``x·255 + 0.5``,
+floored), which 4D-GS applies to renders and ground truth before scoring them.
 """
 
 from __future__ import annotations
@@ -11,7 +27,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 
 def _check_pair(pred: Tensor, target: Tensor) -> None:
@@ -27,24 +42,68 @@ def psnr_from_mse(mse: Tensor, data_range: float = 1.0) -> Tensor:
     return 10.0 * torch.log10(data_range**2 / mse.clamp_min(1e-12))
 
 
+def _gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:
+    x = torch.arange(size, dtype=torch.float64) - size // 2
+    g = torch.exp(-(x**2) / (2.0 * sigma**2))
+    return g / g.sum()
+
+
+def _ssim_map(pred: Tensor, target: Tensor, data_range: float, pad: int) -> Tensor:
+    """SSIM map of ``(B, H, W, 3)`` images with an 11-tap σ=1.5 Gaussian window; ``pad`` zeros
+    around the images (0: only where the window fits)."""
+    _check_pair(pred, target)
+    x, y = pred.permute(0, 3, 1, 2), target.permute(0, 3, 1, 2)
+    if min(x.shape[-2:]) + 2 * pad < 11:
+        raise ValueError(f"SSIM needs images of at least 11x11 pixels, got {tuple(x.shape[-2:])}")
+    g = _gaussian_window().to(x)
+    kernel = (g[:, None] * g[None, :]).expand(3, 1, 11, 11).contiguous()
+
+    def blur(z: Tensor) -> Tensor:
+        return torch.nn.functional.conv2d(z, kernel, padding=pad, groups=3)
+
+    mu_x, mu_y = blur(x), blur(y)
+    var_x = blur(x * x) - mu_x**2
+    var_y = blur(y * y) - mu_y**2
+    cov = blur(x * y) - mu_x * mu_y
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
+    return num / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+
+
 def ssim(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
-    """Per-image SSIM (Gaussian window 11, σ 1.5), differentiable.
+    """Per-image SSIM (Gaussian window 11, σ 1.5) over the pixels where the window fits
+    (the ``standard`` protocol), differentiable.
 
     Args:
-        pred: ``(B, H, W, 3)``.
+        pred: ``(B, H, W, 3)``, ``H, W >= 11``.
         target: ``(B, H, W, 3)``.
         data_range: Value range of the images.
 
     Returns:
         ``(B,)`` SSIM values.
     """
-    _check_pair(pred, target)
-    return structural_similarity_index_measure(
-        pred.permute(0, 3, 1, 2),
-        target.permute(0, 3, 1, 2),
-        data_range=data_range,
-        reduction="none",
-    )
+    return _ssim_map(pred, target, data_range, pad=0).flatten(1).mean(1)
+
+
+def ssim_zero_padded(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
+    """Per-image SSIM as 3D-GS / 4D-GS compute it (the ``4dgs`` protocol): the images
+    zero-padded by 5 pixels, the whole map averaged. Differentiable.
+
+    Args:
+        pred: ``(B, H, W, 3)`` in ``[0, 1]``.
+        target: ``(B, H, W, 3)``.
+        data_range: Value range of the images.
+
+    Returns:
+        ``(B,)`` SSIM values.
+    """
+    return _ssim_map(pred, target, data_range, pad=5).flatten(1).mean(1)
+
+
+def to_8bit(images: Tensor) -> Tensor:
+    """Images quantised the way ``torchvision.utils.save_image`` writes PNGs (floor of
+    ``x·255 + 0.5``, clamped), back in ``[0, 1]``."""
+    return torch.floor(images.clamp(0.0, 1.0) * 255.0 + 0.5) / 255.0
 
 
 class _PerImageMean(Metric):

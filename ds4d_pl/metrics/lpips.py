@@ -316,11 +316,15 @@ class LPIPS(PerImageNetworkMetric):
     """Mean LPIPS (VGG, v0.1) over images; lower is better.
 
     Inputs are the package's ``(B, H, W, 3)`` images in ``[0, 1]`` (as in
-    :mod:`ds4d_pl.metrics.image`), mapped to ``[-1, 1]`` internally (the Consistent4D protocol,
-    DESIGN §7). Composite onto the background before calling. States: ``total``, ``count``.
+    :mod:`ds4d_pl.metrics.image`), mapped to ``[-1, 1]`` internally, the range LPIPS was
+    trained on (the Consistent4D protocol, DESIGN §7). Composite onto the background before
+    calling. States: ``total``, ``count``.
 
     Args:
         net: An :class:`LPIPSNet` (from :meth:`LPIPSNet.from_pretrained`, or random for tests).
+        rescale: Map ``[0, 1]`` inputs to ``[-1, 1]`` (correct). ``False`` feeds them as they
+            are, which is what 4D-GS's ``metrics.py`` does (its LPIPS receives ``[0, 1]``
+            tensors); only the ``4dgs`` scene protocol uses it, to reproduce those tables.
         **kwargs: Passed to :class:`torchmetrics.Metric`.
     """
 
@@ -328,8 +332,9 @@ class LPIPS(PerImageNetworkMetric):
     is_differentiable = False
     full_state_update = False
 
-    def __init__(self, net: LPIPSNet, **kwargs: Any) -> None:
+    def __init__(self, net: LPIPSNet, rescale: bool = True, **kwargs: Any) -> None:
         super().__init__(net, **kwargs)
+        self.rescale = rescale
 
     @property
     def weights_sha256(self) -> dict[str, str]:
@@ -339,8 +344,10 @@ class LPIPS(PerImageNetworkMetric):
     def scores(self, pred: Tensor, target: Tensor) -> Tensor:
         """``(B,)`` LPIPS of ``(B, H, W, 3)`` images in ``[0, 1]`` (no state change)."""
         p, t = self._prepare(pred, target)
+        if self.rescale:
+            p, t = p * 2.0 - 1.0, t * 2.0 - 1.0
         with torch.no_grad():
-            return self.net(p * 2.0 - 1.0, t * 2.0 - 1.0)
+            return self.net(p, t)
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         """Accumulate the LPIPS of each ``pred`` / ``target`` pair.
@@ -356,11 +363,13 @@ class LPIPS(PerImageNetworkMetric):
         cls,
         vgg_path: str | os.PathLike | None = None,
         lpips_path: str | os.PathLike | None = None,
+        rescale: bool = True,
         **kwargs: Any,
     ) -> LPIPS:
         """The metric with the public weights (see :meth:`LPIPSNet.from_pretrained`).
 
         Raises:
             MissingWeightsError: A weights file is absent (the message names it).
+            BadWeightsError: A weights file is unreadable or does not match.
         """
-        return cls(LPIPSNet.from_pretrained(vgg_path, lpips_path), **kwargs)
+        return cls(LPIPSNet.from_pretrained(vgg_path, lpips_path), rescale=rescale, **kwargs)
