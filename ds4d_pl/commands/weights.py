@@ -150,8 +150,9 @@ def main(argv: list[str]) -> int:
                 print(f"{pad}check: {verdict}")
             continue
         given = " (the path given)" if r["explicit"] else ""
-        print(f"{r['name']:<{width}}  MISSING  {r['file']}{given}")
-        print(f"{pad}used by: {r['used_by']}")
+        folder = "/" if r["kind"] in ("hf_dir", "pipeline_dir") else ""
+        print(f"{r['name']:<{width}}  MISSING  {r['file']}{folder}{given}")
+        print(f"{pad}used by: {r['used_by']}; give a path with {r['setting']}")
         print(f"{pad}get it from: {r['published']}")
         for path in r["looked_at"]:
             print(f"{pad}looked at {path}")

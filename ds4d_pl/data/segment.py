@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ds4d_pl.weights import load_torchscript, resolve
+from ds4d_pl.weights import MissingWeightsError, load_torchscript, resolve
 
 __all__ = ["Segmenter", "SegmenterConfig", "load_segmenter"]
 
@@ -143,5 +143,9 @@ def load_segmenter(path: str | Path | None, cfg: SegmenterConfig | None = None) 
         BadWeightsError: The file is empty, truncated or not a TorchScript archive.
     """
     cfg = SegmenterConfig() if cfg is None else cfg
-    p = resolve("segmenter", path)
+    try:
+        p = resolve("segmenter", path)
+    except MissingWeightsError as err:
+        where = Path(path) if path is not None else "segmenter.pt"
+        raise MissingWeightsError(f"{where}: segmentation model not found.\n{err}") from err
     return Segmenter(load_torchscript(p, "segmentation model"), cfg, p)

@@ -121,7 +121,7 @@ class ViewSet:
             return self.dyn_mask
         if self.per_frame_cameras:
             return torch.zeros_like(self.alpha, dtype=torch.bool)
-        return motion_mask(self.rgb, self.alpha, threshold)
+        return motion_mask(self.rgb, self.alpha, threshold=threshold)
 
 
 @dataclass
@@ -193,7 +193,7 @@ class FrameBatch:
         )
 
 
-def motion_mask(rgb: Tensor, alpha: Tensor | None = None, threshold: float = 0.02) -> Tensor:
+def motion_mask(rgb: Tensor, alpha: Tensor | None = None, *, threshold: float = 0.02) -> Tensor:
     """The dynamic region of each view: pixels whose appearance changes anywhere in the clip.
 
     The one definition ``ds4d test`` (through :meth:`ViewSet.dynamic_mask`) and ``ds4d eval``
@@ -213,6 +213,9 @@ def motion_mask(rgb: Tensor, alpha: Tensor | None = None, threshold: float = 0.0
     Returns:
         ``(V, T, H, W, 1)`` boolean, the same mask repeated for every frame of a view.
     """
+    if alpha is not None and not isinstance(alpha, Tensor):
+        # The former signature was motion_mask(frames, threshold): make that call fail loudly.
+        raise TypeError("motion_mask(rgb, alpha=None, *, threshold=0.02): alpha must be a tensor")
     values = rgb if alpha is None else torch.cat([rgb * alpha, alpha], dim=-1)
     median = values.median(dim=1, keepdim=True).values
     moving = (values - median).abs().amax(dim=-1, keepdim=True).amax(dim=1, keepdim=True)

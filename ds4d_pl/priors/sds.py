@@ -95,7 +95,9 @@ class SDSConfig:
 
     Attributes:
         path: Local Zero123 / zero123-xl diffusers directory (``vae``, ``unet``,
-            ``image_encoder``, ``scheduler``, ``cc_projection``). Required when ``loss.sds > 0``.
+            ``image_encoder``, ``scheduler``, ``cc_projection``). ``None``: looked up like every
+            network (``$DS4D_WEIGHTS_DIR/zero123-xl-diffusers``, then the Hugging Face cache);
+            a missing directory stops ``loss.sds > 0`` runs before the first step.
         guidance_scale: Classifier-free guidance scale.
         resolution: Side of the square renders scored by the UNet (Zero123 was trained at 256).
         views_per_step: Random views rendered for SDS per training step (at one sampled frame).
