@@ -22,7 +22,7 @@ from ds4d_pl.metrics.fid_vid import FIDVID, split_clips
 from ds4d_pl.metrics.fvd import frechet_distance
 from ds4d_pl.metrics.inception import InceptionV3
 from ds4d_pl.metrics.r3d import R3D50
-from ds4d_pl.metrics.weights import MissingWeightsError, load_strict, sha256_file
+from ds4d_pl.weights import MissingWeightsError, load_strict, sha256_file
 
 SIZE = 32
 NOISE = (0.03, 0.1, 0.3)
