@@ -87,10 +87,18 @@ def clip_part(images: torch.Tensor) -> dict[str, Any]:
 
 
 def ssim_part(image: torch.Tensor) -> dict[str, Any]:
-    """Standard vs 4D-GS SSIM on degraded versions of the photo (and torchmetrics for scale)."""
+    """Standard vs 4D-GS SSIM on degraded versions of the photo, and the valid-region SSIM
+    (torchmetrics < 1.5, scikit-image) for scale."""
     from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
 
     from ds4d_pl.metrics.image import ssim, ssim_zero_padded
+
+    def valid_region(pred: torch.Tensor, target: torch.Tensor) -> float:
+        _, full = tm_ssim(
+            pred.permute(0, 3, 1, 2), target.permute(0, 3, 1, 2), data_range=1.0,
+            return_full_image=True,
+        )  # fmt: skip
+        return float(full[..., 5:-5, 5:-5].mean())
 
     g = torch.Generator().manual_seed(0)
     gt = image[None]
@@ -108,7 +116,8 @@ def ssim_part(image: torch.Tensor) -> dict[str, Any]:
             "standard": std,
             "4dgs": dgs,
             "4dgs_minus_standard": dgs - std,
-            "torchmetrics_installed": tm,
+            "torchmetrics_installed_minus_standard": tm - std,
+            "valid_region": valid_region(pred, gt),
         }
     return out
 

@@ -22,7 +22,7 @@ import torch
 
 from ds4d_pl.cameras import orbit_cameras
 from ds4d_pl.render.base import GaussianParams, rgb_to_sh0
-from ds4d_pl.render.torch_tiled import TorchTiledRenderer
+from ds4d_pl.render.torch_raster import TorchRasterizer
 
 GAUSSIANS = (1_000, 5_000, 20_000)
 SIZES = (64, 128, 256)
@@ -48,7 +48,7 @@ def object_scene(n: int, seed: int = 0, sh_degree: int = 0) -> dict[str, torch.T
     return {name: t.requires_grad_(True) for name, t in params.items()}
 
 
-def time_step(renderer: TorchTiledRenderer, n: int, size: int, repeats: int) -> float:
+def time_step(renderer: TorchRasterizer, n: int, size: int, repeats: int) -> float:
     """Median milliseconds of one forward+backward render of ``n`` Gaussians at ``size``²."""
     params = object_scene(n)
     cams = orbit_cameras([15.0], [30.0], size, size)
@@ -80,7 +80,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
-    renderer = TorchTiledRenderer()
+    renderer = TorchRasterizer()
     results: dict[str, object] = {}
     for n in GAUSSIANS:
         for size in SIZES:

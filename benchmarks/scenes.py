@@ -1,126 +1,377 @@
-"""DS4D conditioning vs the plain 4D-GS-style baseline on a D-NeRF-format scene, several seeds.
+"""DS4D conditioning vs the 4D-GS baseline on a synthetic D-NeRF or N3DV scene, several seeds.
 
-    python benchmarks/scenes.py --out benchmarks/results/scenes.json [--seeds 3] [--jobs 1]
+    python benchmarks/scenes.py --format n3dv [--seeds 3] [--jobs 1] [--curve]
+    python benchmarks/scenes.py --format dnerf
 
-The scene is the synthetic object written by ``ds4d synth --format dnerf`` (60 training images
-at 128², a mostly static object with one moving arm, a camera that moves every frame, exact
-moving-part masks). Each (variant, seed) is one ``ds4d fit -c configs/scene/dnerf.yaml`` in a
-subprocess; the baseline adds ``configs/ablation/row_b.yaml`` (no frame features), which is the
-only difference. Reports test PSNR, SSIM, dynamic-region PSNR (mean ± std over seeds), wall
-time and median fine-stage step time, and whether the issue's target (test PSNR >= 25 dB in
-under 10 minutes) was met. Writes the JSON and ``benchmarks/results/<stem of --out>.md``.
+Scenes (written with ``ds4d synth``, exact moving-part masks):
+
+* ``n3dv`` — the mostly static object in a textured room, a fixed arc of ``--cameras`` cameras
+  (``cam00``, in the middle, held out), ``--frames`` frames at ``--resolution`` x 3/4; about
+  1 % of each frame moves (``synthetic.json`` next to the frames says exactly how much).
+* ``dnerf`` — the object seen by a camera that moves every frame, ``--frames`` training images
+  and 20 test images at ``--resolution``².
+
+Each (variant, seed) is one ``ds4d fit -c configs/scene/<format>.yaml -c <variant>`` in a
+subprocess: DS4D-DA (``configs/ablation/row_h.yaml``), without DSFD, without TSSF, and the 4D-GS
+baseline (row B, ``configs/ablation/row_b.yaml``). The preset's settings (4D-GS's, step counts
+/ 10: ``benchmarks/results/scenes_presets.md``) are used as they are, with two exceptions for
+N3DV: the HexPlane time resolution follows 4D-GS's rule of frames / 2, and the Gaussian count
+is limited for a CPU (``CPU_LIMITS``: 5000 initial points, at most 20000). Reported on the
+held-out camera or test split: PSNR, SSIM, dynamic-region PSNR (exact masks), LPIPS when its
+weights are present, as mean ± std over seeds and as per-seed differences to the baseline
+(same seed, same initial points and samples), plus wall time and median fine-stage step time.
+
+``--curve`` then fits the baseline at several step budgets (``--budgets`` times the preset's
+schedule, densification and opacity-reset steps scaled alike) and records its dynamic-region
+PSNR, to show where the baseline plateaus.
+
+Writes ``--out`` (default ``benchmarks/results/scenes_<format>.json``, ``scenes.json`` for
+dnerf) and the same stem ``.md`` next to it; the curve goes to ``<stem>_curve.{json,md}``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import yaml
 from fit_runs import QUIET_FIT_ARGS, REPO, run_fit, summarise
 
-VARIANTS = {"ds4d_da": [], "baseline": ["-c", str(REPO / "configs" / "ablation" / "row_b.yaml")]}
-METRICS = ("psnr", "ssim", "dyn_psnr")
+ABLATIONS = REPO / "configs" / "ablation"
+VARIANTS = {
+    "ds4d_da": ["-c", str(ABLATIONS / "row_h.yaml")],
+    "wo_dsfd": ["-c", str(ABLATIONS / "wo_dsfd.yaml")],
+    "wo_tssf": ["-c", str(ABLATIONS / "wo_tssf.yaml")],
+    "baseline": ["-c", str(ABLATIONS / "row_b.yaml")],
+}
+METRICS = ("psnr", "ssim", "dyn_psnr", "lpips")
+# Higher is better for every metric except LPIPS.
+LOWER_IS_BETTER = {"lpips"}
+# Scene-size limits for a CPU, applied before --override (which can lift them). The N3DV
+# preset's deformation MLP (4D-GS's width 128, five heads) on 4 images per step dominates a
+# CPU step, and its cost grows with the Gaussian count: 20000 Gaussians measured 4.9 s per
+# step at 128x96 on 2 shared cores, so the benchmark starts from 5000 of the room's points and
+# caps growth at 20000.
+CPU_LIMITS = {
+    "n3dv": ["--data.n3dv.num_init_points=5000", "--model.densify.max_gaussians=20000"],
+    "dnerf": [],
+}
+# D-NeRF only: the issue's target for the scene preset.
 TARGET_PSNR = 25.0
 TARGET_SECONDS = 600.0
+# Preset schedule keys that --curve scales with the budget (step counts, not the interval:
+# densification statistics are gathered over a fixed number of steps).
+SCALED_STEPS = (
+    ("schedule", "coarse_steps"),
+    ("schedule", "fine_steps"),
+    ("densify", "start_step"),
+    ("densify", "stop_step"),
+    ("densify", "reset_opacity_interval"),
+)
+
+
+def preset(fmt: str) -> Path:
+    return REPO / "configs" / "scene" / f"{fmt}.yaml"
 
 
 def write_scene(root: Path, a: argparse.Namespace) -> None:
-    cmd = [sys.executable, "-m", "ds4d_pl.cli", "synth", "--format", "dnerf", "--out", str(root)]
+    cmd = [sys.executable, "-m", "ds4d_pl.cli", "synth", "--format", a.format, "--out", str(root)]
     cmd += [f"--motion={a.motion}", f"--num_frames={a.frames}", f"--resolution={a.resolution}"]
+    if a.format == "n3dv":
+        cmd += [f"--num_cameras={a.cameras}", "--background=room"]
     subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
 
 
-def run_one(a: argparse.Namespace, variant: str, seed: int, scene: Path, tmp: Path) -> dict:
+def scene_args(a: argparse.Namespace, scene: Path) -> list[str]:
+    """Data arguments of every fit: the scene, read at the size it was written."""
+    if a.format == "n3dv":
+        # The scene is written at the training size; 4D-GS ties the time grid to frames / 2.
+        return [
+            f"--data.root={scene}",
+            "--data.n3dv.downscale=1",
+            f"--model.field.time_resolution={max(2, a.frames // 2)}",
+        ]
+    return [f"--data.root={scene}"]
+
+
+def run_one(
+    a: argparse.Namespace,
+    variant: str,
+    seed: int,
+    scene: Path,
+    tmp: Path,
+    extra: list[str] | None = None,
+    tag: str = "",
+) -> dict:
+    extra = extra or []
     args = [
         "-c",
-        str(REPO / "configs" / "scene" / "dnerf.yaml"),
+        str(preset(a.format)),
         *VARIANTS[variant],
-        f"--data.root={scene}",
+        *scene_args(a, scene),
         f"--model.seed={seed}",
         f"--seed_everything={seed}",
         *QUIET_FIT_ARGS,
+        *CPU_LIMITS[a.format],
         *a.override,
+        *extra,  # last: a curve's step budget wins over --override
     ]
-    result = run_fit(args, tmp / f"{variant}_{seed}", a.jobs, f"{variant}/seed {seed}", METRICS)
+    label = f"{variant}/seed {seed}" + (f" ({tag})" if tag else "")
+    run_dir = tmp / f"{variant}_{seed}{'_' + tag if tag else ''}"
+    result = run_fit(args, run_dir, a.jobs, label, ())
+    report = json.loads((run_dir / "metrics.json").read_text())
+    for key in METRICS:
+        value = report.get(key)
+        # A metric without its weights is a string saying so ("n/a (missing weights: ...)").
+        result[key] = float(value) if isinstance(value, int | float) else None
+        if value is not None and result[key] is None:
+            result[f"{key}_note"] = str(value)
     return {**result, "seed": seed}
 
 
-def summarise_variant(seeds: list[dict]) -> dict:
-    out = summarise(seeds, (*METRICS, "step_ms", "wall_s"))
-    out["target_met"] = all(
-        s["psnr"] >= TARGET_PSNR and s["wall_s"] < TARGET_SECONDS for s in seeds
-    )
+def paired(variant: list[dict], baseline: list[dict]) -> dict:
+    """Per-seed differences ``variant - baseline`` of every metric: mean, std, wins."""
+    by_seed = {r["seed"]: r for r in baseline}
+    out: dict = {}
+    for key in METRICS:
+        diffs = [
+            r[key] - by_seed[r["seed"]][key]
+            for r in variant
+            if r["seed"] in by_seed and r[key] is not None and by_seed[r["seed"]][key] is not None
+        ]
+        if not diffs:
+            out[key] = None
+            continue
+        better = [(-d if key in LOWER_IS_BETTER else d) > 0 for d in diffs]
+        out[key] = {
+            "mean": statistics.mean(diffs),
+            "std": statistics.stdev(diffs) if len(diffs) > 1 else 0.0,
+            "n": len(diffs),
+            "better": sum(better),
+            "per_seed": diffs,
+        }
     return out
 
 
-def markdown(results: dict, a: argparse.Namespace) -> str:
+def summarise_variant(seeds: list[dict], fmt: str) -> dict:
+    out = summarise(seeds, (*METRICS, "step_ms", "wall_s", "num_gaussians"))
+    if fmt == "dnerf":
+        out["target_met"] = all(
+            s["psnr"] >= TARGET_PSNR and s["wall_s"] < TARGET_SECONDS for s in seeds
+        )
+    return out
+
+
+def _pm(r: dict, key: str, digits: int) -> str:
+    if r.get(key) is None:
+        return "n/a"
+    return f"{r[key]:.{digits}f} ± {r[f'{key}_std']:.{digits}f}"
+
+
+def scene_line(a: argparse.Namespace, scene: Path) -> str:
+    if a.format == "dnerf":
+        return (
+            f"Scene: `ds4d synth --format dnerf --motion {a.motion}` ({a.frames} training images "
+            f"at {a.resolution}², camera moving every frame; 20 test images)."
+        )
+    info = json.loads((scene / "synthetic.json").read_text())
+    mf = info["moving_fraction"]
+    w, h = info["resolution"]
+    return (
+        f"Scene: `ds4d synth --format n3dv --background room --motion {a.motion}` ({a.cameras} "
+        f"cameras, {a.frames} frames at {w}x{h}; cam00 held out). Moving part per frame: "
+        f"{100 * mf['per_frame_mean']:.2f} % of the pixels on average "
+        f"({100 * mf['per_frame_min']:.2f}-{100 * mf['per_frame_max']:.2f} %), "
+        f"{100 * mf['union_over_time_mean']:.2f} % over the clip."
+    )
+
+
+def markdown(results: dict, diffs: dict, a: argparse.Namespace, scene_text: str) -> str:
+    split = "held-out camera cam00" if a.format == "n3dv" else "test split"
     lines = [
-        "# DS4D conditioning on a D-NeRF-format scene",
+        f"# DS4D conditioning vs the 4D-GS baseline on a synthetic {a.format} scene",
         "",
-        f"Scene: `ds4d synth --format dnerf --motion {a.motion}` ({a.frames} training images at "
-        f"{a.resolution}², camera moving every frame). `ds4d fit -c configs/scene/dnerf.yaml`, "
-        "baseline adds `-c configs/ablation/row_b.yaml`. Test split (20 images). Mean ± std "
-        f"over seeds; wall time of the whole fit + test"
+        scene_text,
+        "",
+        f"`ds4d fit -c configs/scene/{a.format}.yaml -c configs/ablation/<variant>.yaml` "
+        "(DS4D-DA: row_h, baseline: row_b); "
+        f"metrics on the {split}, mean ± std over seeds; dynamic PSNR over the exact "
+        "moving-part masks; wall time of fit + test"
+        + (f"; CPU limits: `{' '.join(CPU_LIMITS[a.format])}`" if CPU_LIMITS[a.format] else "")
         + (f", {a.jobs} runs sharing the CPU." if a.jobs > 1 else ", one run at a time."),
         "",
-        "| variant | n | PSNR | SSIM | dyn PSNR | wall s | step ms | PSNR ≥ 25 in < 10 min |",
-        "|---|---|---|---|---|---|---|---|",
+        "| variant | n | PSNR | SSIM | dyn PSNR | LPIPS | wall s | step ms | Gaussians |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
-        dyn = "n/a" if r["dyn_psnr"] is None else f"{r['dyn_psnr']:.2f} ± {r['dyn_psnr_std']:.2f}"
         step = "n/a" if r["step_ms"] is None else f"{r['step_ms']:.0f}"
+        gaussians = "n/a" if r["num_gaussians"] is None else f"{r['num_gaussians']:.0f}"
         lines.append(
-            f"| {name} | {r['n_seeds']} | {r['psnr']:.2f} ± {r['psnr_std']:.2f} | "
-            f"{r['ssim']:.4f} | {dyn} | {r['wall_s']:.0f} | {step} | "
-            f"{'yes' if r['target_met'] else 'no'} |"
+            f"| {name} | {r['n_seeds']} | {_pm(r, 'psnr', 2)} | {_pm(r, 'ssim', 4)} | "
+            f"{_pm(r, 'dyn_psnr', 2)} | {_pm(r, 'lpips', 4)} | {r['wall_s']:.0f} | {step} | "
+            f"{gaussians} |"
+        )
+    if diffs:
+        lines += [
+            "",
+            "Paired differences to the baseline (same seed): mean ± std, and how many seeds the "
+            "variant is better on.",
+            "",
+            "| variant | Δ PSNR | Δ SSIM | Δ dyn PSNR | Δ LPIPS |",
+            "|---|---|---|---|---|",
+        ]
+        for name, d in diffs.items():
+            cells = []
+            for key, digits in (("psnr", 2), ("ssim", 4), ("dyn_psnr", 2), ("lpips", 4)):
+                x = d[key]
+                cells.append(
+                    "n/a"
+                    if x is None
+                    else f"{x['mean']:+.{digits}f} ± {x['std']:.{digits}f} ({x['better']}/{x['n']})"
+                )
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    if a.format == "dnerf" and results:
+        met = ", ".join(f"{n}: {'yes' if r['target_met'] else 'no'}" for n, r in results.items())
+        lines += ["", f"Test PSNR ≥ {TARGET_PSNR:g} dB in under 10 minutes: {met}."]
+    return "\n".join(lines) + "\n"
+
+
+def budget_args(fmt: str, factor: float) -> tuple[list[str], int]:
+    """Overrides scaling the preset's step counts by ``factor``, and the total steps."""
+    cfg = yaml.safe_load(preset(fmt).read_text())["model"]
+    args = []
+    for group, key in SCALED_STEPS:
+        value = int(cfg[group][key])
+        if value > 0:
+            # At least one step, so a non-zero setting never turns into "off".
+            args.append(f"--model.{group}.{key}={max(1, round(value * factor))}")
+    steps = sum(
+        max(1, round(int(cfg["schedule"][k]) * factor)) for k in ("coarse_steps", "fine_steps")
+    )
+    return args, steps
+
+
+def curve_markdown(points: list[dict], a: argparse.Namespace, scene_text: str) -> str:
+    lines = [
+        f"# 4D-GS baseline (row B) against the step budget, synthetic {a.format} scene",
+        "",
+        scene_text,
+        "",
+        f"Budget = multiple of `configs/scene/{a.format}.yaml`'s schedule (coarse, fine, "
+        "densification and opacity-reset steps scaled alike). Mean ± std over seeds.",
+        "",
+        "| budget | steps | dyn PSNR | PSNR | SSIM | wall s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for p in points:
+        lines.append(
+            f"| {p['budget']:g}x | {p['steps']} | {_pm(p, 'dyn_psnr', 2)} | {_pm(p, 'psnr', 2)} "
+            f"| {_pm(p, 'ssim', 4)} | {p['wall_s']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 
 
+def run_curve(a: argparse.Namespace, scene: Path, tmp: Path, out_path: Path, text: str) -> None:
+    budgets = [float(x) for x in a.budgets.split(",")]
+    if any(b <= 0 for b in budgets):
+        raise SystemExit(f"--budgets must be positive multiples, got {a.budgets}")
+    tasks = [(b, s) for b in budgets for s in range(a.seeds)]
+    with ThreadPoolExecutor(max_workers=a.jobs) as pool:
+        futures = [
+            (
+                b,
+                pool.submit(
+                    run_one, a, "baseline", s, scene, tmp, budget_args(a.format, b)[0], f"x{b:g}"
+                ),
+            )
+            for b, s in tasks
+        ]
+        done: dict[float, list[dict]] = {}
+        for b, fut in futures:
+            done.setdefault(b, []).append(fut.result())
+    points = []
+    for b in budgets:
+        point = summarise(done[b], (*METRICS, "wall_s"))
+        points.append({"budget": b, "steps": budget_args(a.format, b)[1], **point})
+    curve_json = out_path.with_name(f"{out_path.stem}_curve.json")
+    curve_json.write_text(json.dumps(points, indent=2) + "\n")
+    md = curve_markdown(points, a, text)
+    curve_json.with_suffix(".md").write_text(md)
+    print(md)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "scenes.json"))
+    p.add_argument("--format", default="dnerf", choices=["dnerf", "n3dv"])
+    p.add_argument("--out", default=None, help="results JSON (the .md is written next to it)")
     p.add_argument("--seeds", type=int, default=3)
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--motion", default="mostly_static")
-    p.add_argument("--frames", type=int, default=60, help="training images")
-    p.add_argument("--resolution", type=int, default=128)
+    p.add_argument("--frames", type=int, default=None, help="dnerf: 60 images, n3dv: 20 frames")
+    p.add_argument("--cameras", type=int, default=12, help="n3dv: cameras, cam00 held out")
+    p.add_argument("--resolution", type=int, default=128, help="image (n3dv: width) in pixels")
     p.add_argument("--jobs", type=int, default=1)
-    p.add_argument("--scene", default=None, help="existing D-NeRF scene folder (else written)")
+    p.add_argument("--scene", default=None, help="existing scene folder (else written)")
     p.add_argument("--override", action="append", default=[], help="extra ds4d fit argument")
+    p.add_argument("--curve", action="store_true", help="also fit the baseline at --budgets")
+    p.add_argument("--budgets", default="0.25,0.5,1,2,4", help="multiples of the preset schedule")
+    p.add_argument("--skip_variants", action="store_true", help="only the --curve runs")
     a = p.parse_args()
+    a.frames = a.frames or (60 if a.format == "dnerf" else 20)
+    if a.seeds < 1:
+        raise SystemExit(f"--seeds must be >= 1, got {a.seeds}")
     variants = a.variants.split(",")
     unknown = set(variants) - set(VARIANTS)
     if unknown:
         raise SystemExit(f"unknown variants {sorted(unknown)}; choose from {list(VARIANTS)}")
-    out_path = Path(a.out)
-    results: dict = {}
-    done: dict[str, list[dict]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        scene = Path(a.scene) if a.scene else Path(tmp) / "scene"
+    default_name = "scenes.json" if a.format == "dnerf" else f"scenes_{a.format}.json"
+    out_path = Path(a.out) if a.out else REPO / "benchmarks" / "results" / default_name
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp_dir:
+        tmp = Path(tmp_dir)
+        scene = Path(a.scene) if a.scene else tmp / "scene"
         if not a.scene:
             write_scene(scene, a)
-        tasks = [(v, s) for s in range(a.seeds) for v in variants]
-        with ThreadPoolExecutor(max_workers=a.jobs) as pool:
-            futures = [(t, pool.submit(run_one, a, *t, scene, Path(tmp))) for t in tasks]
-            for (variant, _seed), fut in futures:
-                result = fut.result()
-                print(variant, result, flush=True)
-                done.setdefault(variant, []).append(result)
-                if len(done[variant]) == a.seeds:
-                    results[variant] = summarise_variant(
-                        sorted(done[variant], key=lambda r: r["seed"])
-                    )
-                    results = {v: results[v] for v in variants if v in results}
-                    out_path.parent.mkdir(parents=True, exist_ok=True)
-                    out_path.write_text(json.dumps(results, indent=2) + "\n")
-    md = markdown(results, a)
-    (REPO / "benchmarks" / "results" / f"{out_path.stem}.md").write_text(md)
+        text = scene_line(a, scene)
+        if not a.skip_variants:
+            run_variants(a, variants, scene, tmp, out_path, text)
+        if a.curve:
+            run_curve(a, scene, tmp, out_path, text)
+
+
+def run_variants(
+    a: argparse.Namespace, variants: list[str], scene: Path, tmp: Path, out_path: Path, text: str
+) -> None:
+    results: dict = {}
+    done: dict[str, list[dict]] = {}
+    tasks = [(v, s) for s in range(a.seeds) for v in variants]
+    with ThreadPoolExecutor(max_workers=a.jobs) as pool:
+        futures = [(t, pool.submit(run_one, a, *t, scene, tmp)) for t in tasks]
+        for (variant, _seed), fut in futures:
+            result = fut.result()
+            print(variant, result, flush=True)
+            done.setdefault(variant, []).append(result)
+            if len(done[variant]) == a.seeds:
+                runs = sorted(done[variant], key=lambda r: r["seed"])
+                results[variant] = summarise_variant(runs, a.format)
+                results = {v: results[v] for v in variants if v in results}
+                # Written after every finished variant, so a long run leaves partial results.
+                out_path.write_text(json.dumps(results, indent=2) + "\n")
+    diffs = {}
+    for v, r in results.items():
+        r["scene"] = text
+        if v != "baseline" and "baseline" in results:
+            diffs[v] = r["paired_vs_baseline"] = paired(r["seeds"], results["baseline"]["seeds"])
+    # One entry per variant at the top level (what notebooks/02_ablation_results.ipynb reads).
+    out_path.write_text(json.dumps(results, indent=2) + "\n")
+    md = markdown(results, diffs, a, text)
+    out_path.with_suffix(".md").write_text(md)
     print(md)
 
 

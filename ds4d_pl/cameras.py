@@ -1,6 +1,6 @@
 """Pinhole cameras and the package's axis conventions.
 
-Conventions (DESIGN §6):
+Conventions (docs/design.md §6):
   * World is right-handed and y-up; objects sit at the origin.
   * ``Cameras.c2w`` is camera-to-world in **OpenCV** axes (x right, y down, z forward).
   * Orbit angles follow the Zero123 protocol: the camera position is

@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("synth", "write the embedded synthetic object in a dataset layout"),
     "eval": ("evaluate", "score renders of any method against ground truth"),
     "weights": ("weights", "list the pretrained networks: found or missing, and where"),
+    "view": ("view", "look at a run in the browser: time slider, cameras, dynamic energy"),
 }
 
 

@@ -7,6 +7,7 @@ a typo or a wrong type fails before anything is built, naming the key.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Literal, get_args
 
 
 @dataclass
@@ -14,7 +15,7 @@ class LossWeights:
     """Weight of every loss term; the only place weights are set (0 disables a term).
 
     Attributes:
-        rgb: Input-view colour MSE.
+        rgb_mse: Input-view colour MSE.
         rgb_l1: Input-view colour L1 (the 4D-GS scene loss).
         rgb_ssim: Input-view ``1 - SSIM`` (optional in 4D-GS scene training).
         mask: Input-view alpha MSE (ramped in over ``mask_ramp_steps``).
@@ -32,7 +33,7 @@ class LossWeights:
         max_scale_ratio: Anisotropy allowed before ``scale_ratio`` applies.
     """
 
-    rgb: float = 1.0
+    rgb_mse: float = 1.0
     rgb_l1: float = 0.0
     rgb_ssim: float = 0.0
     mask: float = 0.5
@@ -116,7 +117,7 @@ class StageSchedule:
     frames_per_step: int = 2
     pseudo_views_per_step: int = 2
     input_views_per_step: int = -1
-    coarse_frames: str = "middle"
+    coarse_frames: Literal["middle", "all"] = "middle"
 
     @property
     def total_steps(self) -> int:
@@ -237,7 +238,7 @@ class FieldConfig:
             is available, else pure torch), ``torch`` or ``tcnn``.
     """
 
-    encoding: str = "hexplane"
+    encoding: Literal["hexplane", "hashgrid"] = "hexplane"
     plane_resolution: int = 32
     time_resolution: int = 8
     multires: list[int] = field(default_factory=lambda: [1, 2])
@@ -252,7 +253,7 @@ class FieldConfig:
     depth: int = 1
     deform_opacity: bool = False
     deform_color: bool = False
-    hash_backend: str = "auto"
+    hash_backend: Literal["auto", "torch", "tcnn"] = "auto"
 
     def __post_init__(self) -> None:
         if self.encoding not in ("hexplane", "hashgrid"):
@@ -266,12 +267,13 @@ class FieldConfig:
             )
 
 
-TSSF_MODES = ("off", "mean", "ga", "da")
+TSSFMode = Literal["off", "mean", "ga", "da"]
+TSSF_MODES: tuple[str, ...] = get_args(TSSFMode)
 
 
 @dataclass
 class AblationConfig:
-    """The DS4D ablation switchboard (DESIGN §5), read only in ``conditioning/build.py``.
+    """The DS4D ablation switchboard (docs/design.md §5), read only in ``conditioning/build.py``.
 
     Presets for the paper's rows live in ``configs/ablation/``. Nonsense combinations (DSFD or
     TSSF without frame features) fail at start-up.
@@ -285,10 +287,10 @@ class AblationConfig:
             ``ga`` (global-aware) or ``da`` (distance-aware, the paper's best).
     """
 
-    init: str = "points"
+    init: Literal["random", "points"] = "points"
     frame_features: bool = True
     dsfd: bool = True
-    tssf: str = "da"
+    tssf: TSSFMode = "da"
 
     def __post_init__(self) -> None:
         if self.init not in ("random", "points"):
@@ -331,10 +333,12 @@ class ConditioningConfig:
         reference_alpha: Weight of the middle frame in ``mix``.
         tau: Temperature of the distance-aware softmax.
         da_combine: How DA merges the input view with the fused pseudo views: ``sum`` or
-            ``concat`` (concat → linear).
+            ``concat`` (concat → linear). Only for ``ablation.tssf: da`` (``None``: ``sum``);
+            setting it under another fusion mode is an error, not silently ignored.
         ga_scorer: GA's view score: ``own`` (the paper: each view's own feature) or
             ``relative`` (also the view's distance to the input view and an input-view bias,
-            so GA can learn to trust the real observation; ``conditioning/tssf.py``).
+            so GA can learn to trust the real observation; ``conditioning/tssf.py``). Only for
+            ``ablation.tssf: ga`` (``None``: ``own``); an error under another mode.
         width: Width of the learnable low-rank projection of the 2C feature per Gaussian.
         depth_tolerance: Relative depth tolerance of the occlusion test: a Gaussian whose depth
             exceeds the rendered depth at its pixel by more than this fraction is occluded in
@@ -350,16 +354,18 @@ class ConditioningConfig:
             ``~/.cache/ds4d_pl/features``; ``""`` disables the disk cache).
     """
 
-    encoder: str = "efficientnet_lite0"
+    encoder: Literal["efficientnet_lite0", "dinov2"] = "efficientnet_lite0"
     encoder_stage: int = 3
     encoder_input_size: int = 256
     encoder_weights: str | None = None
-    dinov2_variant: str = "dinov2-small"
-    reference: str = "mix"
+    dinov2_variant: Literal["dinov2-small", "dinov2-base", "dinov2-large", "dinov2-giant"] = (
+        "dinov2-small"
+    )
+    reference: Literal["mid", "mean", "mix"] = "mix"
     reference_alpha: float = 0.5
     tau: float = 1.0
-    da_combine: str = "sum"
-    ga_scorer: str = "own"
+    da_combine: Literal["sum", "concat"] | None = None
+    ga_scorer: Literal["own", "relative"] | None = None
     width: int = 32
     depth_tolerance: float = 0.05
     visibility_resolution: int = 64

@@ -131,3 +131,19 @@ def check_same_shapes(tensors: Sequence[Tensor], group: dist.ProcessGroup | None
     dist.all_gather_object(gathered, shapes, group=group)
     if any(g != gathered[0] for g in gathered):
         raise ValueError(f"tensor shapes differ between ranks: {gathered}")
+
+
+def require_unused_parameter_detection(strategy: object) -> bool:
+    """Make a Lightning DDP strategy detect unused parameters; ``True`` if it had to be set.
+
+    The deformation field and the conditioning take no part in coarse steps, so DDP's reducer
+    must be told which parameters a step did not use, or its next step fails with "Expected to
+    have finished reduction in the prior iteration". ``configs/trainer/ddp.yaml`` names the
+    ``ddp_find_unused_parameters_true`` strategy explicitly; this covers a plain ``ddp``. Reads
+    the strategy's (private) DDP keyword arguments; strategies without them are left alone.
+    """
+    kwargs = getattr(strategy, "_ddp_kwargs", None)
+    if isinstance(kwargs, dict) and not kwargs.get("find_unused_parameters"):
+        kwargs["find_unused_parameters"] = True
+        return True
+    return False

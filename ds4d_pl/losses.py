@@ -43,8 +43,8 @@ def photometric_terms(
     terms: dict[str, Tensor] = {}
     inp, pse = is_input, ~is_input
     if inp.any():
-        if weights.rgb > 0:
-            terms["rgb"] = ((pred_rgb[inp] - target_rgb[inp]) ** 2).mean()
+        if weights.rgb_mse > 0:
+            terms["rgb_mse"] = ((pred_rgb[inp] - target_rgb[inp]) ** 2).mean()
         if weights.rgb_l1 > 0:
             terms["rgb_l1"] = (pred_rgb[inp] - target_rgb[inp]).abs().mean()
         if weights.rgb_ssim > 0:

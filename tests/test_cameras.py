@@ -1,4 +1,4 @@
-"""Camera conventions (DESIGN §6): OpenCV axes, y-up world, Zero123 orbit angles."""
+"""Camera conventions (docs/design.md §6): OpenCV axes, y-up world, Zero123 orbit angles."""
 
 from __future__ import annotations
 

@@ -2,8 +2,8 @@
 
 Spec:
   * every YAML preset under ``configs/`` fits 2 steps on CPU (1 coarse + 1 fine);
-  * ``fit`` writes the DESIGN §8 run directory; ``test`` reloads the checkpoint and reproduces
-    the metrics; ``--ckpt_path last`` resumes;
+  * ``fit`` writes the run directory of docs/design.md §8; ``test`` reloads the checkpoint and
+    reproduces the metrics; ``--ckpt_path last`` resumes;
   * a wrong key, a wrong type, a missing data root and a NaN loss each fail with a message naming
     the culprit, and a NaN loss leaves the last good checkpoint byte-identical.
 """
@@ -237,7 +237,7 @@ def test_points_init_from_a_file_and_a_clear_error_when_it_is_missing(
     ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
     assert ckpt["ds4d"]["num_gaussians"] > 0
     # The file's points (radius 0.4) are normalised into the demo's object radius (0.6).
-    radius = ckpt["state_dict"]["gaussians.means"].norm(dim=1).max()
+    radius = ckpt["state_dict"]["model.gaussians.means"].norm(dim=1).max()
     assert 0.55 < radius < 0.65
     with pytest.raises(FileNotFoundError, match="nothere.ply"):
         run(["fit", *common, f"--model.init.path={tmp_path / 'nothere.ply'}"])
@@ -384,8 +384,9 @@ def test_resumed_run_matches_the_uninterrupted_run(
     tmp_path: Path, sds: bool, zero123_root: Path
 ) -> None:
     """Kill-and-resume through densification events gives the same parameters and Gaussian
-    count as training straight through (DESIGN §8: a resumed run continues identically), also
-    with SDS, whose views, timesteps, noise and annealing derive from the global step."""
+    count as training straight through (docs/design.md §8: a resumed run continues
+    identically), also with SDS, whose views, timesteps, noise and annealing derive from the
+    global step."""
     prior = ["-c", str(CONFIGS / "model" / "zero123_sds.yaml"), f"--model.sds.path={zero123_root}"]
     prior += [_SDS_SIZE, "--model.sds.anneal_steps=4"]
     densify = [
@@ -458,8 +459,8 @@ def test_every_loss_term_weight_and_fusion_statistic_is_logged(run_dir: Path) ->
     header = next(iter((run_dir / "lightning_logs").rglob("metrics.csv"))).read_text()
     header = header.splitlines()[0].split(",")
     for key in (
-        "train/loss/rgb",
-        "train/weight/rgb",
+        "train/loss/rgb_mse",
+        "train/weight/rgb_mse",
         "train/loss/pseudo_l1",
         "train/loss/plane_tv",
         "train/lr/cond",
@@ -489,7 +490,7 @@ def test_run_length_defaults_to_the_stage_schedule(run_dir: Path) -> None:
 
 
 def test_energy_maps_go_to_loggers_that_take_images() -> None:
-    from ds4d_pl.system import log_images
+    from ds4d_pl.logging import log_images
 
     class WandbLike:
         def __init__(self) -> None:

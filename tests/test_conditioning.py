@@ -22,7 +22,7 @@ from ds4d_pl.cameras import orbit_cameras, zero123pp_cameras
 from ds4d_pl.conditioning.build import Conditioner, build_conditioner, feature_cache_dir
 from ds4d_pl.config import ABLATION_PRESETS, AblationConfig, ConditioningConfig, FieldConfig
 from ds4d_pl.fields import build_field
-from ds4d_pl.fields.deformation import apply_deltas
+from ds4d_pl.gaussians.canonical import CanonicalGaussians
 
 C, V, T, H = 8, 3, 4, 6
 
@@ -120,13 +120,17 @@ def test_fresh_conditioned_field_is_identity() -> None:
     field.set_bounds(means)
     c, _ = cond(means, 0.7, _cameras())
     deltas = field(means, 0.7, c)
-    quats = torch.randn(40, 4)
-    scales = torch.randn(40, 3)
-    opac = torch.randn(40)
-    sh = torch.randn(40, 1, 3)
-    out = apply_deltas(means, quats, scales, opac, sh, deltas)
-    for a, b in zip(out, (means, quats, scales, opac, sh), strict=True):
-        assert torch.equal(a, b)
+    gaussians = CanonicalGaussians(
+        means,
+        torch.randn(40, 4),
+        torch.randn(40, 3),
+        torch.randn(40),
+        torch.randn(40, 1, 3),
+        torch.zeros(40, 0, 3),
+    )
+    before, after = gaussians.activated(), gaussians.deformed(deltas)
+    for name in ("means", "quats", "scales", "opacities", "sh"):
+        assert torch.equal(getattr(before, name), getattr(after, name))
 
 
 def test_set_features_and_forward_validate() -> None:

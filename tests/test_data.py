@@ -134,3 +134,14 @@ def test_atomic_path_leaves_target_untouched_on_error(tmp_path: Path) -> None:
         raise RuntimeError("killed")
     assert target.read_text().strip().startswith("{")
     assert sorted(p.name for p in target.parent.iterdir()) == ["m.json"]
+
+
+def test_scene_states_the_background_it_is_meant_for() -> None:
+    from ds4d_pl.data.parsers.synthetic import SyntheticConfig, make_synthetic_scene
+
+    scene = make_synthetic_scene(SyntheticConfig(num_frames=2, resolution=16, eval_resolution=16))
+    scene.meta["background"] = (1.0, 1.0, 1.0)
+    assert torch.equal(scene.intended_background(), torch.ones(3))
+    for unclear in (None, "white", (1.0, 1.0), (True, 1.0, 1.0)):
+        scene.meta["background"] = unclear
+        assert scene.intended_background() is None

@@ -10,6 +10,7 @@ import torch
 from ds4d_pl.config import DensifyConfig, OptimConfig
 from ds4d_pl.gaussians.canonical import CanonicalGaussians
 from ds4d_pl.gaussians.densify import DensifyStrategy
+from ds4d_pl.optim import build_optimizer, group_table
 from ds4d_pl.render.base import RenderOutput
 
 W, H = 64, 48
@@ -42,8 +43,14 @@ def make_gaussians(n: int = 20, small: int = 10) -> CanonicalGaussians:
     return g
 
 
+def adam_for(g: CanonicalGaussians) -> torch.optim.Adam:
+    """Adam over the Gaussian tables, built from the optimiser table as the system does."""
+    groups = {name: [getattr(g, name)] for name in g.TABLES}
+    return build_optimizer(groups, group_table(OptimConfig()), extent=1.0, eps=1e-15)
+
+
 def make_optimizer(g: CanonicalGaussians) -> torch.optim.Adam:
-    opt = torch.optim.Adam(g.param_groups(OptimConfig(), extent=1.0))
+    opt = adam_for(g)
     # One real step so every Adam moment is populated and distinct per row.
     loss = sum((getattr(g, name) * torch.randn_like(getattr(g, name))).sum() for name in g.TABLES)
     loss.backward()
@@ -141,12 +148,12 @@ def test_top_percent_clone_and_split_counts_exact():
     opt = make_optimizer(g)
     before = g.raw_tables()
     state_before = {name: opt.state[getattr(g, name)]["exp_avg"].clone() for name in g.TABLES}
-    s = DensifyStrategy(cfg(), extent=1.0, generator=torch.Generator().manual_seed(0))
+    s = DensifyStrategy(cfg(), extent=1.0)
     # top 20% of 20 = 4: two small (0, 1) and two large (10, 11). Gaussian 5 is above the
     # threshold but not in the top 4; the rest are below the threshold.
     grads = grads_for(20, {0: 0.9, 1: 0.8, 10: 0.7, 11: 0.6, 5: 0.5}, floor=1e-4)
     s.accumulate(fake_render(grads, torch.ones(1, 20)), W, H)
-    counts = s.step(100, g, opt)
+    counts = s.step(100, g, opt, torch.Generator().manual_seed(0))
     assert counts == {"cloned": 2, "split": 2, "pruned": 0, "reset": 0, "total": 24}
     assert g.num_gaussians == 24
     assert_lockstep(g, opt, s)
@@ -320,7 +327,7 @@ def test_resume_after_densification():
 
     g2 = make_gaussians(20)
     g2.load_state_dict(ckpt["model"])
-    opt2 = torch.optim.Adam(g2.param_groups(OptimConfig(), extent=1.0))
+    opt2 = adam_for(g2)
     opt2.load_state_dict(ckpt["opt"])
     s2 = DensifyStrategy(cfg(), extent=1.0)
     s2.load_state_dict(ckpt["strategy"])

@@ -109,3 +109,18 @@ def _worker(rank: int, init_file: str) -> None:
 def test_collectives_on_two_gloo_processes(tmp_path: Path) -> None:
     # Raises in the parent (with the child's traceback) if any assertion in a worker fails.
     mp.spawn(_worker, args=(str(tmp_path / "pg_init"),), nprocs=2, join=True)
+
+
+def test_require_unused_parameter_detection_sets_the_flag_once() -> None:
+    """A plain ``ddp`` strategy is told to find unused parameters (the field idles in coarse
+    steps); one that already does, or a strategy without DDP keyword arguments, is left alone."""
+
+    class Strategy:
+        def __init__(self, kwargs):
+            self._ddp_kwargs = kwargs
+
+    plain = Strategy({})
+    assert distributed.require_unused_parameter_detection(plain) is True
+    assert plain._ddp_kwargs == {"find_unused_parameters": True}
+    assert distributed.require_unused_parameter_detection(plain) is False
+    assert distributed.require_unused_parameter_detection(object()) is False

@@ -11,13 +11,13 @@ from ds4d_pl.fields import (
     HashGrid4D,
     HexPlane,
     aabb_from_points,
-    apply_deltas,
     build_field,
     plane_tv,
     time_l1,
     time_smoothness,
 )
 from ds4d_pl.fields.hashgrid import level_resolutions
+from ds4d_pl.gaussians.canonical import CanonicalGaussians
 
 SMALL_HEX = {"plane_resolution": 8, "time_resolution": 5, "feature_dim": 4, "hidden": 16}
 SMALL_HASH = {
@@ -38,13 +38,14 @@ def small_cfg(encoding: str = "hexplane", **kw: object) -> FieldConfig:
     return FieldConfig(**base)
 
 
-def canonical_tables(n: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
-    return (
+def canonical_gaussians(n: int, gen: torch.Generator) -> CanonicalGaussians:
+    return CanonicalGaussians(
         torch.randn(n, 3, generator=gen),
         torch.randn(n, 4, generator=gen),
         torch.randn(n, 3, generator=gen),
         torch.randn(n, generator=gen),
         torch.randn(n, 1, 3, generator=gen),
+        torch.zeros(n, 0, 3),
     )
 
 
@@ -93,9 +94,9 @@ def test_deformation_output_shapes(encoding: str, kw: dict, cond_dim: int) -> No
     n = 11
     cond = torch.randn(n, cond_dim) if cond_dim else None
     out = field(torch.randn(n, 3), torch.rand(n, 1), cond)
-    expected = {"means": (n, 3), "quats": (n, 4), "scales": (n, 3)}
+    expected = {"means": (n, 3), "quats": (n, 4), "log_scales": (n, 3)}
     if cfg.deform_opacity:
-        expected["opacities"] = (n,)
+        expected["logit_opacities"] = (n,)
     if cfg.deform_color:
         expected["sh_dc"] = (n, 1, 3)
     assert {k: tuple(v.shape) for k, v in out.items()} == expected
@@ -123,29 +124,53 @@ def test_fresh_field_is_identity(encoding: str, cond_dim: int) -> None:
     """A fresh field predicts exactly zero deltas, so deforming is bit-exact identity."""
     field = build_field(small_cfg(encoding, deform_opacity=True, deform_color=True), cond_dim)
     gen = torch.Generator().manual_seed(0)
-    tables = canonical_tables(50, gen)
+    gaussians = canonical_gaussians(50, gen)
     cond = torch.randn(50, cond_dim, generator=gen) if cond_dim else None
-    deltas = field(tables[0], torch.rand(50, 1, generator=gen), cond)
+    deltas = field(gaussians.means, torch.rand(50, 1, generator=gen), cond)
+    assert set(deltas) == set(CanonicalGaussians.DEFORMABLE)
     for value in deltas.values():
         assert torch.count_nonzero(value) == 0
-    deformed = apply_deltas(*tables, deltas)
-    for before, after in zip(tables, deformed, strict=True):
-        assert torch.equal(before, after)
+    before, after = gaussians.activated(), gaussians.deformed(deltas)
+    for name in ("means", "quats", "scales", "opacities", "sh"):
+        assert torch.equal(getattr(before, name), getattr(after, name))
 
 
-def test_apply_deltas_adds_in_raw_space_and_keeps_missing() -> None:
-    gen = torch.Generator().manual_seed(1)
-    means, quats, log_scales, opac, sh_dc = canonical_tables(4, gen)
-    deltas = {"means": torch.ones(4, 3), "quats": torch.ones(4, 4), "scales": -torch.ones(4, 3)}
-    m, q, s, o, c = apply_deltas(means, quats, log_scales, opac, sh_dc, deltas)
-    torch.testing.assert_close(m, means + 1)
-    torch.testing.assert_close(q, quats + 1)  # not normalised
-    torch.testing.assert_close(s, log_scales - 1)
-    assert o is opac and c is sh_dc
+def test_deformed_adds_in_raw_space_and_keeps_missing() -> None:
+    gaussians = canonical_gaussians(4, torch.Generator().manual_seed(1))
+    deltas = {"means": torch.ones(4, 3), "quats": torch.ones(4, 4), "log_scales": -torch.ones(4, 3)}
+    out = gaussians.deformed(deltas)
+    expected = gaussians.activated(
+        means=gaussians.means + 1, quats=gaussians.quats + 1, log_scales=gaussians.log_scales - 1
+    )
+    torch.testing.assert_close(out.means, expected.means)
+    torch.testing.assert_close(out.quats, expected.quats)  # normalised after the offset
+    torch.testing.assert_close(out.scales, torch.exp(gaussians.log_scales - 1))
+    torch.testing.assert_close(out.opacities, torch.sigmoid(gaussians.logit_opacities))
     with pytest.raises(ValueError, match="quats"):
-        apply_deltas(means, quats, log_scales, opac, sh_dc, {**deltas, "quats": torch.ones(4, 3)})
-    with pytest.raises(ValueError, match="lack keys"):
-        apply_deltas(means, quats, log_scales, opac, sh_dc, {"means": deltas["means"]})
+        gaussians.deformed({**deltas, "quats": torch.ones(4, 3)})
+    with pytest.raises(KeyError, match="scales"):
+        gaussians.deformed({"scales": torch.ones(4, 3)})
+
+
+def test_legacy_head_keys_load() -> None:
+    """Checkpoints written when the heads were keyed ``scales`` / ``opacities`` still load."""
+    cfg = small_cfg(deform_opacity=True)
+    field = build_field(cfg)
+    with torch.no_grad():
+        for head in field.heads.values():
+            head[-1].weight.normal_()
+    legacy = {
+        k.replace("heads.log_scales.", "heads.scales.").replace(
+            "heads.logit_opacities.", "heads.opacities."
+        ): v
+        for k, v in field.state_dict().items()
+    }
+    assert any(k.startswith("heads.scales.") for k in legacy)
+    fresh = build_field(cfg)
+    fresh.load_state_dict(legacy)
+    x = torch.randn(5, 3)
+    for key, value in field(x, 0.3).items():
+        torch.testing.assert_close(fresh(x, 0.3)[key], value)
 
 
 # --------------------------------------------------------------- gradients

@@ -10,7 +10,6 @@ import pytest
 import torch
 from plyfile import PlyData, PlyElement
 
-from ds4d_pl.config import OptimConfig
 from ds4d_pl.gaussians.canonical import (
     CanonicalGaussians,
     knn_mean_distance,
@@ -222,21 +221,6 @@ def test_from_file_errors_name_the_file(tmp_path):
     fbx.write_bytes(b"x")
     with pytest.raises(NotImplementedError, match=r"\.ply.*\.obj.*\.glb"):
         CanonicalGaussians.from_file(fbx, 10)
-
-
-def test_param_groups_learning_rates():
-    g = CanonicalGaussians.random_in_sphere(8, 0.5)
-    cfg = OptimConfig()
-    groups = g.param_groups(cfg, extent=2.5)
-    assert [grp["name"] for grp in groups] == list(CanonicalGaussians.TABLES)
-    lrs = {grp["name"]: grp["lr"] for grp in groups}
-    assert math.isclose(lrs["means"], cfg.means_lr * 2.5)
-    assert lrs["quats"] == cfg.quats_lr and lrs["log_scales"] == cfg.scales_lr
-    assert lrs["logit_opacities"] == cfg.opacities_lr
-    assert lrs["sh_dc"] == cfg.sh_dc_lr and lrs["sh_rest"] == cfg.sh_rest_lr
-    for grp in groups:
-        assert grp["params"][0] is getattr(g, grp["name"])
-    torch.optim.Adam(groups)  # accepted as-is
 
 
 def test_replace_tables():

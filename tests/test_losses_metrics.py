@@ -22,19 +22,19 @@ def test_photometric_terms_split_input_and_pseudo_views() -> None:
     alpha = torch.ones(4, 16, 16, 1)
     is_input = torch.tensor([True, False, False, False])
     terms = photometric_terms(pred, alpha, target, alpha, is_input, LossWeights())
-    assert set(terms) == {"rgb", "mask", "pseudo_l1", "pseudo_ssim", "pseudo_mask"}
-    assert terms["rgb"] == pytest.approx(((pred[0] - target[0]) ** 2).mean().item())
+    assert set(terms) == {"rgb_mse", "mask", "pseudo_l1", "pseudo_ssim", "pseudo_mask"}
+    assert terms["rgb_mse"] == pytest.approx(((pred[0] - target[0]) ** 2).mean().item())
     assert terms["pseudo_l1"] == pytest.approx((pred[1:] - target[1:]).abs().mean().item())
     only_input = photometric_terms(
         pred, alpha, target, alpha, torch.ones(4, dtype=bool), LossWeights()
     )
-    assert set(only_input) == {"rgb", "mask"}
+    assert set(only_input) == {"rgb_mse", "mask"}
 
 
 def test_scene_loss_uses_l1_and_ssim_on_real_views() -> None:
     pred, target = _pair()
     alpha = torch.ones(4, 16, 16, 1)
-    w = LossWeights(rgb=0.0, rgb_l1=1.0, rgb_ssim=0.2, mask=0.0)
+    w = LossWeights(rgb_mse=0.0, rgb_l1=1.0, rgb_ssim=0.2, mask=0.0)
     terms = photometric_terms(pred, alpha, target, alpha, torch.ones(4, dtype=bool), w)
     assert set(terms) == {"rgb_l1", "rgb_ssim"}
     assert terms["rgb_l1"] == pytest.approx((pred - target).abs().mean().item())
@@ -53,11 +53,11 @@ def test_zero_weight_terms_are_not_computed_and_perfect_prediction_costs_nothing
 
 
 def test_weigh_applies_weights_ramps_mask_and_rejects_unknown_terms() -> None:
-    w = LossWeights(rgb=2.0, mask=1.0, mask_ramp_steps=10)
-    terms = {"rgb": torch.tensor(1.0), "mask": torch.tensor(1.0)}
+    w = LossWeights(rgb_mse=2.0, mask=1.0, mask_ramp_steps=10)
+    terms = {"rgb_mse": torch.tensor(1.0), "mask": torch.tensor(1.0)}
     total, used = weigh(terms, w, step=5)
     assert total.item() == pytest.approx(2.5)
-    assert used == {"rgb": 2.0, "mask": 0.5}
+    assert used == {"rgb_mse": 2.0, "mask": 0.5}
     assert term_weights(w, 100)["mask"] == 1.0
     with pytest.raises(KeyError, match="rbg"):
         weigh({"rbg": torch.tensor(1.0)}, w, 0)
@@ -121,7 +121,7 @@ def test_metric_shape_errors_are_clear() -> None:
 
 
 def test_fusion_statistics_report_input_and_pseudo_shares() -> None:
-    from ds4d_pl.system import fusion_statistics
+    from ds4d_pl.logging import fusion_statistics
 
     weights = torch.tensor([[1.0, 0.0, 0.0], [0.25, 0.5, 0.0], [0.75, 0.5, 0.0]])
     stats = fusion_statistics(weights)

@@ -229,10 +229,10 @@ def _textured(seed: int, t: int = 2, size: int = 48) -> torch.Tensor:
     return frames.clamp(0, 1)
 
 
-def _ssim_reference(a: np.ndarray, b: np.ndarray, mode: str) -> float:
-    """SSIM written out with scipy: Gaussian window 11 / σ 1.5, C1 = 0.01², C2 = 0.03².
-    ``valid``: statistics only where the window fits (torchmetrics, scikit-image);
-    ``same`` with zero fill: 3D-GS / 4D-GS's ``ssim``, whole map averaged."""
+def _ssim_reference(a: np.ndarray, b: np.ndarray, padding: str) -> float:
+    """SSIM written out with scipy: Gaussian window 11 / σ 1.5, C1 = 0.01², C2 = 0.03², the whole
+    map averaged. ``reflect``: mirror padding, variances clamped at 0 (torchmetrics >= 1.5);
+    ``zeros``: zero padding (3D-GS / 4D-GS's ``ssim``)."""
     from scipy.signal import correlate2d
 
     x = np.arange(11) - 5
@@ -242,15 +242,39 @@ def _ssim_reference(a: np.ndarray, b: np.ndarray, mode: str) -> float:
     maps = []
     for c in range(3):
         u, v = a[..., c], b[..., c]
+        if padding == "reflect":
+            u, v = np.pad(u, 5, mode="reflect"), np.pad(v, 5, mode="reflect")
+            mode = "valid"
+        else:
+            mode = "same"
 
-        def blur(z: np.ndarray) -> np.ndarray:
+        def blur(z: np.ndarray, mode: str = mode) -> np.ndarray:
             return correlate2d(z, k, mode=mode, boundary="fill", fillvalue=0.0)
 
         mu, mv = blur(u), blur(v)
         vu, vv, cuv = blur(u * u) - mu**2, blur(v * v) - mv**2, blur(u * v) - mu * mv
+        if padding == "reflect":
+            vu, vv = np.maximum(vu, 0), np.maximum(vv, 0)
         c1, c2 = 0.01**2, 0.03**2
         maps.append((2 * mu * mv + c1) * (2 * cuv + c2) / ((mu**2 + mv**2 + c1) * (vu + vv + c2)))
     return float(np.mean(maps))
+
+
+def test_standard_ssim_is_torchmetrics_since_1_5_bit_for_bit() -> None:
+    """The standard SSIM is computed in the package (torchmetrics cropped the border before 1.5
+    and does not since); where torchmetrics >= 1.5 is installed the two agree exactly."""
+    import torchmetrics
+    from torchmetrics.functional.image import structural_similarity_index_measure as tm_ssim
+
+    from ds4d_pl.metrics.image import ssim
+
+    major, minor = (int(v) for v in torchmetrics.__version__.split(".")[:2])
+    if (major, minor) < (1, 5):
+        pytest.skip("torchmetrics < 1.5 crops the SSIM border")
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 40, 56, 3, generator=g), torch.rand(2, 40, 56, 3, generator=g)
+    ref = tm_ssim(a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2), data_range=1.0, reduction="none")
+    assert torch.equal(ssim(a, b), ref)
 
 
 @pytest.mark.parametrize("protocol", ["standard", "4dgs"])
@@ -272,8 +296,8 @@ def test_scene_protocols_match_independent_formulas_and_are_recorded(
     p, t = pred.double(), gt.double()
     if protocol == "4dgs":
         p, t = torch.floor(p * 255 + 0.5) / 255, torch.floor(t * 255 + 0.5) / 255
-    mode = "same" if protocol == "4dgs" else "valid"
-    ssims = [_ssim_reference(p[i].numpy(), t[i].numpy(), mode) for i in range(len(gt))]
+    padding = "zeros" if protocol == "4dgs" else "reflect"
+    ssims = [_ssim_reference(p[i].numpy(), t[i].numpy(), padding) for i in range(len(gt))]
     assert r["ssim"] == pytest.approx(np.mean(ssims), abs=2e-5)
     psnrs = [-10 * np.log10(((p[i] - t[i]) ** 2).mean().item()) for i in range(len(gt))]
     assert r["psnr"] == pytest.approx(np.mean(psnrs), abs=1e-3)
@@ -282,7 +306,7 @@ def test_scene_protocols_match_independent_formulas_and_are_recorded(
     # The standard protocol feeds LPIPS [-1, 1] as it was trained; 4D-GS fed it [0, 1].
     lp = net(x, y) if protocol == "4dgs" else net(2 * x - 1, 2 * y - 1)
     assert r["lpips"] == pytest.approx(lp.mean().item(), rel=1e-4)
-    other = {"standard": "same", "4dgs": "valid"}[protocol]
+    other = {"standard": "zeros", "4dgs": "reflect"}[protocol]
     assert (
         abs(
             np.mean(ssims)

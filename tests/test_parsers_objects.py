@@ -15,6 +15,7 @@ import av
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from ds4d_pl.cameras import (
@@ -541,3 +542,113 @@ def test_camera_batches_share_the_loaded_image_size(tmp_path: Path) -> None:
     scene = load_multiview_sequence(tmp_path, "seq", MultiviewSequenceConfig(resolution=8))
     assert isinstance(scene.train.cameras, Cameras)
     assert (scene.train.cameras.width, scene.train.cameras.height) == (8, 8)
+
+
+# ------------------------------------------------------------------------------ generated views
+
+
+def _opaque_view(seed: int, size: int = 2 * S) -> torch.Tensor:
+    """An opaque Zero123++-style view: grey 0.5 background, an object with a grey hole."""
+    img = torch.full((size, size, 3), 0.5)
+    lo, hi = size // 4, 3 * size // 4
+    img[lo:hi, lo:hi] = _rand((hi - lo, hi - lo, 3), seed) * 0.3 + torch.tensor([0.6, 0.0, 0.0])
+    img[size // 2 - 2 : size // 2 + 2, size // 2 - 2 : size // 2 + 2] = 0.5  # stays foreground
+    return img
+
+
+def _expected_alpha(size: int = 2 * S) -> torch.Tensor:
+    a = torch.zeros(size, size, 1)
+    a[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = 1.0
+    return a
+
+
+def _write_opaque_sequence(root: Path, t: int = 2, rgba_opaque: bool = False) -> None:
+    _frames(root / "seq" / "ref", t, name="{t}_rgba.png")
+    for i in range(t):
+        for k in range(6):
+            path = root / "seq" / "zero123" / f"{i}_rgba" / f"{k}.png"
+            img = _opaque_view(10 * i + k)
+            if rgba_opaque:  # an RGBA file whose alpha says nothing (all 255)
+                write_rgba(path, torch.cat([img, torch.ones(2 * S, 2 * S, 1)], -1))
+            else:
+                write_rgb(path, img)
+
+
+@pytest.mark.parametrize("rgba_opaque", [False, True])
+def test_opaque_pseudo_views_get_their_alpha_from_the_grey_background(
+    tmp_path: Path, rgba_opaque: bool
+) -> None:
+    _write_opaque_sequence(tmp_path, rgba_opaque=rgba_opaque)
+    cfg = MultiviewSequenceConfig(align_pseudo_views=False)
+    scene = load_multiview_sequence(tmp_path, "seq", cfg)
+    # Derived at the files' 32 px, then area-resized to the input's 16 px: exact here.
+    expected = F.interpolate(_expected_alpha().permute(2, 0, 1)[None], (S, S), mode="area")
+    for v in range(1, 7):
+        torch.testing.assert_close(
+            scene.train.alpha[v], expected[0].permute(1, 2, 0).expand(2, -1, -1, -1)
+        )
+    assert scene.meta["pseudo_alpha"] == "auto"
+
+
+def test_pseudo_alpha_file_refuses_opaque_views_and_background_ignores_the_file(
+    tmp_path: Path,
+) -> None:
+    _write_opaque_sequence(tmp_path)
+    with pytest.raises(ValueError, match=r"0_rgba.0\.png: pseudo view has no alpha .*'file'"):
+        load_multiview_sequence(tmp_path, "seq", MultiviewSequenceConfig(pseudo_alpha="file"))
+    # A file alpha that disagrees with the background is ignored under "background".
+    for i in range(2):
+        for k in range(6):
+            path = tmp_path / "seq" / "zero123" / f"{i}_rgba" / f"{k}.png"
+            write_rgba(path, torch.cat([_opaque_view(k), torch.full((2 * S, 2 * S, 1), 0.3)], -1))
+    cfg = MultiviewSequenceConfig(pseudo_alpha="background", align_pseudo_views=False)
+    scene = load_multiview_sequence(tmp_path, "seq", cfg)
+    assert set(scene.train.alpha[1:].unique().tolist()) <= {0.0, 0.25, 0.5, 1.0}
+    auto = load_multiview_sequence(
+        tmp_path, "seq", MultiviewSequenceConfig(align_pseudo_views=False)
+    )
+    torch.testing.assert_close(
+        auto.train.alpha[1:], torch.full_like(auto.train.alpha[1:], 0.3), **TOL
+    )
+
+
+def test_a_white_background_is_a_setting(tmp_path: Path) -> None:
+    _frames(tmp_path / "seq" / "ref", 1, name="{t}_rgba.png")
+    for k in range(6):
+        img = _opaque_view(k)
+        img[img == 0.5] = 1.0
+        write_rgb(tmp_path / "seq" / "zero123" / "0_rgba" / f"{k}.png", img)
+    cfg = MultiviewSequenceConfig(pseudo_background=1.0, align_pseudo_views=False, resolution=32)
+    scene = load_multiview_sequence(tmp_path, "seq", cfg)
+    torch.testing.assert_close(scene.train.alpha[1, 0], _expected_alpha())
+
+
+def test_objaverse_reads_opaque_pseudo_views_in_both_layouts(tmp_path: Path) -> None:
+    _write_render(tmp_path)
+    _write_opaque_sequence(tmp_path, t=3)
+    shutil.move(tmp_path / "seq" / "zero123", tmp_path / "uid_mv" / "zero123")
+    scene = load_objaverse(tmp_path, "uid", ObjaverseConfig(align_pseudo_views=False))
+    assert scene.train.num_views == 7 and scene.meta["pseudo_alignment"]["per"] == "off"
+    assert scene.train.alpha[1:].amax() == 1.0 and scene.train.alpha[1:, :, 0, 0].amax() == 0.0
+    with pytest.raises(ValueError, match="pseudo view has no alpha"):
+        load_objaverse(tmp_path, "uid", ObjaverseConfig(pseudo_alpha="file"))
+    # Protocol layout: the options pass through to the Consistent4D reader.
+    _frames(tmp_path / "obj", 3)
+    shutil.copytree(tmp_path / "uid_mv", tmp_path / "obj_mv")
+    with pytest.raises(ValueError, match="pseudo view has no alpha"):
+        load_objaverse(tmp_path, "obj", ObjaverseConfig(layout="protocol", pseudo_alpha="file"))
+    scene = load_objaverse(tmp_path, "obj", ObjaverseConfig(layout="protocol"))
+    assert scene.meta["pseudo_alignment"]["per"] == "view"  # generated views: aligned
+
+
+@pytest.mark.parametrize("owner", [Consistent4DConfig, MultiviewSequenceConfig, ObjaverseConfig])
+def test_reader_configs_reject_bad_pseudo_view_options(owner: type) -> None:
+    name = owner.__name__
+    with pytest.raises(ValueError, match=f"{name}.pseudo_alpha must be one of auto, file"):
+        owner(pseudo_alpha="magic")
+    with pytest.raises(ValueError, match=rf"{name}.pseudo_background must be in \[0.0, 1.0\]"):
+        owner(pseudo_background=2.0)
+    with pytest.raises(ValueError, match=f"{name}.pseudo_alpha_threshold must be > 0"):
+        owner(pseudo_alpha_threshold=0.0)
+    with pytest.raises(ValueError, match=f"{name}.align_pseudo_views must be true, false or null"):
+        owner(align_pseudo_views="yes")

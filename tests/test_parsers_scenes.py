@@ -47,14 +47,22 @@ def dnerf_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def n3dv_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("n3dv") / "rig"
-    return write_n3dv(CFG, root, num_cameras=N_CAMS, num_frames=N_FRAMES, resolution=(W, H))
+    return write_n3dv(
+        CFG, root, num_cameras=N_CAMS, num_frames=N_FRAMES, resolution=(W, H), background="none"
+    )
 
 
 @pytest.fixture(scope="module")
 def n3dv_video_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("n3dv_video") / "rig"
     return write_n3dv(
-        CFG, root, num_cameras=N_CAMS, num_frames=N_FRAMES, resolution=(W, H), as_video=True
+        CFG,
+        root,
+        num_cameras=N_CAMS,
+        num_frames=N_FRAMES,
+        resolution=(W, H),
+        as_video=True,
+        background="none",
     )
 
 
@@ -232,7 +240,7 @@ def test_dnerf_downscale_and_val_split(dnerf_dir: Path) -> None:
 
 def test_n3dv_round_trip_holds_out_cam00(n3dv_dir: Path) -> None:
     scene = load_n3dv(n3dv_dir, N3DVConfig(downscale=1))
-    rig = synthetic_n3dv_cameras(N_CAMS, W, H)
+    rig = synthetic_n3dv_cameras(N_CAMS, W, H, background="none")
     train, ev = scene.train, scene.eval
     assert scene.name == "rig" and scene.num_input_views == N_CAMS - 1
     assert train.rgb.shape == (N_CAMS - 1, N_FRAMES, H, W, 3)
@@ -253,12 +261,22 @@ def test_n3dv_round_trip_holds_out_cam00(n3dv_dir: Path) -> None:
     on_white = r.rgb * r.alpha + (1 - r.alpha)
     assert torch.allclose(ev.rgb, on_white, atol=QUANT)
 
-    # Initial points: deterministic, inside the training frusta between the bounds.
+    # The moving part's masks written next to the frames are the views' dynamic masks.
+    assert torch.equal(ev.dyn_mask, r.moving)
+    assert scene.meta["dyn_masks"] == "dataset (dyn_masks/)"
+
+    # Initial points: by default the scene's point file (4D-GS's COLMAP name), with colours.
+    assert scene.meta["init_points"].endswith("points3D_downsample2.ply")
     assert scene.init_points.shape == (NUM_INIT_POINTS, 3)
-    assert torch.equal(scene.init_colors, torch.full((NUM_INIT_POINTS, 3), 0.5))
-    again = load_n3dv(n3dv_dir, N3DVConfig(downscale=1))
-    assert torch.equal(again.init_points, scene.init_points)
-    _, z = train.cameras.project(scene.init_points[:500])
+    assert float(scene.init_points.norm(dim=-1).max()) < 0.65  # the object's surface
+    assert float(scene.init_colors.std()) > 0.05
+    # Frustum samples on request: deterministic, inside the training frusta between the bounds.
+    frustum = load_n3dv(n3dv_dir, N3DVConfig(downscale=1, init_points="frustum"))
+    assert frustum.init_points.shape == (NUM_INIT_POINTS, 3)
+    assert torch.equal(frustum.init_colors, torch.full((NUM_INIT_POINTS, 3), 0.5))
+    again = load_n3dv(n3dv_dir, N3DVConfig(downscale=1, init_points="frustum"))
+    assert torch.equal(again.init_points, frustum.init_points)
+    _, z = train.cameras.project(frustum.init_points[:500])
     assert bool(((z >= near - 1e-3) & (z <= far + 1e-3)).any(dim=0).all())
 
 
@@ -323,11 +341,15 @@ def test_n3dv_frame_layouts_and_pose_size(
 
 def test_write_n3dv_replaces_an_earlier_write_of_the_other_format(tmp_path: Path) -> None:
     root = tmp_path / "rig"
-    write_n3dv(CFG, root, num_cameras=3, num_frames=2, resolution=(16, 16))
+    write_n3dv(CFG, root, num_cameras=3, num_frames=3, resolution=(16, 16))
     write_n3dv(CFG, root, num_cameras=2, num_frames=2, resolution=(16, 16), as_video=True)
     scene = load_n3dv(root, N3DVConfig(downscale=1))
     assert scene.meta["cameras"] == ["cam00", "cam01"]
     assert set(scene.meta["sources"].values()) == {"video"}
+    # The masks stay PNGs next to the videos, trimmed to the new clip.
+    assert sorted(p.name for p in (root / "cam01").iterdir()) == ["dyn_masks"]
+    assert len(list((root / "cam01" / "dyn_masks").iterdir())) == 2
+    assert scene.train.dyn_mask is not None and scene.train.dyn_mask.shape[1] == 2
 
 
 # ------------------------------------------------------------------------------------------

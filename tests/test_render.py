@@ -1,6 +1,6 @@
 """Spec of the rasterisers: projection, compositing, gradients and degenerate inputs.
 
-The CPU reference (``torch_tiled``) is checked against gsplat's pure-PyTorch projection, against a
+The CPU reference (``torch``) is checked against gsplat's pure-PyTorch projection, against a
 dense brute-force compositor written here (every Gaussian at every pixel, no binning), and against
 finite differences.
 """
@@ -15,7 +15,7 @@ import torch
 from ds4d_pl.cameras import Cameras, look_at, orbit_cameras
 from ds4d_pl.render import RENDERERS, build_renderer
 from ds4d_pl.render.base import GaussianParams, Renderer, eval_sh, rgb_to_sh0
-from ds4d_pl.render.torch_tiled import TorchTiledRenderer, project_gaussians
+from ds4d_pl.render.torch_raster import TorchRasterizer, project_gaussians
 
 
 def random_gaussians(
@@ -60,7 +60,7 @@ def jittered_cameras(c: int, width: int, height: int, seed: int = 0) -> Cameras:
 
 
 def brute_force_render(
-    renderer: TorchTiledRenderer, g: GaussianParams, cams: Cameras, background: torch.Tensor
+    renderer: TorchRasterizer, g: GaussianParams, cams: Cameras, background: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Every Gaussian evaluated at every pixel, depth-sorted per pixel, composited densely.
 
@@ -174,7 +174,7 @@ def test_projection_culls_near_plane_and_offscreen() -> None:
 @pytest.mark.parametrize(("chunk_pairs", "camera_chunk"), [(1 << 18, None), (2000, 1)])
 def test_render_matches_brute_force(chunk_pairs: int, camera_chunk: int | None) -> None:
     """Binning, depth chunks, sorting and early stop change nothing against dense compositing."""
-    renderer = TorchTiledRenderer(chunk_pairs=chunk_pairs, camera_chunk=camera_chunk)
+    renderer = TorchRasterizer(chunk_pairs=chunk_pairs, camera_chunk=camera_chunk)
     p = random_gaussians(250, seed=3, sh_degree=2, scale=(0.02, 0.12), opacity=(0.5, 0.99))
     g = GaussianParams(**p)
     cams = jittered_cameras(2, 40, 32, seed=4)
@@ -189,7 +189,7 @@ def test_render_matches_brute_force(chunk_pairs: int, camera_chunk: int | None) 
 
 
 def test_early_stop_off_matches_brute_force() -> None:
-    renderer = TorchTiledRenderer(min_transmittance=0.0, chunk_pairs=500)
+    renderer = TorchRasterizer(min_transmittance=0.0, chunk_pairs=500)
     g = GaussianParams(**random_gaussians(120, seed=5, sh_degree=0, opacity=(0.6, 0.99)))
     cams = jittered_cameras(1, 24, 24, seed=6)
     bg = torch.ones(3)
@@ -209,7 +209,7 @@ def test_single_gaussian_lands_where_camera_projects_its_mean() -> None:
         opacities=torch.tensor([0.9]),
         sh=rgb_to_sh0(torch.tensor([[[1.0, 0.5, 0.25]]])),
     )
-    out = TorchTiledRenderer()(g, cams, torch.zeros(3))
+    out = TorchRasterizer()(g, cams, torch.zeros(3))
     uv, z = cams.project(mean)
     peak = int(out.alpha[0, ..., 0].argmax())
     assert (peak % 48, peak // 48) == (int(uv[0, 0, 0]), int(uv[0, 0, 1]))
@@ -226,7 +226,7 @@ def test_single_gaussian_lands_where_camera_projects_its_mean() -> None:
 def test_background_shows_through_where_empty() -> None:
     g = GaussianParams(**random_gaussians(20, seed=7, radius=0.1, scale=(0.01, 0.02)))
     bg = torch.tensor([0.1, 0.7, 0.3])
-    out = TorchTiledRenderer()(g, orbit_cameras([0.0], [0.0], 32, 32), bg)
+    out = TorchRasterizer()(g, orbit_cameras([0.0], [0.0], 32, 32), bg)
     empty = out.alpha[0, ..., 0] == 0
     assert empty.any() and (~empty).any()
     torch.testing.assert_close(out.rgb[0][empty], bg.expand(int(empty.sum()), 3))
@@ -236,7 +236,7 @@ def test_recompositing_a_render_equals_rendering_on_the_other_background() -> No
     g = GaussianParams(**random_gaussians(30, seed=7, radius=0.3, scale=(0.02, 0.1)))
     cams = orbit_cameras([0.0], [0.0], 32, 32)
     a, b = torch.tensor([0.1, 0.7, 0.3]), torch.ones(3)
-    on_a, on_b = TorchTiledRenderer()(g, cams, a), TorchTiledRenderer()(g, cams, b)
+    on_a, on_b = TorchRasterizer()(g, cams, a), TorchRasterizer()(g, cams, b)
     torch.testing.assert_close(on_a.rgb_on(b, a), on_b.rgb)
 
 
@@ -255,7 +255,7 @@ def test_gradients_match_finite_differences() -> None:
     )
     cams = orbit_cameras([10.0, -15.0], [20.0, 120.0], 16, 16)
     cams = Cameras(cams.c2w.double(), cams.K.double(), 16, 16)
-    renderer = TorchTiledRenderer()
+    renderer = TorchRasterizer()
     gen = torch.Generator().manual_seed(9)
     w_rgb = torch.rand(2, 16, 16, 3, generator=gen, dtype=torch.float64)
     w_alpha = torch.rand(2, 16, 16, 1, generator=gen, dtype=torch.float64)
@@ -278,7 +278,7 @@ def test_means2d_grad_is_populated_and_culled_have_zero_radii() -> None:
         p["means"][:5] = torch.tensor([0.0, 0.0, 3.0])  # behind the camera at z = +2
     g = GaussianParams(**p)
     cams = orbit_cameras([0.0, 0.0], [0.0, 90.0], 32, 32)
-    out = TorchTiledRenderer()(g, cams, torch.ones(3))
+    out = TorchRasterizer()(g, cams, torch.ones(3))
     assert out.means2d.shape == (2, 30, 2) and not out.means2d.is_leaf
     out.rgb.square().sum().backward()
     grad = out.means2d.grad
@@ -296,7 +296,7 @@ def test_means2d_grad_is_populated_and_culled_have_zero_radii() -> None:
 def test_no_grad_mode_returns_plain_means2d() -> None:
     g = GaussianParams(**random_gaussians(10, seed=11))
     with torch.no_grad():
-        out = TorchTiledRenderer()(g, orbit_cameras([0.0], [0.0], 16, 16), torch.ones(3))
+        out = TorchRasterizer()(g, orbit_cameras([0.0], [0.0], 16, 16), torch.ones(3))
     assert not out.means2d.requires_grad and out.means2d.grad is None
 
 
@@ -313,7 +313,7 @@ def _check_finite(out: object, params: dict[str, torch.Tensor]) -> None:
 def test_empty_scene_renders_background() -> None:
     p = random_gaussians(0)
     bg = torch.tensor([0.25, 0.5, 0.75])
-    out = TorchTiledRenderer()(GaussianParams(**p), orbit_cameras([0.0], [0.0], 16, 12), bg)
+    out = TorchRasterizer()(GaussianParams(**p), orbit_cameras([0.0], [0.0], 16, 12), bg)
     assert out.rgb.shape == (1, 12, 16, 3) and out.means2d.shape == (1, 0, 2)
     assert out.radii.shape == (1, 0)
     torch.testing.assert_close(out.rgb, bg.expand(1, 12, 16, 3))
@@ -327,7 +327,7 @@ def test_all_behind_camera() -> None:
     with torch.no_grad():
         p["means"] += torch.tensor([0.0, 0.0, 4.0])  # camera sits at z = +2 looking towards -z
     bg = torch.tensor([0.9, 0.1, 0.4])
-    out = TorchTiledRenderer()(GaussianParams(**p), orbit_cameras([0.0], [0.0], 16, 16), bg)
+    out = TorchRasterizer()(GaussianParams(**p), orbit_cameras([0.0], [0.0], 16, 16), bg)
     torch.testing.assert_close(out.rgb, bg.expand(1, 16, 16, 3))
     assert (out.alpha == 0).all() and (out.radii == 0).all()
     (out.rgb.sum() + out.alpha.sum()).backward()
@@ -342,9 +342,7 @@ def test_degenerate_scales_and_quaternions() -> None:
         p["scales"][4:6] = 1e-12
         p["quats"][6:9] = 0.0
         p["scales"][9] = torch.tensor([50.0, 1e-9, 0.02])  # huge and flat at once
-    out = TorchTiledRenderer()(
-        GaussianParams(**p), orbit_cameras([0.0], [0.0], 24, 24), torch.ones(3)
-    )
+    out = TorchRasterizer()(GaussianParams(**p), orbit_cameras([0.0], [0.0], 24, 24), torch.ones(3))
     assert (out.radii[0, :9] > 0).all(), "degenerate Gaussians still render as eps2d splats"
     (out.rgb.mean() + out.depth.mean() + out.alpha.mean()).backward()
     _check_finite(out, p)
@@ -355,15 +353,15 @@ def test_degenerate_scales_and_quaternions() -> None:
 
 def test_build_renderer_selects_backends() -> None:
     auto = build_renderer()
-    expected = "gsplat" if torch.cuda.is_available() else "torch_tiled"
+    expected = "gsplat" if torch.cuda.is_available() else "torch"
     assert auto.name == expected and isinstance(auto, Renderer)
-    custom = build_renderer("torch_tiled", tile_size=8, near=0.1, eps2d=0.1)
-    assert isinstance(custom, TorchTiledRenderer) and custom.near == 0.1
-    assert set(RENDERERS) == {"torch_tiled", "gsplat"}
-    with pytest.raises(ValueError, match="torch_tiled"):
+    custom = build_renderer("torch", tile_size=8, near=0.1, eps2d=0.1)
+    assert isinstance(custom, TorchRasterizer) and custom.near == 0.1
+    assert set(RENDERERS) == {"torch", "gsplat"}
+    with pytest.raises(ValueError, match="torch"):
         build_renderer("opengl")
     with pytest.raises(TypeError):
-        build_renderer("torch_tiled", no_such_knob=1)
+        build_renderer("torch", no_such_knob=1)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only error")
@@ -374,21 +372,21 @@ def test_build_renderer_gsplat_without_cuda_raises() -> None:
 
 def test_constructor_rejects_bad_knobs() -> None:
     with pytest.raises(ValueError):
-        TorchTiledRenderer(alpha_threshold=0.995)
+        TorchRasterizer(alpha_threshold=0.995)
     with pytest.raises(ValueError):
-        TorchTiledRenderer(near=0.0)
+        TorchRasterizer(near=0.0)
     with pytest.raises(ValueError):
-        TorchTiledRenderer(min_transmittance=1.0)
+        TorchRasterizer(min_transmittance=1.0)
 
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_gsplat_matches_torch_tiled_on_cuda() -> None:
+def test_gsplat_matches_the_torch_rasterizer_on_cuda() -> None:
     p = random_gaussians(200, seed=14, sh_degree=1)
     g = GaussianParams(**{k: v.detach().cuda().requires_grad_(True) for k, v in p.items()})
     cams = jittered_cameras(2, 48, 40, seed=15).to("cuda")
     bg = torch.tensor([0.1, 0.2, 0.3], device="cuda")
-    ours = TorchTiledRenderer()(g, cams, bg)
+    ours = TorchRasterizer()(g, cams, bg)
     theirs = build_renderer("gsplat")(g, cams, bg)
     assert theirs.means2d.shape == (2, 200, 2) and theirs.radii.shape == (2, 200)
     torch.testing.assert_close(theirs.rgb, ours.rgb, rtol=0, atol=2e-3)

@@ -262,7 +262,7 @@ def test_sds_term_renders_random_views_and_moves_the_gaussians(
     gs = CanonicalGaussians.random_in_sphere(
         200, 0.5, 0, 0.5, generator=torch.Generator().manual_seed(0)
     )
-    renderer = build_renderer("torch_tiled")
+    renderer = build_renderer("torch")
     bg = torch.ones(3)
     result, out = prior(
         lambda cams: renderer(gs.activated(), cams, bg), bg, 1, 0, torch.Generator().manual_seed(0)
@@ -283,7 +283,7 @@ def test_pose_is_relative_to_the_chosen_view_with_the_configured_fourth_entry(
     gs = CanonicalGaussians.random_in_sphere(
         50, 0.5, 0, 0.5, generator=torch.Generator().manual_seed(0)
     )
-    renderer, bg = build_renderer("torch_tiled"), torch.ones(3)
+    renderer, bg = build_renderer("torch"), torch.ones(3)
 
     def render(cams):
         return renderer(gs.activated(), cams, bg)

@@ -1,5 +1,5 @@
 """W&B sweep specs: every swept key is a CLI key and every cell's command parses and builds a
-valid ablation (DESIGN §9: lightning-hydra-template's test_sweeps)."""
+valid ablation (docs/design.md §9: lightning-hydra-template's test_sweeps)."""
 
 from __future__ import annotations
 

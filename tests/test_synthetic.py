@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -293,7 +294,10 @@ def test_write_consistent4d_tree_and_round_trip(tmp_path: Path) -> None:
     expected |= {f"eval_gt/obj/eval_{k}/{t}.png" for k in range(4) for t in t_range}
     expected |= {f"obj_mv/ref/{t}_rgba.png" for t in t_range}
     expected |= {f"obj_mv/zero123/{t}_rgba/{j}.png" for t in t_range for j in range(6)}
-    assert _tree(tmp_path) == expected
+    assert _tree(tmp_path) == expected | {"obj_mv/zero123/provenance.json"}
+    # The provenance says these are exact renders (readers then leave their framing alone).
+    provenance = json.loads((tmp_path / "obj_mv/zero123/provenance.json").read_text())
+    assert provenance["pseudo_views"] == "oracle" and provenance["stored_as"] == "rgba"
     for rel in expected:
         with Image.open(tmp_path / rel) as img:
             assert img.mode == "RGBA"
@@ -330,7 +334,7 @@ def test_rewrite_with_fewer_frames_removes_stale_frames(tmp_path: Path) -> None:
         "obj/notes.txt",
     }
     assert len([p for p in tree if p.startswith("eval_gt/")]) == 4 * 3
-    assert len([p for p in tree if p.startswith("obj_mv/zero123/")]) == 6 * 3
+    assert len([p for p in tree if p.startswith("obj_mv/zero123/") and p.endswith(".png")]) == 6 * 3
     assert not (tmp_path / "obj_mv/zero123/4_rgba").exists()
 
 

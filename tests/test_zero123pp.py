@@ -16,12 +16,12 @@ import pytest
 import torch
 
 from ds4d_pl.cameras import ZERO123PP_V11_POSES, ZERO123PP_V12_POSES, zero123pp_cameras
+from ds4d_pl.data.alpha import background_alpha
 from ds4d_pl.data.parsers.multiview_sequence import load_multiview_sequence
 from ds4d_pl.priors.tiny import write_tiny_zero123pp
 from ds4d_pl.priors.zero123pp import (
     Zero123pp,
     Zero123ppConfig,
-    background_alpha,
     generate_multiview_sequence,
     load_zero123pp,
     split_grid,
@@ -147,6 +147,21 @@ def test_background_threshold_keeps_background_coloured_parts_inside_the_object(
     expected = torch.zeros(32, 32)
     expected[8:24, 8:24] = 1.0
     assert torch.equal(alpha, expected)
+
+
+def test_background_alpha_fills_a_batch_like_one_image_at_a_time() -> None:
+    g = torch.Generator().manual_seed(1)
+    imgs = torch.full((3, 24, 24, 3), 0.5) + (torch.rand(3, 24, 24, 3, generator=g) - 0.5) * 0.04
+    imgs[0, 4:12, 4:20] = torch.tensor([0.9, 0.2, 0.2])
+    imgs[1, 10:23, 0:9] = torch.tensor([0.1, 0.1, 0.8])  # reaches the left border
+    imgs[2] = 0.5  # nothing at all
+    batch = background_alpha(imgs)
+    assert batch.shape == (3, 24, 24)
+    for k in range(3):
+        assert torch.equal(batch[k], background_alpha(imgs[k]))
+    assert batch[2].sum() == 0 and batch[0].sum() == 8 * 16
+    with pytest.raises(ValueError, match=r"needs \(\.\.\., H, W, 3\) colour"):
+        background_alpha(torch.zeros(24, 24))
 
 
 @pytest.mark.parametrize(

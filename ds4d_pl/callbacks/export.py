@@ -31,9 +31,9 @@ class ExportAssets(pl.Callback):
     def export(self, pl_module: pl.LightningModule, out: Path) -> list[Path]:
         """Write the PLY files into ``out`` and return their paths."""
         paths = [out / "canonical.ply"]
-        save_ply(paths[0], pl_module.gaussians_at(0.0, deform=False))
+        save_ply(paths[0], pl_module.model.at(0.0, deform=False))
         if self.per_frame:
             for i, t in enumerate(pl_module.scene.train.times):
                 paths.append(out / f"frame_{i:04d}.ply")
-                save_ply(paths[-1], pl_module.gaussians_at(t))
+                save_ply(paths[-1], pl_module.model.at(t))
         return paths

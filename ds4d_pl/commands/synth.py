@@ -3,19 +3,56 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+
+# One line per DegradeConfig knob (the class documents them in full).
+_DEGRADE_HELP = {
+    "seed": "seed of every random draw",
+    "hallucinate": "strength in [0, 1] of an invented texture where the input cannot see",
+    "hallucinate_drift": "peak hue drift of the invented texture over the clip, in turns",
+    "flicker_gain": "per view and frame, colour gain in [1 - x, 1 + x] per channel",
+    "flicker_offset": "per view and frame, colour offset in [-x, x] per channel",
+    "jitter": "per view and frame, shift of up to x * image side per axis",
+    "scale_error": "per view, scale in [1 - x, 1 + x] about the image centre",
+    "center_error": "per view, shift of up to x * image side per axis",
+    "alpha_blur": "Gaussian blur of the alpha, sigma = x * image side",
+    "alpha_noise": "uniform noise of amplitude x on the alpha's soft band",
+    "wrong_views": "number of badly wrong views",
+    "wrong_mode": "a wrong view shows the opposite pose, or is shifted by a quarter image",
+}
+
+
+def _add_degrade_flags(p: argparse.ArgumentParser) -> None:
+    """One flag per :class:`DegradeConfig` field, its default and doc taken from the class."""
+    from ds4d_pl.data.parsers.degrade import DegradeConfig
+
+    g = p.add_argument_group(
+        "degraded pseudo views (consistent4d, --pseudo_views degraded; 0 turns a defect off)"
+    )
+    for f in dataclasses.fields(DegradeConfig):
+        flag = "--degrade_seed" if f.name == "seed" else f"--{f.name}"
+        helps = f"{_DEGRADE_HELP[f.name]} (default %(default)s)"
+        if f.name == "wrong_mode":
+            g.add_argument(
+                flag, dest=f.name, default=f.default, choices=["pose", "shift"], help=helps
+            )
+        else:
+            kind = int if f.name in ("seed", "wrong_views") else float
+            g.add_argument(flag, dest=f.name, type=kind, default=f.default, help=helps)
 
 
 def main(argv: list[str]) -> int:
     """``ds4d synth``: write the embedded synthetic object to disk in a real dataset format."""
+    from ds4d_pl.data.parsers.degrade import DegradeConfig
     from ds4d_pl.data.parsers.synthetic import SyntheticConfig, write_synthetic
     from ds4d_pl.data.parsers.synthetic_scenes import write_dnerf, write_n3dv
 
     p = argparse.ArgumentParser(
         prog="ds4d synth",
         description="Write the embedded synthetic object in a dataset layout: consistent4d "
-        "(DIR/<obj>/{t}.png, DIR/eval_gt/<obj>/eval_{0..3}/{t}.png, oracle pseudo views in "
-        "DIR/<obj>_mv), dnerf (DIR/transforms_*.json, a camera that moves every frame) or n3dv "
-        "(DIR/poses_bounds.npy + DIR/camXX, a fixed forward-facing rig).",
+        "(DIR/<obj>/{t}.png, DIR/eval_gt/<obj>/eval_{0..3}/{t}.png, oracle or degraded pseudo "
+        "views in DIR/<obj>_mv), dnerf (DIR/transforms_*.json, a camera that moves every frame) "
+        "or n3dv (DIR/poses_bounds.npy + DIR/camXX, a fixed forward-facing rig).",
     )
     p.add_argument(
         "--out", required=True, help="output directory (the scene folder for dnerf/n3dv)"
@@ -34,12 +71,47 @@ def main(argv: list[str]) -> int:
     )
     p.add_argument("--resolution", type=int, default=128, help="image size (n3dv: width)")
     p.add_argument("--eval_resolution", type=int, default=128, help="consistent4d only")
-    p.add_argument("--num_cameras", type=int, default=6, help="n3dv only")
+    p.add_argument("--num_cameras", type=int, default=12, help="n3dv only; cam00 is held out")
+    p.add_argument(
+        "--background",
+        default="room",
+        choices=["room", "none"],
+        help="n3dv only: the object in a textured room (full-frame, a small moving part, as in "
+        "N3DV) or alone on white",
+    )
     p.add_argument("--num_test", type=int, default=20, help="dnerf only: test images")
     p.add_argument("--video", action="store_true", help="n3dv only: camXX.mp4 instead of PNGs")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--name", default=None, help="object folder name (consistent4d)")
+    p.add_argument(
+        "--pseudo_views",
+        default="oracle",
+        choices=["oracle", "degraded"],
+        help="consistent4d: exact renders, or renders with the defects of real Zero123++ views "
+        "(see the flags below)",
+    )
+    p.add_argument(
+        "--pseudo_background",
+        type=float,
+        default=None,
+        metavar="GREY",
+        help="consistent4d: store the pseudo views as Zero123++ does, opaque RGB on this grey "
+        "(0.5) without alpha; default RGBA",
+    )
+    _add_degrade_flags(p)
     a = p.parse_args(argv)
+    try:
+        degrade_cfg = DegradeConfig(
+            **{f.name: getattr(a, f.name) for f in dataclasses.fields(DegradeConfig)}
+        )
+    except ValueError as err:
+        p.error(str(err))
+    if a.format != "consistent4d" and (
+        a.pseudo_views != "oracle" or a.pseudo_background is not None
+    ):
+        p.error("--pseudo_views and --pseudo_background apply to --format consistent4d only")
+    if a.pseudo_background is not None and not 0.0 <= a.pseudo_background <= 1.0:
+        p.error(f"--pseudo_background must be a grey level in [0, 1]; got {a.pseudo_background}")
     if a.format == "consistent4d":
         cfg = SyntheticConfig(
             motion=a.motion,
@@ -48,8 +120,10 @@ def main(argv: list[str]) -> int:
             eval_resolution=a.eval_resolution,
             seed=a.seed,
             name=a.name,
+            pseudo_views=a.pseudo_views,
+            degrade=degrade_cfg,
         )
-        path = write_synthetic(cfg, a.out)
+        path = write_synthetic(cfg, a.out, pseudo_background=a.pseudo_background)
     elif a.format == "dnerf":
         cfg = SyntheticConfig(motion=a.motion, seed=a.seed)
         path = write_dnerf(
@@ -64,13 +138,17 @@ def main(argv: list[str]) -> int:
         cfg = SyntheticConfig(motion=a.motion, seed=a.seed)
         # 4:3 like the N3DV rig, rounded to even sizes so the video option can encode it.
         height = 2 * round(a.resolution * 3 / 8)
-        path = write_n3dv(
-            cfg,
-            a.out,
-            num_cameras=a.num_cameras,
-            num_frames=a.num_frames or 12,
-            resolution=(a.resolution, height),
-            as_video=a.video,
-        )
+        try:
+            path = write_n3dv(
+                cfg,
+                a.out,
+                num_cameras=a.num_cameras,
+                num_frames=a.num_frames or 12,
+                resolution=(a.resolution, height),
+                as_video=a.video,
+                background=a.background,
+            )
+        except ValueError as err:  # a bad option: say which, with the usage, not a traceback
+            p.error(str(err))
     print(f"wrote {path}")
     return 0

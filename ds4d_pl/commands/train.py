@@ -25,6 +25,7 @@ from ds4d_pl.atomic import atomic_path
 from ds4d_pl.callbacks.checkpoint import RunCheckpoint
 from ds4d_pl.callbacks.export import ExportAssets
 from ds4d_pl.callbacks.render_videos import RenderVideos
+from ds4d_pl.compat import upgrade_hparams
 from ds4d_pl.config import StageSchedule
 from ds4d_pl.data.datamodule import DS4DDataModule
 from ds4d_pl.system import DS4DSystem
@@ -93,6 +94,21 @@ class DS4DCLI(LightningCLI):
             sched = cfg.model.schedule
             schedule = StageSchedule(**sched.as_dict()) if sched else StageSchedule()
             cfg.trainer.max_steps = schedule.total_steps
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI applies a checkpoint's hyper-parameters to the config; older
+        checkpoints store some under earlier names, so bring them to today's first."""
+        subcommand = self.config.get("subcommand")
+        ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        if not ckpt_path or not Path(ckpt_path).is_file():
+            return
+        checkpoint = torch.load(ckpt_path, weights_only=True, map_location="cpu")
+        hparams = checkpoint.get("hyper_parameters", {})
+        hparams.pop("_instantiator", None)
+        if hparams:
+            self.config = self.parser.parse_object(
+                {subcommand: {"model": upgrade_hparams(hparams)}}, self.config
+            )
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)

@@ -1,14 +1,17 @@
 """The ablation switchboard: the only place :class:`AblationConfig` is read.
 
-It turns (frame_features, dsfd, tssf) into modules. A component that is switched off becomes a
-pass-through of the same ``out_dim``, so every "without X" row keeps every shape and every other
-module unchanged (DESIGN §5).
+It turns (init, frame_features, dsfd, tssf) into an initialisation source and modules. A
+component that is switched off becomes a pass-through of the same ``out_dim``, so every "without
+X" row keeps every shape and every other module unchanged (``docs/design.md``, "The method").
+Mode-specific conditioning knobs (``da_combine``, ``ga_scorer``) set under another fusion mode
+are refused here, at build time.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor, nn
@@ -16,12 +19,12 @@ from torch import Tensor, nn
 from ds4d_pl.cameras import Cameras
 from ds4d_pl.conditioning.dsfd import DSFD, PassThroughDSFD
 from ds4d_pl.conditioning.encoders import build_encoder
-from ds4d_pl.conditioning.tssf import TSSF, Fused, InputViewOnly, sample_point_features
+from ds4d_pl.conditioning.tssf import Fused, make_fusion, sample_point_features
 from ds4d_pl.config import AblationConfig, ConditioningConfig
 
 
 class Conditioner(nn.Module):
-    """Per-Gaussian frame-feature conditioning (DESIGN §5, "Point features" to "Conditioning").
+    """Per-Gaussian frame-feature conditioning (``docs/design.md`` §5, "Point features" on).
 
     Cached encoder features of every (view, frame) go through DSFD once; at each query the
     decoupled maps of the two frames around ``t`` are interpolated, sampled at the Gaussians'
@@ -44,17 +47,8 @@ class Conditioner(nn.Module):
             else PassThroughDSFD(encoder_dim)
         )
         width = self.decoupler.out_dim
-        self.fusion = (
-            InputViewOnly(width)
-            if tssf == "off"
-            # The concat merge only exists for DA; the other modes have nothing to merge.
-            else TSSF(
-                width,
-                mode=tssf,
-                tau=cfg.tau,
-                combine=cfg.da_combine if tssf == "da" else "sum",
-                ga_scorer=cfg.ga_scorer if tssf == "ga" else "own",
-            )
+        self.fusion = make_fusion(
+            width, tssf, tau=cfg.tau, combine=cfg.da_combine, ga_scorer=cfg.ga_scorer
         )
         self.proj = nn.Linear(self.fusion.out_dim, cfg.width)
         self.out_dim = cfg.width
@@ -68,6 +62,11 @@ class Conditioner(nn.Module):
     @property
     def ready(self) -> bool:
         return self.maps.numel() > 0
+
+    @property
+    def decouples(self) -> bool:
+        """Whether DSFD splits the features (its dynamic-energy maps then mean something)."""
+        return isinstance(self.decoupler, DSFD)
 
     @torch.no_grad()
     def set_features(
@@ -167,6 +166,11 @@ class Conditioner(nn.Module):
         )
         fused = self.fusion(pf, input_view=0)
         return self.proj(fused.features), fused
+
+
+def init_source(ablation: AblationConfig) -> Literal["random", "points"]:
+    """Where the canonical Gaussians start: a random sphere or points of the middle frame."""
+    return ablation.init
 
 
 def build_conditioner(

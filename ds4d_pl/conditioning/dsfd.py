@@ -1,4 +1,4 @@
-"""Dynamic-static feature decoupling (DSFD, DESIGN §5 "Reference" and "DSFD").
+"""Dynamic-static feature decoupling (DSFD, docs/design.md §5 "Reference" and "DSFD").
 
 Every frame feature of a view is split, token by token, into a *static* part (its projection onto
 a reference feature of the same view) and a *dynamic* part (the residual orthogonal to the

@@ -1,9 +1,11 @@
-"""Point features and temporal-spatial similarity fusion (TSSF, DESIGN §5).
+"""Point features and temporal-spatial similarity fusion (TSSF, docs/design.md §5).
 
 :func:`sample_point_features` gathers a feature for every point (Gaussian centre) from every view
 by projecting it and sampling the view's feature map bilinearly, with a visibility flag from the
-image bounds and an optional depth test against a rendered depth map. :class:`TSSF` fuses the
-per-view features of each point into one; :class:`InputViewOnly` is the "TSSF off" ablation.
+image bounds and an optional depth test against a rendered depth map. One small module per TSSF
+mode fuses the per-view features of each point into one: :class:`MeanFusion`,
+:class:`GlobalAwareFusion`, :class:`DistanceAwareFusion`, and :class:`InputViewOnly` for the
+"TSSF off" ablation; :func:`make_fusion` picks one.
 """
 
 from __future__ import annotations
@@ -190,109 +192,123 @@ def _check_inputs(pf: PointFeatures, in_dim: int, input_view: int) -> None:
         raise ValueError(f"input_view must be in [0, {f.shape[0]}), got {input_view}")
 
 
-class TSSF(nn.Module):
-    """Fuse each point's per-view features into one feature.
+class MeanFusion(nn.Module):
+    """TSSF ``mean`` (ablation row F): the average of the views that see each point.
 
-    Modes and what :attr:`Fused.weights` means (always 0 for views where the point is invisible):
-
-    * ``mean``: the average of the visible views. Weights are ``1 / #visible`` on visible views,
-      so they sum to 1 per point (0 if no view sees the point).
-    * ``ga`` (global-aware): a shared ``Linear(D, 1)`` scores every view's feature; a softmax over
-      the visible views gives the weights (sum 1 per point, 0 if no view sees it).
-      ``ga_scorer="relative"`` adds to view ``j``'s logit a learned ``v·|f_j − f_input|`` and a
-      learned bias on the input view. The paper's scorer sees each view alone, so it cannot tell
-      the real observation from the pseudo views. A linear score of the pair ``[f_j, f_input]``
-      would not help either: its ``f_input`` term is the same for every view and cancels in the
-      softmax. Both additions start at zero, so ``relative`` also starts as the mean fusion.
-    * ``da`` (distance-aware): the input view is kept as is and the pseudo views ``j != input``
-      are fused with ``softmax(-d_j / tau)`` over the *visible pseudo views*, where
-      ``d_j = ‖f_j - f_input‖₁ / D``. ``combine="sum"`` outputs ``f_input + fused_pseudo``;
-      ``combine="concat"`` outputs ``Linear(2D, D)(concat(f_input, fused_pseudo))``.
-      Weights: the pseudo views carry their softmax weights (sum 1 over visible pseudo views) and
-      the input view carries its coefficient in the sum, 1 if visible else 0 (the same value is
-      reported for ``concat``, where the layer mixes it); a point seen by the input view and at
-      least one pseudo view therefore has weights summing to 2.
-      Edge cases: if the input view does not see the point, its feature is zero and distances to
-      it are meaningless, so the visible pseudo views are averaged uniformly; if no pseudo view
-      sees it, ``fused_pseudo = 0``; if no view at all sees it, the output is exactly 0 (also for
-      ``concat``, whose bias would otherwise leak in).
+    Weights are ``1 / #visible`` on visible views, so they sum to 1 per point (0 if no view sees
+    the point). Parameter-free.
 
     Args:
         in_dim: Feature width D (``out_dim`` equals it).
-        mode: ``mean``, ``ga`` or ``da``.
-        tau: Softmax temperature of ``da``, ``> 0``.
-        combine: ``sum`` or ``concat``; only ``da`` combines, other modes require ``sum``.
-        ga_scorer: ``own`` (the paper's GA) or ``relative``; only for ``ga``.
     """
 
-    def __init__(
-        self,
-        in_dim: int,
-        mode: str = "da",
-        tau: float = 1.0,
-        combine: str = "sum",
-        ga_scorer: str = "own",
-    ) -> None:
+    mode = "mean"
+
+    def __init__(self, in_dim: int) -> None:
         super().__init__()
-        if mode not in TSSF_MODES:
-            raise ValueError(f"unknown TSSF mode {mode!r}; expected one of {TSSF_MODES}")
-        if combine not in COMBINE_MODES:
-            raise ValueError(f"unknown TSSF combine {combine!r}; expected one of {COMBINE_MODES}")
-        if combine != "sum" and mode != "da":
-            raise ValueError(f"combine={combine!r} only applies to mode 'da', got mode {mode!r}")
-        if not tau > 0:
-            raise ValueError(f"tau must be > 0, got {tau}")
-        if ga_scorer not in GA_SCORERS:
-            raise ValueError(f"unknown GA scorer {ga_scorer!r}; expected one of {GA_SCORERS}")
-        self.in_dim = in_dim
-        self.out_dim = in_dim
-        self.mode = mode
-        self.tau = float(tau)
-        self.combine = combine
-        self.score = nn.Linear(in_dim, 1) if mode == "ga" else None
-        if self.score is not None:
-            # Start GA from the mean fusion (all logits 0). A random init gives arbitrary,
-            # confident per-view weights that often bury the input view, and in the ablation
-            # benchmark (benchmarks/results/ablation.md) GA then trailed even the input-view-only
-            # row; learning away from uniform keeps what the views agree on.
-            nn.init.zeros_(self.score.weight)
-            nn.init.zeros_(self.score.bias)
-        self.merge = nn.Linear(2 * in_dim, in_dim) if combine == "concat" else None
-        self.ga_scorer = ga_scorer
+        self.in_dim = self.out_dim = in_dim
+
+    def forward(self, pf: PointFeatures, input_view: int = 0) -> Fused:
+        """Fuse ``pf`` (``(V, N, D)`` features) into ``(N, D)``."""
+        _check_inputs(pf, self.in_dim, input_view)
+        f, vis = pf.features, pf.visible
+        visf = vis.to(f.dtype)
+        weights = visf / visf.sum(dim=0).clamp_min(1.0)
+        return Fused(_weighted_sum(weights, f), weights)
+
+
+class GlobalAwareFusion(nn.Module):
+    """TSSF ``ga`` (DS4D-GA, row G): a learned score per view, softmax over the visible views.
+
+    A shared ``Linear(D, 1)`` scores every view's feature; the softmax over the views that see a
+    point gives its weights (sum 1 per point, 0 if no view sees it). ``scorer="relative"`` adds
+    to view ``j``'s logit a learned ``v·|f_j − f_input|`` and a learned bias on the input view.
+    The paper's scorer sees each view alone, so it cannot tell the real observation from the
+    pseudo views; a linear score of the pair ``[f_j, f_input]`` would not help either, because
+    its ``f_input`` term is the same for every view and cancels in the softmax. Every scoring
+    layer starts at zero, so GA starts as the mean fusion.
+
+    Args:
+        in_dim: Feature width D (``out_dim`` equals it).
+        scorer: ``own`` (the paper) or ``relative``.
+    """
+
+    mode = "ga"
+
+    def __init__(self, in_dim: int, scorer: str = "own") -> None:
+        super().__init__()
+        if scorer not in GA_SCORERS:
+            raise ValueError(f"unknown GA scorer {scorer!r}; expected one of {GA_SCORERS}")
+        self.in_dim = self.out_dim = in_dim
+        self.ga_scorer = scorer
+        self.score = nn.Linear(in_dim, 1)
+        # Start from the mean fusion (all logits 0). A random init gives arbitrary, confident
+        # per-view weights that often bury the input view, and in the ablation benchmark
+        # (benchmarks/results/ablation.md) GA then trailed even the input-view-only row;
+        # learning away from uniform keeps what the views agree on.
+        nn.init.zeros_(self.score.weight)
+        nn.init.zeros_(self.score.bias)
         self.relative = None
         self.input_bias = None
-        if mode == "ga" and ga_scorer == "relative":
+        if scorer == "relative":
             self.relative = nn.Linear(in_dim, 1, bias=False)
             nn.init.zeros_(self.relative.weight)
             self.input_bias = nn.Parameter(torch.zeros(()))
 
     def forward(self, pf: PointFeatures, input_view: int = 0) -> Fused:
-        """Fuse ``pf`` (``(V, N, D)`` features) into ``(N, D)``.
-
-        Args:
-            pf: Per-view point features and visibility.
-            input_view: Index of the input (real) view among the V views.
-
-        Returns:
-            :class:`Fused` features ``(N, D)`` and weights ``(V, N)``.
-        """
+        """Fuse ``pf`` (``(V, N, D)`` features) into ``(N, D)``."""
         _check_inputs(pf, self.in_dim, input_view)
         f, vis = pf.features, pf.visible
-        if self.mode == "mean":
-            visf = vis.to(f.dtype)
-            weights = visf / visf.sum(dim=0).clamp_min(1.0)
-            return Fused(_weighted_sum(weights, f), weights)
-        if self.mode == "ga":
-            logits = self.score(f).squeeze(-1)  # (V, N)
-            if self.relative is not None:
-                f_in = f[input_view].masked_fill(~vis[input_view][:, None], 0.0)
-                logits = logits + self.relative((f - f_in).abs()).squeeze(-1)
-                logits[input_view] = logits[input_view] + self.input_bias
-            weights = _masked_softmax(logits, vis)
-            return Fused(_weighted_sum(weights, f), weights)
-        return self._distance_aware(f, vis, input_view)
+        logits = self.score(f).squeeze(-1)  # (V, N)
+        if self.relative is not None:
+            f_in = f[input_view].masked_fill(~vis[input_view][:, None], 0.0)
+            logits = logits + self.relative((f - f_in).abs()).squeeze(-1)
+            logits[input_view] = logits[input_view] + self.input_bias
+        weights = _masked_softmax(logits, vis)
+        return Fused(_weighted_sum(weights, f), weights)
 
-    def _distance_aware(self, f: Tensor, vis: Tensor, iv: int) -> Fused:
+
+class DistanceAwareFusion(nn.Module):
+    """TSSF ``da`` (DS4D-DA, row H, the paper's best): pseudo views weighted by their feature
+    distance to the input view, on top of the input view itself.
+
+    The input view is kept as is and the pseudo views ``j != input`` are fused with
+    ``softmax(-d_j / tau)`` over the *visible pseudo views*, where ``d_j = ‖f_j - f_input‖₁ / D``.
+    ``combine="sum"`` outputs ``f_input + fused_pseudo``; ``combine="concat"`` outputs
+    ``Linear(2D, D)(concat(f_input, fused_pseudo))``.
+
+    Weights: the pseudo views carry their softmax weights (sum 1 over visible pseudo views) and
+    the input view carries its coefficient in the sum, 1 if visible else 0 (the same value is
+    reported for ``concat``, where the layer mixes it); a point seen by the input view and at
+    least one pseudo view therefore has weights summing to 2. Edge cases: if the input view does
+    not see the point, its feature is zero and distances to it are meaningless, so the visible
+    pseudo views are averaged uniformly; if no pseudo view sees it, ``fused_pseudo = 0``; if no
+    view at all sees it, the output is exactly 0 (also for ``concat``, whose bias would otherwise
+    leak in).
+
+    Args:
+        in_dim: Feature width D (``out_dim`` equals it).
+        tau: Softmax temperature, ``> 0``.
+        combine: ``sum`` or ``concat``.
+    """
+
+    mode = "da"
+
+    def __init__(self, in_dim: int, tau: float = 1.0, combine: str = "sum") -> None:
+        super().__init__()
+        if combine not in COMBINE_MODES:
+            raise ValueError(f"unknown TSSF combine {combine!r}; expected one of {COMBINE_MODES}")
+        if not tau > 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        self.in_dim = self.out_dim = in_dim
+        self.tau = float(tau)
+        self.combine = combine
+        self.merge = nn.Linear(2 * in_dim, in_dim) if combine == "concat" else None
+
+    def forward(self, pf: PointFeatures, input_view: int = 0) -> Fused:
+        """Fuse ``pf`` (``(V, N, D)`` features) into ``(N, D)``."""
+        _check_inputs(pf, self.in_dim, input_view)
+        f, vis, iv = pf.features, pf.visible, input_view
         vis_in = vis[iv]
         # PointFeatures promise zeros where unseen; enforcing it on this (N, D) slice is cheap
         # and keeps an unseen input view out of the sum even if a caller broke the promise.
@@ -317,12 +333,14 @@ class TSSF(nn.Module):
 class InputViewOnly(nn.Module):
     """The "TSSF off" ablation: each point takes the input view's feature (0 where unseen).
 
-    ``out_dim`` equals ``in_dim`` like :class:`TSSF`. Weights are one-hot on the input view where
+    ``out_dim`` equals ``in_dim`` like the fusions. Weights are one-hot on the input view where
     it sees the point and all zero elsewhere.
 
     Args:
         in_dim: Feature width D.
     """
+
+    mode = "off"
 
     def __init__(self, in_dim: int) -> None:
         super().__init__()
@@ -337,3 +355,47 @@ class InputViewOnly(nn.Module):
         weights = torch.zeros(vis.shape, dtype=f.dtype, device=f.device)
         weights[input_view] = vis[input_view].to(f.dtype)
         return Fused(out, weights)
+
+
+Fusion = MeanFusion | GlobalAwareFusion | DistanceAwareFusion | InputViewOnly
+
+
+def make_fusion(
+    in_dim: int,
+    mode: str = "da",
+    tau: float = 1.0,
+    combine: str | None = None,
+    ga_scorer: str | None = None,
+) -> Fusion:
+    """The fusion module of a TSSF mode, chosen once here instead of a switch in ``forward``.
+
+    Args:
+        in_dim: Feature width D.
+        mode: ``off`` (input view only), ``mean``, ``ga`` or ``da``.
+        tau: DA's softmax temperature.
+        combine: DA's merge (``sum`` / ``concat``; ``None``: ``sum``). An error for other modes.
+        ga_scorer: GA's scorer (``own`` / ``relative``; ``None``: ``own``). An error for other
+            modes.
+
+    Raises:
+        ValueError: Unknown mode, or a mode-specific option given to another mode.
+    """
+    if mode not in ("off", *TSSF_MODES):
+        raise ValueError(f"unknown TSSF mode {mode!r}; expected one of {('off', *TSSF_MODES)}")
+    if combine is not None and mode != "da":
+        raise ValueError(
+            f"combine={combine!r} only applies to TSSF mode 'da' (model.conditioning.da_combine), "
+            f"got mode {mode!r}"
+        )
+    if ga_scorer is not None and mode != "ga":
+        raise ValueError(
+            f"ga_scorer={ga_scorer!r} only applies to TSSF mode 'ga' "
+            f"(model.conditioning.ga_scorer), got mode {mode!r}"
+        )
+    if mode == "off":
+        return InputViewOnly(in_dim)
+    if mode == "mean":
+        return MeanFusion(in_dim)
+    if mode == "ga":
+        return GlobalAwareFusion(in_dim, ga_scorer or "own")
+    return DistanceAwareFusion(in_dim, tau, combine or "sum")

@@ -148,6 +148,18 @@ class Scene4D:
     init_colors: Tensor | None = None
     meta: dict = field(default_factory=dict)
 
+    def intended_background(self) -> Tensor | None:
+        """The ``(3,)`` background colour the dataset's images are meant to be composited on
+        (``meta["background"]``, recorded by the parsers), or ``None`` when it says nothing."""
+        value = self.meta.get("background")
+        if (
+            isinstance(value, (tuple, list))
+            and len(value) == 3
+            and all(isinstance(c, (int, float)) and not isinstance(c, bool) for c in value)
+        ):
+            return torch.tensor([float(c) for c in value])
+        return None
+
     def __post_init__(self) -> None:
         if not 1 <= self.num_input_views <= self.train.num_views:
             raise ValueError(

@@ -5,7 +5,7 @@ from __future__ import annotations
 from torch import Tensor
 
 from ds4d_pl.config import FieldConfig
-from ds4d_pl.fields.deformation import DeformationField, apply_deltas, build_encoding
+from ds4d_pl.fields.deformation import DeformationField, build_encoding
 from ds4d_pl.fields.hashgrid import HashGrid4D
 from ds4d_pl.fields.hexplane import HexPlane, aabb_from_points
 from ds4d_pl.fields.regularizers import plane_tv, time_l1, time_smoothness
@@ -33,7 +33,6 @@ __all__ = [
     "HashGrid4D",
     "HexPlane",
     "aabb_from_points",
-    "apply_deltas",
     "build_encoding",
     "build_field",
     "plane_tv",

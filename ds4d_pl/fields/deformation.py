@@ -2,22 +2,24 @@
 
 ``encoding(x, t)`` (HexPlane or 4D hash grid) is optionally concatenated with a per-Gaussian
 conditioning feature (DS4D's fused frame feature) and mapped by a learnable linear fusion layer to
-the MLP width; a shared ReLU MLP follows, then one small head per deformed attribute:
+the MLP width; a shared ReLU MLP follows, then one small head per deformed table of
+:class:`~ds4d_pl.gaussians.canonical.CanonicalGaussians` (the delta keys are the table names):
 
 * ``means``: Δposition ``(N, 3)``;
 * ``quats``: Δrotation ``(N, 4)``, added to the raw (unnormalised) quaternion;
-* ``scales``: Δscale ``(N, 3)``, added to the log-scale;
-* ``opacities``: Δlogit-opacity ``(N,)`` (only with ``deform_opacity``);
+* ``log_scales``: Δlog-scale ``(N, 3)``;
+* ``logit_opacities``: Δlogit-opacity ``(N,)`` (only with ``deform_opacity``);
 * ``sh_dc``: ΔSH-DC colour ``(N, 1, 3)`` (only with ``deform_color``).
 
 The last layer of every head is zero-initialised (weights and bias), so a fresh field returns
-exactly zero deltas and :func:`apply_deltas` is then the identity: training starts from "no
-motion". Locked by ``tests/test_fields.py::test_fresh_field_is_identity``.
+exactly zero deltas and ``CanonicalGaussians.deformed`` is then the identity: training starts from
+"no motion". Locked by ``tests/test_fields.py::test_fresh_field_is_identity``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +29,15 @@ from ds4d_pl.fields.hashgrid import HashGrid4D
 from ds4d_pl.fields.hexplane import BoundedEncoding, HexPlane
 
 #: Output width of every head, by delta key.
-HEAD_DIMS: dict[str, int] = {"means": 3, "quats": 4, "scales": 3, "opacities": 1, "sh_dc": 3}
+HEAD_DIMS: dict[str, int] = {
+    "means": 3,
+    "quats": 4,
+    "log_scales": 3,
+    "logit_opacities": 1,
+    "sh_dc": 3,
+}
+#: Delta keys of checkpoints written before the keys took the table names.
+LEGACY_HEAD_KEYS: dict[str, str] = {"scales": "log_scales", "opacities": "logit_opacities"}
 
 
 def build_encoding(cfg: FieldConfig, bounds: Tensor | None = None) -> BoundedEncoding:
@@ -88,9 +98,9 @@ class DeformationField(nn.Module):
             layers += [nn.Linear(width, cfg.hidden), nn.ReLU()]
             width = cfg.hidden
         self.mlp = nn.Sequential(*layers)
-        self.keys = ["means", "quats", "scales"]
+        self.keys = ["means", "quats", "log_scales"]
         if cfg.deform_opacity:
-            self.keys.append("opacities")
+            self.keys.append("logit_opacities")
         if cfg.deform_color:
             self.keys.append("sh_dc")
         self.heads = nn.ModuleDict({k: _head(width, HEAD_DIMS[k]) for k in self.keys})
@@ -149,8 +159,8 @@ class DeformationField(nn.Module):
             cond: ``(N, cond_dim)`` conditioning feature; required iff ``cond_dim > 0``.
 
         Returns:
-            Deltas: ``means (N, 3)``, ``quats (N, 4)``, ``scales (N, 3)`` and, when enabled,
-            ``opacities (N,)`` and ``sh_dc (N, 1, 3)``.
+            Deltas keyed by table name: ``means (N, 3)``, ``quats (N, 4)``, ``log_scales (N, 3)``
+            and, when enabled, ``logit_opacities (N,)`` and ``sh_dc (N, 1, 3)``.
         """
         feat = self.encoding(means, t)  # validates means and t
         n = means.shape[0]
@@ -159,56 +169,30 @@ class DeformationField(nn.Module):
             feat = self.fusion(torch.cat([feat, cond.to(feat.dtype)], dim=-1))
         hidden = self.mlp(feat)
         out = {k: head(hidden) for k, head in self.heads.items()}
-        if "opacities" in out:
-            out["opacities"] = out["opacities"].reshape(n)
+        if "logit_opacities" in out:
+            out["logit_opacities"] = out["logit_opacities"].reshape(n)
         if "sh_dc" in out:
             out["sh_dc"] = out["sh_dc"].reshape(n, 1, 3)
         return out
 
+    def _load_from_state_dict(
+        self,
+        state_dict: Mapping[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # Heads were keyed "scales" / "opacities" before they took the tables' names.
+        for old, new in LEGACY_HEAD_KEYS.items():
+            old_prefix, new_prefix = f"{prefix}heads.{old}.", f"{prefix}heads.{new}."
+            for key in [k for k in state_dict if k.startswith(old_prefix)]:
+                state_dict[new_prefix + key[len(old_prefix) :]] = state_dict.pop(key)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )
+
     def extra_repr(self) -> str:
         return f"cond_dim={self.cond_dim}, keys={self.keys}"
-
-
-def apply_deltas(
-    means: Tensor,
-    quats: Tensor,
-    log_scales: Tensor,
-    logit_opacities: Tensor,
-    sh_dc: Tensor,
-    deltas: dict[str, Tensor],
-) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """Deform raw canonical Gaussian tables by the field's deltas.
-
-    Raw space in, raw space out: positions, raw quaternions (*not* normalised here; activation
-    does that), log-scales, logit-opacities and SH-DC are each offset additively. Opacity and
-    colour are returned unchanged (the same tensors) when ``deltas`` has no entry for them.
-
-    Args:
-        means: ``(N, 3)`` centres.
-        quats: ``(N, 4)`` raw quaternions.
-        log_scales: ``(N, 3)`` log-scales.
-        logit_opacities: ``(N,)`` logit opacities.
-        sh_dc: ``(N, 1, 3)`` DC colour coefficients.
-        deltas: Output of :meth:`DeformationField.forward`.
-
-    Returns:
-        ``(means, quats, log_scales, logit_opacities, sh_dc)`` at time ``t``.
-    """
-    missing = [k for k in ("means", "quats", "scales") if k not in deltas]
-    if missing:
-        raise ValueError(f"apply_deltas: deltas lack keys {missing}; got {sorted(deltas)}")
-    pairs = {
-        "means": means,
-        "quats": quats,
-        "scales": log_scales,
-        "opacities": logit_opacities,
-        "sh_dc": sh_dc,
-    }
-    for key, base in pairs.items():
-        if key in deltas and deltas[key].shape != base.shape:
-            raise ValueError(
-                f"apply_deltas: delta {key!r} has shape {tuple(deltas[key].shape)}, expected "
-                f"{tuple(base.shape)}"
-            )
-    out = [base + deltas[key] if key in deltas else base for key, base in pairs.items()]
-    return out[0], out[1], out[2], out[3], out[4]

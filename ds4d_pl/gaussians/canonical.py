@@ -18,7 +18,6 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from ds4d_pl.config import OptimConfig
 from ds4d_pl.gaussians.mesh_io import read_mesh, sample_surface
 from ds4d_pl.render.base import GaussianParams, rgb_to_sh0
 
@@ -111,6 +110,8 @@ class CanonicalGaussians(nn.Module):
         "sh_dc",
         "sh_rest",
     )
+    #: Tables a deformation field may offset (:meth:`deformed`); the field's delta keys.
+    DEFORMABLE: tuple[str, ...] = ("means", "quats", "log_scales", "logit_opacities", "sh_dc")
 
     def __init__(
         self,
@@ -133,6 +134,11 @@ class CanonicalGaussians(nn.Module):
         self._check_tables(tables)
         for name, value in tables.items():
             self.register_parameter(name, nn.Parameter(value.detach().clone().float()))
+        #: Bumped whenever the tables are replaced or loaded. Per-Gaussian side tables kept
+        #: elsewhere (e.g. last deformed positions) record the version they were computed at, so
+        #: a densification event that clones as many Gaussians as it prunes, leaving N unchanged,
+        #: still invalidates them.
+        self.version = 0
 
     # ------------------------------------------------------------------ validation
     @staticmethod
@@ -218,34 +224,43 @@ class CanonicalGaussians(nn.Module):
             sh=torch.cat([sh_dc, self.sh_rest], dim=1),
         )
 
+    def deformed(self, deltas: Mapping[str, Tensor]) -> GaussianParams:
+        """Activated Gaussians after offsetting raw tables by a deformation field's deltas.
+
+        Args:
+            deltas: Table name (one of :attr:`DEFORMABLE`) → raw-space offset of that table's
+                shape: positions, unnormalised quaternions, log-scales, logit-opacities and the
+                SH DC colour are each offset additively; tables without a delta are unchanged.
+
+        Returns:
+            :meth:`activated` of the offset tables.
+
+        Raises:
+            KeyError: A key that is not a deformable table.
+            ValueError: A delta whose shape differs from its table's.
+        """
+        unknown = set(deltas) - set(self.DEFORMABLE)
+        if unknown:
+            raise KeyError(
+                f"deformed: unknown delta keys {sorted(unknown)}; deformable tables are "
+                f"{self.DEFORMABLE}"
+            )
+        raw = {}
+        for name, delta in deltas.items():
+            base = getattr(self, name)
+            if delta.shape != base.shape:
+                raise ValueError(
+                    f"deformed: delta {name!r} has shape {tuple(delta.shape)}, expected "
+                    f"{tuple(base.shape)}"
+                )
+            raw[name] = base + delta
+        return self.activated(**raw)
+
     def raw_tables(self) -> dict[str, Tensor]:
         """Detached copies of the raw tables, keyed by :attr:`TABLES` (e.g. for PLY export)."""
         return {name: getattr(self, name).detach().clone() for name in self.TABLES}
 
-    # ------------------------------------------------------------------ optimisation
-    def param_groups(self, cfg: OptimConfig, extent: float) -> list[dict[str, Any]]:
-        """One Adam parameter group per table.
-
-        Args:
-            cfg: Learning rates.
-            extent: Scene scale; the position learning rate is multiplied by it (3DGS).
-
-        Returns:
-            Groups with keys ``params``, ``lr``, ``name`` (the table name) and ``eps``.
-        """
-        lrs = {
-            "means": cfg.means_lr * extent,
-            "quats": cfg.quats_lr,
-            "log_scales": cfg.scales_lr,
-            "logit_opacities": cfg.opacities_lr,
-            "sh_dc": cfg.sh_dc_lr,
-            "sh_rest": cfg.sh_rest_lr,
-        }
-        return [
-            {"params": [getattr(self, name)], "lr": lrs[name], "name": name, "eps": cfg.eps}
-            for name in self.TABLES
-        ]
-
+    # ------------------------------------------------------------------ densification
     def replace_tables(self, new: Mapping[str, Tensor]) -> dict[str, nn.Parameter]:
         """Swap some or all tables for new tensors (which may have a different ``N``).
 
@@ -279,6 +294,7 @@ class CanonicalGaussians(nn.Module):
                 param = nn.Parameter(value.detach(), requires_grad=old.requires_grad)
             self._parameters[name] = param
             out[name] = param
+        self.version += 1
         return out
 
     def _load_from_state_dict(
@@ -306,6 +322,7 @@ class CanonicalGaussians(nn.Module):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+        self.version += 1
 
     # ------------------------------------------------------------------ constructors
     @classmethod

@@ -62,17 +62,13 @@ class DensifyStrategy:
         cfg: Thresholds and schedule.
         extent: Scene scale (see :meth:`CanonicalGaussians.extent`); size thresholds are
             fractions of it.
-        generator: Random generator for split samples (reproducible runs).
     """
 
-    def __init__(
-        self, cfg: DensifyConfig, extent: float, generator: torch.Generator | None = None
-    ) -> None:
+    def __init__(self, cfg: DensifyConfig, extent: float) -> None:
         if not extent > 0 or not math.isfinite(extent):
             raise ValueError(f"DensifyStrategy: extent must be finite and > 0, got {extent}")
         self.cfg = cfg
         self.extent = float(extent)
-        self.generator = generator
         self.grad_accum: Tensor | None = None
         self.count: Tensor | None = None
         self.max_radii: Tensor | None = None
@@ -170,7 +166,11 @@ class DensifyStrategy:
 
     # ------------------------------------------------------------------ events
     def step(
-        self, step: int, gaussians: CanonicalGaussians, optimizer: torch.optim.Optimizer
+        self,
+        step: int,
+        gaussians: CanonicalGaussians,
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator | None = None,
     ) -> dict[str, int]:
         """Run a densification event if ``step`` is one; otherwise do nothing.
 
@@ -181,6 +181,8 @@ class DensifyStrategy:
             step: Global step.
             gaussians: Tables to modify in place.
             optimizer: Optimizer holding the tables (Adam state is carried over).
+            generator: CPU generator of the split samples; a stream of ``(seed, step)`` makes a
+                resumed run, and every DDP rank, draw the same offsets.
 
         Returns:
             ``{"cloned", "split", "pruned", "reset", "total"}`` (``reset`` is 1 when opacities
@@ -196,7 +198,7 @@ class DensifyStrategy:
                     f"DensifyStrategy.step: statistics track {self.grad_accum.shape[0]} Gaussians, "
                     f"the model has {gaussians.num_gaussians}"
                 )
-            counts["cloned"], counts["split"] = self._grow(gaussians, optimizer)
+            counts["cloned"], counts["split"] = self._grow(gaussians, optimizer, generator)
             counts["pruned"] = self._prune(gaussians, optimizer)
             self.reset_statistics(gaussians.num_gaussians, gaussians.means.device)
         if (
@@ -225,7 +227,10 @@ class DensifyStrategy:
         return idx[keep].to(gaussians.means.device)
 
     def _grow(
-        self, gaussians: CanonicalGaussians, optimizer: torch.optim.Optimizer
+        self,
+        gaussians: CanonicalGaussians,
+        optimizer: torch.optim.Optimizer,
+        generator: torch.Generator | None,
     ) -> tuple[int, int]:
         idx = self._select_for_growth(gaussians)
         if idx.numel() == 0:
@@ -252,7 +257,7 @@ class DensifyStrategy:
                 scales = rows["log_scales"].exp()
                 # Drawn on the CPU generator (step_generator) and moved: the same offsets on
                 # every DDP rank and device, and no CPU-generator-on-CUDA error.
-                noise = torch.randn(scales.shape, generator=self.generator).to(scales) * scales
+                noise = torch.randn(scales.shape, generator=generator).to(scales) * scales
                 rot = quat_to_rotmat(rows["quats"])
                 rows["means"] = rows["means"] + torch.einsum("nij,nj->ni", rot, noise)
                 rows["log_scales"] = rows["log_scales"] - math.log(1.6)

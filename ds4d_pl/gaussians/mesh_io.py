@@ -1,31 +1,46 @@
 """Reading meshes and point clouds for the Gaussians' initialisation: OBJ, PLY and GLB.
 
 The paper initialises from a mesh of the middle frame produced by an image-to-3D model
-(InstantMesh, an LRM); those come as OBJ with vertex colours or as GLB with a base-colour
-texture. Every reader returns a :class:`MeshData`; :func:`sample_surface` draws area-uniform
-surface samples with their colours (vertex colours interpolated barycentrically, or the texture
-looked up at the interpolated UV of each sample, times the material's base-colour factor).
+(InstantMesh, an LRM); those come as OBJ with vertex colours or a textured material, or as GLB
+with a base-colour texture. Every reader returns a :class:`MeshData`; :func:`sample_surface` draws
+area-uniform surface samples with their colours (vertex colours interpolated barycentrically,
+the texture looked up at the interpolated UV of each sample, times the material's base colour).
 
-GLB support covers what mesh exporters write: the binary container with its JSON and BIN
-chunks, triangle primitives (``mode`` 4) with ``POSITION``, optional ``indices``, ``COLOR_0``
-and ``TEXCOORD_0``, node transforms (``matrix`` or TRS, through the node hierarchy) and embedded
-PNG/JPEG base-colour textures. Compressed (Draco, meshopt) or sparse data is refused with a
-message naming the file.
+OBJ and GLB are parsed by ``trimesh`` (node transforms, multi-primitive meshes, MTL materials and
+their textures). PLY stays with ``plyfile``, which the 3DGS exporter needs anyway and which keeps
+float colours exact. Around trimesh, this module adds what a user needs when a file is wrong:
+
+* trimesh reports a broken file as a bare ``IndexError`` / ``JSONDecodeError`` or not at all, so
+  every failure is re-raised as one ``ValueError`` naming the file (and, for OBJ, the line);
+* a GLB's header is checked first (too short, bad magic, truncated), and geometry compression
+  trimesh cannot decode here is refused: without its decoder trimesh would return all-zero
+  vertices with only a log warning;
+* a base-colour texture that does not decode is an error, not a silently uncoloured mesh.
+
+Colour conventions follow trimesh's own ``to_color``: a glTF material's texture is multiplied by
+its ``baseColorFactor`` (white by default); an MTL material with ``map_Kd`` uses the texture alone
+(trimesh fills a missing ``Kd`` with grey, which must not darken the texture), and one without a
+texture uses ``Kd``. trimesh stores material and vertex colours as 8-bit, so those are exact to
+1/255. OBJ vertex colours written as 0..255 (outside the format) are clipped to 1 by trimesh.
 
 Tests: ``tests/test_gaussians.py`` and ``tests/test_mesh_io.py``.
 """
 
 from __future__ import annotations
 
-import io
+import importlib.util
 import json
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:  # trimesh is imported when a mesh is read, not with the package
+    import trimesh
 
 __all__ = ["SUPPORTED_FORMATS", "MeshData", "read_mesh", "sample_surface"]
 
@@ -41,9 +56,10 @@ class MeshData:
         verts: ``(V, 3)`` positions.
         faces: ``(F, 3)`` triangle vertex indices, or ``None`` for a point cloud.
         colors: ``(V, 3)`` vertex colours in ``[0, 1]``, or ``None``.
-        face_uvs: ``(F, 3, 2)`` texture coordinates of each triangle corner (textured meshes).
+        face_uvs: ``(F, 3, 2)`` texture coordinates of each triangle corner (textured meshes),
+            with the origin at the image's top-left corner (``v`` grows downwards, as in glTF).
         face_texture: ``(F,)`` index into :attr:`textures` of each triangle, ``-1`` for none.
-        face_factor: ``(F, 3)`` base-colour factor of each triangle's material.
+        face_factor: ``(F, 3)`` base colour of each triangle's material (a multiplier).
         textures: ``(H, W, 3)`` textures in ``[0, 1]``.
     """
 
@@ -56,57 +72,7 @@ class MeshData:
     textures: list[Tensor] = field(default_factory=list)
 
 
-# ------------------------------------------------------------------------------------ OBJ / PLY
-def read_obj(path: Path) -> MeshData:
-    """Vertices, optional per-vertex colours (``v x y z r g b``) and triangulated faces."""
-    verts: list[list[float]] = []
-    colors: list[list[float]] = []
-    faces: list[list[int]] = []
-    try:
-        text = path.read_text(encoding="utf-8", errors="strict")
-    except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not a text OBJ file ({err})") from err
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        tokens = line.split()
-        if not tokens or tokens[0].startswith("#"):
-            continue
-        try:
-            if tokens[0] == "v":
-                vals = [float(t) for t in tokens[1:]]
-                if len(vals) not in (3, 4, 6, 7):
-                    raise ValueError(f"expected 3 or 6 numbers after 'v', got {len(vals)}")
-                # "v x y z w" carries a homogeneous weight, "v x y z r g b" a colour.
-                verts.append(vals[:3])
-                if len(vals) >= 6:
-                    colors.append(vals[3:6] if len(vals) == 6 else vals[4:7])
-            elif tokens[0] == "f":
-                idx = [int(t.split("/")[0]) for t in tokens[1:]]
-                if len(idx) < 3:
-                    raise ValueError("a face needs at least 3 vertices")
-                # OBJ is 1-based; negative indices count back from the latest vertex.
-                idx = [i - 1 if i > 0 else len(verts) + i for i in idx]
-                for j in range(1, len(idx) - 1):
-                    faces.append([idx[0], idx[j], idx[j + 1]])
-        except ValueError as err:
-            raise ValueError(f"{path}:{lineno}: cannot parse {line.strip()!r} ({err})") from err
-    if not verts:
-        raise ValueError(f"{path}: no vertices ('v' lines) found")
-    v = torch.tensor(verts, dtype=torch.float32)
-    c = None
-    if colors:
-        if len(colors) != len(verts):
-            raise ValueError(f"{path}: only some vertices carry colours")
-        c = torch.tensor(colors, dtype=torch.float32)
-        if c.max() > 1.0:  # some exporters write 0..255
-            c = c / 255.0
-    f = None
-    if faces:
-        f = torch.tensor(faces, dtype=torch.long)
-        if f.min() < 0 or f.max() >= len(verts):
-            raise ValueError(f"{path}: face index out of range (1..{len(verts)})")
-    return MeshData(v, f, c)
-
-
+# ------------------------------------------------------------------------------------------ PLY
 def read_ply(path: Path) -> MeshData:
     """Vertices, optional colours (``red/green/blue``) and triangulated faces of a PLY."""
     from plyfile import PlyData
@@ -148,19 +114,44 @@ def read_ply(path: Path) -> MeshData:
     return MeshData(v, f, c)
 
 
+# ------------------------------------------------------------------------------------------ OBJ
+def _obj_problem(path: Path) -> str | None:
+    """The first line of an OBJ that cannot be parsed, as ``path:line: why``, or ``None``.
+
+    trimesh parses OBJ numbers in bulk and so cannot say where a file is broken; this scan runs
+    only after trimesh failed, to point the user at the line.
+    """
+    try:
+        lines = path.read_text(encoding="utf-8", errors="strict").splitlines()
+    except UnicodeDecodeError as err:
+        return f"{path}: not a text OBJ file ({err})"
+    num_verts = sum(1 for line in lines if line.split()[:1] == ["v"])
+    for lineno, line in enumerate(lines, start=1):
+        tokens = line.split()
+        try:
+            if tokens[:1] in (["v"], ["vt"], ["vn"]):
+                [float(t) for t in tokens[1:]]
+            elif tokens[:1] == ["f"]:
+                for t in tokens[1:]:
+                    i = int(t.split("/")[0])
+                    if not (1 <= i <= num_verts or -num_verts <= i <= -1):
+                        raise ValueError(f"vertex index {i} is out of range (1..{num_verts})")
+        except ValueError as err:
+            return f"{path}:{lineno}: cannot parse {line.strip()!r} ({err})"
+    return None
+
+
 # ------------------------------------------------------------------------------------------ GLB
 _GLB_MAGIC = 0x46546C67  # b"glTF"
 _CHUNK_JSON = 0x4E4F534A
-_CHUNK_BIN = 0x004E4942
-_COMPONENTS = {5120: np.int8, 5121: np.uint8, 5122: np.int16, 5123: np.uint16, 5125: np.uint32,
-               5126: np.float32}  # fmt: skip
-_WIDTH = {"SCALAR": 1, "VEC2": 2, "VEC3": 3, "VEC4": 4, "MAT4": 16}
-_UNSUPPORTED_EXTENSIONS = ("KHR_draco_mesh_compression", "EXT_meshopt_compression")
+# Geometry compression: the Python package trimesh needs to decode it (None: no decoder).
+_COMPRESSION_DECODERS = {"KHR_draco_mesh_compression": "DracoPy", "EXT_meshopt_compression": None}
 
 
-def _glb_chunks(path: Path) -> tuple[dict, bytes]:
+def _glb_document(path: Path) -> dict:
+    """The JSON document of a GLB, after checking the container's header."""
     data = path.read_bytes()
-    if len(data) < 12:
+    if len(data) < 20:
         raise ValueError(f"{path}: too short for a GLB file ({len(data)} bytes)")
     magic, version, length = struct.unpack_from("<III", data, 0)
     if magic != _GLB_MAGIC:
@@ -169,169 +160,199 @@ def _glb_chunks(path: Path) -> tuple[dict, bytes]:
         raise ValueError(f"{path}: glTF version {version} is not supported (only 2)")
     if length > len(data):
         raise ValueError(f"{path}: truncated GLB ({len(data)} of {length} bytes)")
-    offset, doc, binary = 12, None, b""
-    while offset + 8 <= length:
-        size, kind = struct.unpack_from("<II", data, offset)
-        chunk = data[offset + 8 : offset + 8 + size]
-        if kind == _CHUNK_JSON:
-            try:
-                doc = json.loads(chunk.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as err:
-                raise ValueError(f"{path}: malformed GLB JSON chunk ({err})") from err
-        elif kind == _CHUNK_BIN and not binary:
-            binary = chunk
-        offset += 8 + size
-    if doc is None:
-        raise ValueError(f"{path}: GLB has no JSON chunk")
-    used = set(doc.get("extensionsUsed", [])) | set(doc.get("extensionsRequired", []))
-    bad = sorted(used & set(_UNSUPPORTED_EXTENSIONS))
-    if bad:
-        raise ValueError(f"{path}: compressed glTF ({', '.join(bad)}) is not supported; export "
-                         "the mesh without compression")  # fmt: skip
-    return doc, binary
-
-
-def _view_bytes(path: Path, doc: dict, binary: bytes, index: int) -> tuple[bytes, int | None]:
-    view = doc["bufferViews"][index]
-    if view.get("buffer", 0) != 0 or "uri" in doc["buffers"][view.get("buffer", 0)]:
-        raise ValueError(f"{path}: buffer view {index} refers to an external buffer")
-    start = view.get("byteOffset", 0)
-    return binary[start : start + view["byteLength"]], view.get("byteStride")
-
-
-def _accessor(path: Path, doc: dict, binary: bytes, index: int) -> np.ndarray:
-    acc = doc["accessors"][index]
-    if "sparse" in acc:
-        raise ValueError(f"{path}: sparse accessor {index} is not supported")
-    if "bufferView" not in acc:
-        raise ValueError(f"{path}: accessor {index} has no buffer view")
-    dtype = np.dtype(_COMPONENTS[acc["componentType"]]).newbyteorder("<")
-    width = _WIDTH[acc["type"]]
-    raw, stride = _view_bytes(path, doc, binary, acc["bufferView"])
-    count, offset = acc["count"], acc.get("byteOffset", 0)
-    item = dtype.itemsize * width
-    if stride and stride != item:
-        rows = np.frombuffer(raw, np.uint8, count=stride * (count - 1) + item, offset=offset)
-        rows = np.lib.stride_tricks.as_strided(rows, (count, item), (stride, 1))
-        out = np.frombuffer(rows.copy().tobytes(), dtype).reshape(count, width)
-    else:
-        out = np.frombuffer(raw, dtype, count=count * width, offset=offset).reshape(count, width)
-    if acc.get("normalized") and np.issubdtype(dtype, np.integer):
-        return out.astype(np.float32) / np.iinfo(dtype).max
-    return out.astype(np.float32 if dtype.kind == "f" else np.int64)
-
-
-def _node_matrix(node: dict) -> np.ndarray:
-    if "matrix" in node:
-        return np.asarray(node["matrix"], dtype=np.float64).reshape(4, 4).T  # column-major
-    t = np.asarray(node.get("translation", [0, 0, 0]), dtype=np.float64)
-    x, y, z, w = node.get("rotation", [0, 0, 0, 1])
-    r = np.array(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-        ]
-    )
-    m = np.eye(4)
-    m[:3, :3] = r * np.asarray(node.get("scale", [1, 1, 1]), dtype=np.float64)
-    m[:3, 3] = t
-    return m
-
-
-def _texture(path: Path, doc: dict, binary: bytes, index: int) -> Tensor:
-    from PIL import Image
-
-    source = doc["textures"][index].get("source")
-    image = doc["images"][source] if source is not None else None
-    if image is None or "bufferView" not in image:
-        raise ValueError(f"{path}: texture {index} is not embedded in the GLB")
-    raw, _ = _view_bytes(path, doc, binary, image["bufferView"])
+    size, kind = struct.unpack_from("<II", data, 12)
+    if kind != _CHUNK_JSON or 20 + size > length:
+        raise ValueError(f"{path}: GLB does not start with a complete JSON chunk")
     try:
-        with Image.open(io.BytesIO(raw)) as img:
-            rgb = np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
-    except OSError as err:
-        raise ValueError(f"{path}: texture {index} cannot be decoded ({err})") from err
+        doc = json.loads(data[20 : 20 + size].decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ValueError(f"{path}: malformed GLB JSON chunk ({err})") from err
+    used = set(doc.get("extensionsUsed", [])) | set(doc.get("extensionsRequired", []))
+    for ext in sorted(used & set(_COMPRESSION_DECODERS)):
+        decoder = _COMPRESSION_DECODERS[ext]
+        if decoder is None or importlib.util.find_spec(decoder) is None:
+            hint = f"install {decoder} or export" if decoder else "export"
+            raise ValueError(
+                f"{path}: compressed glTF ({ext}) cannot be decoded here; {hint} the mesh "
+                "without compression"
+            )
+    return doc
+
+
+def _base_color_images(doc: dict) -> set[int]:
+    """Image indices used as base-colour textures by the GLB's triangle primitives."""
+    materials, textures = doc.get("materials", []), doc.get("textures", [])
+    images = set()
+    for mesh in doc.get("meshes", []):
+        for prim in mesh.get("primitives", []):
+            if prim.get("mode", 4) != 4 or "material" not in prim:
+                continue
+            pbr = materials[prim["material"]].get("pbrMetallicRoughness", {})
+            tex = pbr.get("baseColorTexture")
+            # trimesh reads TEXCOORD_0 only; a texture on another set is not looked up.
+            if tex is not None and "TEXCOORD_0" in prim.get("attributes", {}):
+                source = textures[tex["index"]].get("source")
+                if source is not None:
+                    images.add(source)
+    return images
+
+
+# ---------------------------------------------------------------------------- trimesh → MeshData
+@dataclass
+class _Part:
+    """One geometry of a trimesh scene, in world coordinates, with its colour sources."""
+
+    verts: np.ndarray
+    faces: np.ndarray | None
+    colors: np.ndarray | None = None
+    face_uvs: np.ndarray | None = None
+    texture: object | None = None  # a PIL image
+    factor: np.ndarray | None = None  # (3,) material base colour
+
+
+def _part(geom: trimesh.parent.Geometry, transform: np.ndarray) -> _Part | None:
+    import trimesh
+
+    to_float = trimesh.visual.color.to_float
+    verts = np.asarray(geom.vertices, np.float64) @ transform[:3, :3].T + transform[:3, 3]
+    if isinstance(geom, trimesh.PointCloud):
+        colors = np.asarray(geom.colors)
+        return _Part(verts, None, to_float(colors)[:, :3] if len(colors) else None)
+    if not isinstance(geom, trimesh.Trimesh):
+        return None  # lines and curves carry no surface to sample
+    faces = np.asarray(geom.faces, np.int64)
+    if len(faces) == 0:
+        return _Part(verts, None)
+    part = _Part(verts, faces)
+    visual = geom.visual
+    if isinstance(visual, trimesh.visual.ColorVisuals):
+        if visual.kind == "vertex":
+            part.colors = to_float(visual.vertex_colors)[:, :3]
+        return part
+    material = visual.material
+    if isinstance(material, trimesh.visual.material.SimpleMaterial):
+        part.texture = material.image
+        if material.image is None:
+            part.factor = to_float(material.diffuse)[:3]
+    elif isinstance(material, trimesh.visual.material.PBRMaterial):
+        part.texture = material.baseColorTexture
+        factor = material.baseColorFactor  # glTF's default is white
+        part.factor = np.ones(3) if factor is None else to_float(factor)[:3]
+    colors = visual.vertex_attributes.get("color")
+    if colors is not None:
+        part.colors = to_float(np.asarray(colors))[:, :3]
+    if part.texture is not None and visual.uv is not None:
+        uv = np.asarray(visual.uv, np.float64)[faces]
+        # trimesh puts the UV origin bottom-left (OpenGL); the lookup indexes image rows.
+        part.face_uvs = np.stack([uv[..., 0], 1.0 - uv[..., 1]], axis=-1)
+    else:
+        part.texture = None
+    return part
+
+
+def _texture_tensor(path: Path, image: object) -> Tensor:
+    try:
+        rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
+    except OSError as err:  # PIL decodes lazily, so a broken image fails only here
+        raise ValueError(f"{path}: a base-colour texture cannot be decoded ({err})") from err
     return torch.from_numpy(rgb.copy())
 
 
-def read_glb(path: Path) -> MeshData:
-    """Triangle meshes of a GLB's default scene, in world coordinates, merged into one."""
-    doc, binary = _glb_chunks(path)
-    meshes, nodes = doc.get("meshes", []), doc.get("nodes", [])
-    scenes = doc.get("scenes", [])
-    if scenes:
-        roots = scenes[doc.get("scene", 0)].get("nodes", [])
-    else:
-        roots = [i for i, n in enumerate(nodes) if "mesh" in n]
+def _merge(path: Path, parts: list[_Part]) -> MeshData:
+    """One :class:`MeshData` from a scene's parts (points only when there is no surface)."""
+    surfaces = [p for p in parts if p.faces is not None]
+    if not surfaces:
+        colored = all(p.colors is not None for p in parts)
+        verts = np.concatenate([p.verts for p in parts]).astype(np.float32)
+        colors = np.concatenate([p.colors for p in parts]).astype(np.float32) if colored else None
+        return MeshData(
+            torch.from_numpy(verts), colors=None if colors is None else torch.from_numpy(colors)
+        )
     verts, faces, colors, uvs, tex_ids, factors = [], [], [], [], [], []
     textures: dict[int, int] = {}
     texture_list: list[Tensor] = []
-    any_color = False
-    stack = [(i, np.eye(4)) for i in roots]
-    while stack:
-        index, parent = stack.pop()
-        node = nodes[index]
-        world = parent @ _node_matrix(node)
-        stack += [(c, world) for c in node.get("children", [])]
-        if "mesh" not in node:
-            continue
-        for prim in meshes[node["mesh"]].get("primitives", []):
-            if prim.get("mode", 4) != 4:
-                continue  # points and lines carry no surface to sample
-            attrs = prim.get("attributes", {})
-            if "POSITION" not in attrs:
-                raise ValueError(f"{path}: a mesh primitive has no POSITION attribute")
-            pos = _accessor(path, doc, binary, attrs["POSITION"])[:, :3].astype(np.float64)
-            pos = pos @ world[:3, :3].T + world[:3, 3]
-            n = len(pos)
-            if "indices" in prim:
-                idx = _accessor(path, doc, binary, prim["indices"]).reshape(-1, 3)
-            else:
-                idx = np.arange(n).reshape(-1, 3)
-            if len(idx) and (idx.min() < 0 or idx.max() >= n):
-                raise ValueError(f"{path}: triangle index out of range (0..{n - 1})")
-            base = sum(len(v) for v in verts)
-            verts.append(pos.astype(np.float32))
-            faces.append(idx + base)
-            col = np.ones((n, 3), np.float32)
-            if "COLOR_0" in attrs:
-                col = _accessor(path, doc, binary, attrs["COLOR_0"])[:, :3]
-                any_color = True
-            colors.append(col)
-            material = doc.get("materials", [{}])[prim["material"]] if "material" in prim else {}
-            pbr = material.get("pbrMetallicRoughness", {})
-            factors.append(np.tile(np.asarray(pbr.get("baseColorFactor", [1, 1, 1, 1]))[:3],
-                                   (len(idx), 1)))  # fmt: skip
-            tex = pbr.get("baseColorTexture")
-            if tex is not None and f"TEXCOORD_{tex.get('texCoord', 0)}" in attrs:
-                uv = _accessor(path, doc, binary, attrs[f"TEXCOORD_{tex.get('texCoord', 0)}"])
-                if tex["index"] not in textures:
-                    textures[tex["index"]] = len(texture_list)
-                    texture_list.append(_texture(path, doc, binary, tex["index"]))
-                uvs.append(uv[idx])
-                tex_ids.append(np.full(len(idx), textures[tex["index"]]))
-            else:
-                uvs.append(np.zeros((len(idx), 3, 2), np.float32))
-                tex_ids.append(np.full(len(idx), -1))
-    if not verts:
-        raise ValueError(f"{path}: no triangle mesh in the GLB's scene")
-    faces_t = torch.from_numpy(np.concatenate(faces).astype(np.int64))
-    factor = torch.from_numpy(np.concatenate(factors).astype(np.float32))
+    base = 0
+    for p in surfaces:
+        n, f = len(p.verts), len(p.faces)
+        verts.append(p.verts)
+        faces.append(p.faces + base)
+        base += n
+        colors.append(p.colors if p.colors is not None else np.ones((n, 3)))
+        factors.append(np.tile(p.factor if p.factor is not None else np.ones(3), (f, 1)))
+        if p.texture is not None:
+            if id(p.texture) not in textures:
+                textures[id(p.texture)] = len(texture_list)
+                texture_list.append(_texture_tensor(path, p.texture))
+            uvs.append(p.face_uvs)
+            tex_ids.append(np.full(f, textures[id(p.texture)]))
+        else:
+            uvs.append(np.zeros((f, 3, 2)))
+            tex_ids.append(np.full(f, -1))
+    any_color = any(p.colors is not None for p in surfaces)
+    any_factor = any(p.factor is not None for p in surfaces)
     textured = bool(texture_list)
+
+    def tensor(arrays: list[np.ndarray], dtype: type) -> Tensor:
+        return torch.from_numpy(np.concatenate(arrays).astype(dtype))
+
     return MeshData(
-        verts=torch.from_numpy(np.concatenate(verts)),
-        faces=faces_t,
-        colors=torch.from_numpy(np.concatenate(colors)) if any_color or not textured else None,
-        face_uvs=torch.from_numpy(np.concatenate(uvs).astype(np.float32)) if textured else None,
-        face_texture=torch.from_numpy(np.concatenate(tex_ids)) if textured else None,
-        face_factor=factor,
+        verts=tensor(verts, np.float32),
+        faces=tensor(faces, np.int64),
+        colors=tensor(colors, np.float32) if any_color else None,
+        face_uvs=tensor(uvs, np.float32) if textured else None,
+        face_texture=tensor(tex_ids, np.int64) if textured else None,
+        face_factor=tensor(factors, np.float32) if any_factor or textured else None,
         textures=texture_list,
     )
 
 
+def read_trimesh(path: Path) -> MeshData:
+    """Every geometry of an OBJ or GLB scene, in world coordinates, merged into one mesh.
+
+    Meshes win over points: a file with any triangles gives a mesh and its loose points and
+    lines are left out; a file with points only gives a point cloud.
+    """
+    import trimesh
+
+    kind = path.suffix.lower()[1:].upper()
+    doc = _glb_document(path) if kind == "GLB" else None
+    try:
+        scene = trimesh.load_scene(path, file_type=kind.lower(), process=False)
+    except Exception as err:  # trimesh raises whatever its parser hit (IndexError, KeyError...)
+        where = _obj_problem(path) if kind == "OBJ" else None
+        if where is not None:
+            raise ValueError(where) from err
+        raise ValueError(
+            f"{path}: not a readable {kind} file ({type(err).__name__}: {err})"
+        ) from err
+    parts = []
+    for node in scene.graph.nodes_geometry:
+        transform, name = scene.graph[node]
+        part = _part(scene.geometry[name], np.asarray(transform, np.float64))
+        if part is not None and len(part.verts):
+            parts.append(part)
+    if not parts:
+        what = "no triangle mesh or points in the GLB's scene" if doc else "no vertices found"
+        raise ValueError(f"{path}: {what}")
+    if doc is not None:
+        expected = len(_base_color_images(doc))
+        decoded = len({id(p.texture) for p in parts if p.texture is not None})
+        if decoded < expected:
+            raise ValueError(
+                f"{path}: {expected - decoded} of {expected} base-colour textures could not be "
+                "decoded (embed them as PNG or JPEG)"
+            )
+    return _merge(path, parts)
+
+
 def read_mesh(path: str | Path) -> MeshData:
-    """Read an OBJ, PLY or GLB file (format by extension, checked to exist)."""
+    """Read an OBJ, PLY or GLB file (format by extension, checked to exist).
+
+    Raises:
+        NotImplementedError: The extension is not one of :data:`SUPPORTED_FORMATS`.
+        FileNotFoundError: The file does not exist.
+        ValueError: The content cannot be used (the message names the file).
+    """
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in SUPPORTED_FORMATS:
@@ -341,8 +362,7 @@ def read_mesh(path: str | Path) -> MeshData:
         )
     if not path.is_file():
         raise FileNotFoundError(f"Initial point cloud / mesh not found: {path}")
-    reader = {".ply": read_ply, ".obj": read_obj, ".glb": read_glb}[suffix]
-    mesh = reader(path)
+    mesh = read_ply(path) if suffix == ".ply" else read_trimesh(path)
     if not torch.isfinite(mesh.verts).all():
         raise ValueError(f"{path}: vertex positions contain NaN or inf")
     return mesh
@@ -350,7 +370,7 @@ def read_mesh(path: str | Path) -> MeshData:
 
 # ------------------------------------------------------------------------------------- sampling
 def _bilinear(texture: Tensor, uv: Tensor) -> Tensor:
-    """Texture colours at glTF UVs (origin top-left).
+    """Texture colours at UVs with the origin at the top-left corner.
 
     UVs outside ``[0, 1]`` repeat, but the filter clamps at the texture's edges: generated
     meshes use texture atlases, where blending across the border would mix unrelated charts.
@@ -407,6 +427,8 @@ def sample_surface(
             if sel.any():
                 textured[sel] = textured[sel] * _bilinear(texture, uv[sel])
         colors = textured
-    if colors is not None and mesh.face_factor is not None:
-        colors = colors * mesh.face_factor[face_idx]
+    if mesh.face_factor is not None:
+        # A material's base colour alone (no vertex colours, no texture) is a colour source too.
+        factor = mesh.face_factor[face_idx]
+        colors = factor if colors is None else colors * factor
     return points, None if colors is None else colors.clamp(0.0, 1.0)

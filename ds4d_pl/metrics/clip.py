@@ -1,8 +1,8 @@
 """CLIP similarity (ViT-B/32 image embeddings) as a DDP-synced torchmetrics metric.
 
-The Consistent4D protocol (DESIGN §7) scores a rendered view by the cosine similarity of its
+The Consistent4D protocol (docs/design.md §7) scores a rendered view by the cosine similarity of its
 CLIP image embedding with that of the ground-truth view. torchmetrics' ``CLIPScore`` is broken
-against transformers 5 (DESIGN §2), so the image tower is transformers'
+against transformers 5 (docs/design.md §2), so the image tower is transformers'
 ``CLIPVisionModelWithProjection``, loaded offline and strictly from the directory
 :func:`~ds4d_pl.weights.resolve` finds for ``clip_vit_b32`` (the published
 ``openai/clip-vit-base-patch32`` holds the full CLIP model; its text tower is ignored, every

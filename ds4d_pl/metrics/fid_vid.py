@@ -1,4 +1,4 @@
-"""FID-VID, in both of its meanings in the literature (DESIGN §7), as one DDP-synced metric.
+"""FID-VID, in both of its meanings in the literature (docs/design.md §7), as one DDP-synced metric.
 
 ``variant="frame_fid"`` (STAG4D's FID-VID)
     Per-frame Inception FID averaged over frames. What is pooled, exactly:

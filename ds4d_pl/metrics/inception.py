@@ -1,13 +1,13 @@
 """The FID Inception-v3, defined here with the public checkpoint's parameter names.
 
-``torchvision`` / ``torch-fidelity`` / ``pytorch-fid`` are not dependencies (DESIGN §2), so the
-network of the ``frame_fid`` FID-VID variant (:mod:`ds4d_pl.metrics.fid_vid`) is defined in this
-module. It is TensorFlow's 2015-12-05 Inception graph (the one every published FID number uses),
-as ported to PyTorch by pytorch-fid (``pt_inception-2015-12-05-6726825d.pth``). torch-fidelity,
-and torchmetrics' ``FrechetInceptionDistance`` through it, downloads its *own* conversion of the
-same graph (``weights-inception-2015-12-05-6726825d.pth``, another key layout), not this file.
-Parameter and buffer names are those of pytorch-fid's file, so it loads with
-:func:`~ds4d_pl.weights.check_state_dict` as is:
+``torchvision`` / ``torch-fidelity`` / ``pytorch-fid`` are not dependencies (docs/design.md §2), so
+the network of the ``frame_fid`` FID-VID variant (:mod:`ds4d_pl.metrics.fid_vid`) is defined in
+this module. It is TensorFlow's 2015-12-05 Inception graph (the one every published FID number
+uses), as ported to PyTorch by pytorch-fid (``pt_inception-2015-12-05-6726825d.pth``).
+torch-fidelity, and torchmetrics' ``FrechetInceptionDistance`` through it, downloads its *own*
+conversion of the same graph (``weights-inception-2015-12-05-6726825d.pth``, another key
+layout), not this file. Parameter and buffer names are those of pytorch-fid's file, so it loads
+with :func:`~ds4d_pl.weights.check_state_dict` as is:
 
 * conv units ``<name>.conv.weight`` (bias-free) with ``<name>.bn.{weight, bias, running_mean,
   running_var}`` (``nn.BatchNorm2d``, ``eps=1e-3``). The file was converted from the TF graph's

@@ -1,8 +1,8 @@
 """LPIPS (VGG variant, v0.1) as a DDP-synced torchmetrics metric, with the networks defined here.
 
 The ``lpips`` and ``torchvision`` packages are not dependencies (on CPU machines each pulls a
-multi-GB CUDA torch, DESIGN §2), so the two networks LPIPS needs are defined in this module with
-the parameter names of their public checkpoints and loaded strictly:
+multi-GB CUDA torch, docs/design.md §2), so the two networks LPIPS needs are defined in this
+module with the parameter names of their public checkpoints and loaded strictly:
 
 * :class:`VGG16Features` is torchvision's ``vgg16().features`` (same layer indices, so the keys
   are ``features.0.weight`` ... ``features.28.bias``). torchvision's ``vgg16-397923af.pth`` also
@@ -317,7 +317,7 @@ class LPIPS(PerImageNetworkMetric):
 
     Inputs are the package's ``(B, H, W, 3)`` images in ``[0, 1]`` (as in
     :mod:`ds4d_pl.metrics.image`), mapped to ``[-1, 1]`` internally, the range LPIPS was
-    trained on (the Consistent4D protocol, DESIGN §7). Composite onto the background before
+    trained on (the Consistent4D protocol, docs/design.md §7). Composite onto the background before
     calling. States: ``total``, ``count``.
 
     Args:

@@ -4,7 +4,8 @@ One :class:`ProtocolScorer` is fed ``(object, view)`` clips of predicted and gro
 (composited on the protocol's white background by the caller) and reports
 
 * per-image metrics (CLIP similarity, LPIPS, PSNR, SSIM, dynamic-region PSNR) averaged over
-  frames, then views, then objects (DESIGN §7), so a long clip does not outweigh a short one;
+  frames, then views, then objects (docs/design.md §7), so a long clip does not outweigh a
+  short one;
 * per-clip FVD (``consistent4d`` mode, averaged over views then objects) or set FVD;
 * FID-VID pooled over every clip of every object (``frame_fid`` or ``r3d50``; what exactly is
   pooled is in :mod:`ds4d_pl.metrics.fid_vid`), with the number of clips (and frames) it used.
@@ -31,6 +32,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -39,10 +41,20 @@ import torch
 from torch import Tensor
 
 from ds4d_pl.atomic import atomic_path, write_json
+from ds4d_pl.cameras import Cameras
+from ds4d_pl.data.types import ViewSet, composite
 from ds4d_pl.metrics.image import psnr_from_mse, ssim, ssim_zero_padded, to_8bit
+from ds4d_pl.render.base import RenderOutput
 from ds4d_pl.weights import REGISTRY, MissingWeightsError, resolve
 
-__all__ = ["COLUMNS", "BenchmarkConfig", "ProtocolScorer", "resize_frames", "write_report"]
+__all__ = [
+    "COLUMNS",
+    "BenchmarkConfig",
+    "ProtocolScorer",
+    "resize_frames",
+    "score_model",
+    "write_report",
+]
 
 #: Report columns in the order of the paper's tables, with the better direction.
 COLUMNS = (
@@ -384,3 +396,46 @@ def write_report(out_dir: str | Path, results: dict[str, Any], title: str = "Met
     write_json(out_dir / "metrics.json", results)
     with atomic_path(out_dir / "metrics.md") as tmp:
         tmp.write_text(markdown_table(results, title))
+
+
+@torch.no_grad()
+def score_model(
+    render: Callable[[Cameras, Tensor], RenderOutput],
+    views: ViewSet,
+    cfg: BenchmarkConfig,
+    rendered_on: Tensor,
+    name: str,
+    device: str | torch.device = "cpu",
+) -> dict[str, Any]:
+    """Every evaluation view rendered for every frame and scored on the benchmark protocol:
+    the numbers of ``metrics.json`` and ``metrics.md`` of ``ds4d test``.
+
+    Args:
+        render: ``render(cameras, t)`` of the model.
+        views: The evaluation views (ground truth).
+        cfg: Metrics, variants, weights and the protocol resolution.
+        rendered_on: ``(3,)`` background the model renders over; renders are re-composited on
+            the protocol's background through their alpha.
+        name: Object name (the outer level of the average).
+        device: Where the metric networks run.
+    """
+    scorer = ProtocolScorer(cfg, device=device)
+    h, w = views.image_size
+    size = (cfg.resolution, cfg.resolution) if cfg.resolution else (h, w)
+    bg = torch.ones(3) if cfg.white_background else rendered_on.cpu()
+    dyn = views.dynamic_mask()
+    for k in range(views.num_views):
+        preds = []
+        for f in range(views.num_frames):
+            cam = views.cameras_at(f)[k].resized(size[1], size[0])
+            out = render(cam, views.times[f])
+            preds.append(out.rgb_on(bg, rendered_on)[0].clamp(0.0, 1.0).cpu())
+        target = composite(views.rgb[k], views.alpha[k], bg)
+        mask = dyn[k].float()
+        if size != (h, w):
+            target = resize_frames(target, size)
+            mask = resize_frames(mask, size)
+        scorer.add_clip(name, k, torch.stack(preds), target, mask > 0.5)
+    results = scorer.results()
+    results["resolution"] = list(size)
+    return results

@@ -111,7 +111,7 @@ class SDSConfig:
             (√ᾱ_t (1 − ᾱ_t)).
         condition: Which image conditions Zero123: ``input`` (the input frame at the sampled
             time, pose relative to the input camera) or ``nearest`` (the training view of that
-            frame, input or pseudo, closest in angle to the random view; DESIGN §5).
+            frame, input or pseudo, closest in angle to the random view; docs/design.md §5).
         elevation_range: Elevations (degrees) of the random views.
         azimuth_range: Azimuths (degrees) of the random views.
         radius: Camera distance of the random views (the object protocol's 2.0).

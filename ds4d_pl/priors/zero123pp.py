@@ -29,10 +29,10 @@ itself:
 
 The grid is split row by row: cell ``k`` (row ``k // 2``, column ``k % 2``) is pose ``k`` of
 :data:`~ds4d_pl.cameras.ZERO123PP_V11_POSES` (azimuth ``30 + 60 k``). A view's alpha comes from
-thresholding the generated background (:func:`background_alpha`) or from a local segmentation
-model (:mod:`ds4d_pl.data.segment`). The published models paint an opaque *grey* background
-(the Zero123++ README: "the ``zero`` for Stable Diffusion VAE", i.e. 0.5), so the background
-colour is a setting (``alpha_background``, default 0.5; 1.0 for white).
+thresholding the generated background (:func:`ds4d_pl.data.alpha.background_alpha`) or from a
+local segmentation model (:mod:`ds4d_pl.data.segment`). The published models paint an opaque
+*grey* background (the Zero123++ README: "the ``zero`` for Stable Diffusion VAE", i.e. 0.5), so
+the background colour is a setting (``alpha_background``, default 0.5; 1.0 for white).
 
 Randomness is drawn from one CPU generator per frame seeded with ``seed`` (default: the same
 seed, so the same initial noise, for every frame, which helps temporal consistency), in a fixed
@@ -53,9 +53,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from ds4d_pl.data.alpha import background_alpha
 from ds4d_pl.weights import (
     BadWeightsError,
     MissingWeightsError,
@@ -79,7 +79,6 @@ __all__ = [
     "load_zero123pp",
     "resolve_zero123pp_dir",
     "split_grid",
-    "background_alpha",
 ]
 
 #: Where the weights are published, per version.
@@ -139,7 +138,8 @@ class Zero123ppConfig:
             tall (320 for the published models).
         timestep_spacing: Passed to the scheduler (``"trailing"`` as the Zero123++ README
             recommends for Euler ancestral; ``None`` keeps the directory's config).
-        alpha: ``"threshold"`` (background-colour threshold, :func:`background_alpha`) or
+        alpha: ``"threshold"`` (background-colour threshold,
+            :func:`~ds4d_pl.data.alpha.background_alpha`) or
             ``"segmenter"`` (``segmenter`` must name a TorchScript model).
         alpha_background: Grey level of the generated background (0.5: the VAE's zero, what
             the published models paint; 1.0: white).
@@ -343,7 +343,7 @@ class ReferenceAttnProcessor:
 
 
 # --------------------------------------------------------------------------------------------
-# Grid and alpha
+# Grid
 
 
 def split_grid(grid: Tensor, rows: int = 3, cols: int = 2) -> Tensor:
@@ -362,42 +362,6 @@ def split_grid(grid: Tensor, rows: int = 3, cols: int = 2) -> Tensor:
     h, w = gh // rows, gw // cols
     cells = grid.reshape(rows, h, cols, w, *grid.shape[2:]).transpose(1, 2)
     return cells.reshape(rows * cols, h, w, *grid.shape[2:])
-
-
-def background_alpha(
-    rgb: Tensor, threshold: float = 0.08, background: float = 0.5, open_px: int = 1
-) -> Tensor:
-    """Foreground alpha of a view generated on a plain background (grey 0.5 or white 1.0).
-
-    A pixel is background when every channel is within ``threshold`` of ``background`` *and* it
-    is connected to the image border through such pixels (a flood fill), so background-coloured
-    parts inside the object stay foreground. Cleanup: a morphological opening of the foreground
-    with a ``(2 open_px + 1)²`` square removes isolated specks and one-pixel fringes the
-    generator leaves on the background.
-
-    Args:
-        rgb: ``(H, W, 3)`` float in ``[0, 1]``.
-
-    Returns:
-        ``(H, W)`` float alpha in ``{0, 1}``.
-    """
-    near = ((rgb[..., :3] - background).abs() <= threshold).all(-1)
-    h, w = near.shape
-    reach = torch.zeros_like(near)
-    reach[0], reach[-1], reach[:, 0], reach[:, -1] = near[0], near[-1], near[:, 0], near[:, -1]
-    cand = near[None, None].float()
-    cur = reach[None, None].float()
-    for _ in range(h * w):
-        nxt = F.max_pool2d(cur, 3, 1, 1) * cand
-        if torch.equal(nxt, cur):
-            break
-        cur = nxt
-    fg = 1.0 - cur
-    if open_px > 0:
-        k = 2 * open_px + 1
-        fg = -F.max_pool2d(-fg, k, 1, open_px)  # erode
-        fg = F.max_pool2d(fg, k, 1, open_px)  # dilate
-    return fg[0, 0]
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,17 +11,17 @@ from typing import Any
 import torch
 
 from ds4d_pl.render.base import GaussianParams, Renderer, RenderOutput, eval_sh, rgb_to_sh0
-from ds4d_pl.render.torch_tiled import TorchTiledRenderer, project_gaussians
+from ds4d_pl.render.torch_raster import TorchRasterizer, project_gaussians
 
 #: Backend names accepted by :func:`build_renderer` (besides ``"auto"``).
-RENDERERS = ("torch_tiled", "gsplat")
+RENDERERS = ("torch", "gsplat")
 
 __all__ = [
     "RENDERERS",
     "GaussianParams",
     "RenderOutput",
     "Renderer",
-    "TorchTiledRenderer",
+    "TorchRasterizer",
     "build_renderer",
     "eval_sh",
     "project_gaussians",
@@ -42,7 +42,7 @@ def build_renderer(backend: str = "auto", **kwargs: Any) -> Renderer:
 
     Args:
         backend: ``"auto"`` (gsplat when CUDA is available and gsplat imports, else
-            ``torch_tiled``), ``"torch_tiled"`` or ``"gsplat"``.
+            ``torch``), ``"torch"`` or ``"gsplat"``.
         **kwargs: Knobs forwarded to the backend's constructor (``tile_size``, ``near``,
             ``far``, ``eps2d``, ... see each class).
 
@@ -54,14 +54,14 @@ def build_renderer(backend: str = "auto", **kwargs: Any) -> Renderer:
         RuntimeError: ``"gsplat"`` requested without CUDA or without an importable gsplat.
     """
     if backend == "auto":
-        backend = "gsplat" if torch.cuda.is_available() and _gsplat_importable() else "torch_tiled"
-    if backend == "torch_tiled":
-        return TorchTiledRenderer(**kwargs)
+        backend = "gsplat" if torch.cuda.is_available() and _gsplat_importable() else "torch"
+    if backend == "torch":
+        return TorchRasterizer(**kwargs)
     if backend == "gsplat":
         if not torch.cuda.is_available():
             raise RuntimeError(
                 "renderer 'gsplat' needs a CUDA device, but torch.cuda.is_available() is False; "
-                "use backend='torch_tiled' (or 'auto') on CPU"
+                "use backend='torch' (or 'auto') on CPU"
             )
         from ds4d_pl.render.gsplat import GsplatRenderer
 

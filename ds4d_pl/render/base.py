@@ -1,6 +1,6 @@
 """Renderer protocol and the tensors that cross it.
 
-Every backend (``torch_tiled`` on CPU, ``gsplat`` on CUDA) takes world-space, *activated*
+Every backend (``torch`` on CPU, ``gsplat`` on CUDA) takes world-space, *activated*
 Gaussians at one instant plus a batch of cameras, and returns the same :class:`RenderOutput`.
 """
 

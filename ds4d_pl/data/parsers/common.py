@@ -4,18 +4,37 @@ Zero123++ and Consistent4D-evaluation view folders, and small config checks.
 Readers (``consistent4d``, ``objaverse``, ``multiview_sequence``) and ``ds4d prepare`` /
 ``ds4d eval`` import from here; nothing here knows a particular dataset layout beyond the two
 view-folder conventions (``{t}_rgba/{0..5}.png`` and ``eval_{k}/{t}.png``).
+
+Generated pseudo views are read as real generators write them (:func:`load_pseudo_views`):
+
+* **Alpha.** Zero123++ paints an opaque grey (0.5) background and stores no alpha. With
+  ``pseudo_alpha="auto"`` a view's own alpha is used when it has one that says something (not
+  all opaque), else the alpha is derived from the background colour
+  (:func:`ds4d_pl.data.alpha.background_alpha`: only background connected to the image border
+  counts, so grey parts inside the object stay foreground). ``"file"`` requires the alpha
+  channel, ``"background"`` always derives it.
+* **Framing.** Each view is moved and scaled to the input view's silhouette
+  (:mod:`ds4d_pl.data.align`, one similarity per view) unless ``align_pseudo_views`` is
+  ``False``; by default (``None``) every view is aligned except views whose
+  ``provenance.json`` says they are oracle renders (what ``ds4d synth`` writes for the exact
+  synthetic views).
 """
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from PIL import Image, UnidentifiedImageError
 from torch import Tensor
 
 from ds4d_pl.cameras import Cameras, orbit_cameras
+from ds4d_pl.data.align import align_pseudo_views
+from ds4d_pl.data.alpha import background_alpha, is_opaque
 from ds4d_pl.data.io import read_rgba
 from ds4d_pl.data.types import ViewSet
 
@@ -23,6 +42,10 @@ NUMBERED = re.compile(r"^(\d+)\.png$")
 _RGBA_DIR = re.compile(r"^(\d+)_rgba$")
 #: Zero123++ always produces this many views per input frame.
 NUM_ZERO123PP_VIEWS = 6
+#: Optional file in a pseudo-view folder saying what the views are (``{"pseudo_views": ...}``).
+PROVENANCE_FILE = "provenance.json"
+#: How a pseudo view's alpha is obtained (see the module docstring).
+PSEUDO_ALPHA_MODES = ("auto", "file", "background")
 #: The object protocol composites RGBA on white (recorded as ``Scene4D.meta["background"]``).
 OBJECT_BACKGROUND = (1.0, 1.0, 1.0)
 _PIL_ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
@@ -44,6 +67,56 @@ def check_version(name: str, version: str) -> None:
     """Raise unless ``version`` names a Zero123++ pose set."""
     if version not in ("v1.1", "v1.2"):
         raise ValueError(f"{name} must be 'v1.1' or 'v1.2'; got {version!r}")
+
+
+@dataclass(frozen=True)
+class PseudoViewOptions:
+    """How generated pseudo views are read (each reader config carries these four fields).
+
+    Attributes:
+        alpha: ``"auto"``, ``"file"`` or ``"background"`` (module docstring).
+        background: Grey level of the generator's background (0.5 for Zero123++, 1 for white).
+        threshold: Max per-channel distance to ``background`` counted as background.
+        align: ``True``/``False`` forces the per-view alignment on/off; ``None`` aligns all
+            views except oracle renders (by their ``provenance.json``).
+    """
+
+    alpha: Literal["auto", "file", "background"] = "auto"
+    background: float = 0.5
+    threshold: float = 0.08
+    align: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.alpha not in PSEUDO_ALPHA_MODES:
+            raise ValueError(
+                f"pseudo_alpha must be one of {', '.join(PSEUDO_ALPHA_MODES)}; got {self.alpha!r}"
+            )
+        for name, value, low, high in (
+            ("pseudo_background", self.background, 0.0, 1.0),
+            ("pseudo_alpha_threshold", self.threshold, 0.0, 1.0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ValueError(f"{name} must be a number; got {value!r}")
+            if not low <= value <= high:
+                raise ValueError(f"{name} must be in [{low}, {high}]; got {value!r}")
+        if self.threshold <= 0:
+            raise ValueError(f"pseudo_alpha_threshold must be > 0; got {self.threshold!r}")
+        if self.align is not None and not isinstance(self.align, bool):
+            raise ValueError(f"align_pseudo_views must be true, false or null; got {self.align!r}")
+
+
+def pseudo_options(owner: str, cfg: object) -> PseudoViewOptions:
+    """A reader config's ``pseudo_alpha``, ``pseudo_background``, ``pseudo_alpha_threshold``
+    and ``align_pseudo_views`` fields, checked; errors name ``owner``."""
+    try:
+        return PseudoViewOptions(
+            alpha=cfg.pseudo_alpha,  # type: ignore[attr-defined]
+            background=cfg.pseudo_background,  # type: ignore[attr-defined]
+            threshold=cfg.pseudo_alpha_threshold,  # type: ignore[attr-defined]
+            align=cfg.align_pseudo_views,  # type: ignore[attr-defined]
+        )
+    except ValueError as err:
+        raise ValueError(f"{owner}.{err}") from None
 
 
 def resolve(root: Path, template: str, **names: str) -> Path:
@@ -223,11 +296,47 @@ def load_frames(
 # View sets shared by the object parsers
 
 
+def _load_pseudo_frames(
+    paths: list[Path], size: tuple[int, int], opts: PseudoViewOptions
+) -> Tensor:
+    """One pseudo view's frames ``(T, H, W, 4)``, alpha per ``opts.alpha``."""
+    images: list[Tensor] = []
+    derive: list[int] = []
+    for i, p in enumerate(paths):
+        img, has_alpha = read_image(p)
+        if images and img.shape != images[0].shape:
+            raise ValueError(
+                f"{p}: image is {img.shape[1]}x{img.shape[0]} but {paths[0]} is "
+                f"{images[0].shape[1]}x{images[0].shape[0]} (all frames of a view must share one "
+                "size)"
+            )
+        if opts.alpha == "file" and not has_alpha:
+            raise ValueError(
+                f"{p}: pseudo view has no alpha channel and pseudo_alpha='file'; use "
+                "pseudo_alpha='auto' or 'background' to derive it from the background colour "
+                f"(grey {opts.background})"
+            )
+        if opts.alpha == "background" or (
+            opts.alpha == "auto" and (not has_alpha or is_opaque(img[..., 3:]))
+        ):
+            derive.append(i)
+        images.append(img)
+    if derive:
+        # Derived at the files' resolution (before any resize), all frames of the view at once.
+        alpha = background_alpha(
+            torch.stack([images[i] for i in derive]), opts.threshold, opts.background
+        )
+        for j, i in enumerate(derive):
+            images[i] = torch.cat([images[i][..., :3], alpha[j][..., None]], dim=-1)
+    return torch.stack([fit_size(img, size, p) for img, p in zip(images, paths, strict=True)])
+
+
 def load_zero123_views(
     folder: Path,
     num_frames: int,
     keep: int,
     size: tuple[int, int],
+    opts: PseudoViewOptions | None = None,
 ) -> list[Tensor]:
     """Read precomputed Zero123++ views ``folder/{t}_rgba/{0..5}.png``.
 
@@ -236,14 +345,17 @@ def load_zero123_views(
         num_frames: Frames of the input video; ``folder`` must hold exactly that many.
         keep: Load only the first ``keep`` frames.
         size: ``(H, W)`` every view is resized to (the input view's size).
+        opts: How the alpha is obtained (default: ``PseudoViewOptions()``, i.e. ``"auto"``).
 
     Returns:
         Six ``(keep, H, W, 4)`` stacks, one per Zero123++ view.
 
     Raises:
         ValueError: Extra or missing frame folders, a frame folder without exactly six views,
-            or bad images (each names the file or folder).
+            bad images, or a view without alpha under ``pseudo_alpha="file"`` (each names the
+            file or folder).
     """
+    opts = PseudoViewOptions() if opts is None else opts
     frame_dirs = numbered_frames(folder, _RGBA_DIR, dirs=True, hint="'0_rgba/', '1_rgba/', ...")
     check_count(folder, len(frame_dirs), num_frames, "the pseudo-view folder")
     per_frame = []
@@ -256,9 +368,63 @@ def load_zero123_views(
             )
         per_frame.append(views)
     return [
-        load_frames([per_frame[t][k] for t in range(keep)], size)
+        _load_pseudo_frames([per_frame[t][k] for t in range(keep)], size, opts)
         for k in range(NUM_ZERO123PP_VIEWS)
     ]
+
+
+def read_provenance(folder: Path) -> dict | None:
+    """``folder/provenance.json`` as a dict, or ``None`` when there is none."""
+    path = folder / PROVENANCE_FILE
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: malformed JSON ({err})") from err
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object")
+    return data
+
+
+def load_pseudo_views(
+    folder: Path,
+    num_frames: int,
+    input_rgba: Tensor,
+    input_camera: Cameras,
+    view_cameras: Cameras,
+    opts: PseudoViewOptions,
+) -> tuple[list[Tensor], dict]:
+    """Read, and align unless told otherwise, a folder of generated pseudo views.
+
+    Args:
+        folder: The ``zero123`` folder (``{t}_rgba/{0..5}.png``, optional ``provenance.json``).
+        num_frames: Frames of the whole input video (the folder must hold as many).
+        input_rgba: ``(T, H, W, 4)`` the loaded input view; its ``T`` frames are loaded and
+            every view is resized to its ``H x W``.
+        input_camera: The input view's camera.
+        view_cameras: The six pseudo-view cameras.
+        opts: Alpha and alignment options.
+
+    Returns:
+        Six ``(T, H, W, 4)`` stacks and the provenance for ``Scene4D.meta``:
+        ``pseudo_alpha`` (the mode), ``pseudo_provenance`` (the folder's ``provenance.json`` or
+        ``None``) and ``pseudo_alignment`` (``{"per": "view", "views": [...]}`` with each
+        view's scale, shift in pixels and frames used, or ``{"per": "off", "reason": ...}``).
+    """
+    keep, h, w = input_rgba.shape[:3]
+    views = load_zero123_views(folder, num_frames, keep, (h, w), opts)
+    provenance = read_provenance(folder)
+    oracle = provenance is not None and provenance.get("pseudo_views") == "oracle"
+    align = (not oracle) if opts.align is None else opts.align
+    meta: dict = {"pseudo_alpha": opts.alpha, "pseudo_provenance": provenance}
+    if align:
+        views, records = align_pseudo_views(input_rgba, views, input_camera, view_cameras)
+        meta["pseudo_alignment"] = {"per": "view", "views": [r.as_dict() for r in records]}
+    else:
+        reason = "align_pseudo_views=false" if opts.align is False else "oracle views"
+        meta["pseudo_alignment"] = {"per": "off", "reason": reason}
+    return views, meta
 
 
 def load_eval_views(

@@ -14,6 +14,10 @@ name)::
     └── <obj>_mv/zero123/           optional pseudo views (Zero123++ poses)
         └── {t}_rgba/{0..5}.png
 
+Pseudo views may be RGBA or, as Zero123++ stores them, opaque RGB on a grey background: the
+alpha then comes from the background colour, and each view is aligned to the input view's
+silhouette (``pseudo_alpha``, ``align_pseudo_views``; see :mod:`ds4d_pl.data.parsers.common`).
+
 Frames are numbered from 0 without gaps, sorted numerically (``10.png`` after ``9.png``); zero
 padded names are accepted. Every view set must have exactly as many frames as the input video.
 
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor
@@ -48,9 +53,10 @@ from ds4d_pl.data.parsers.common import (
     fit_size,
     load_eval_views,
     load_frames,
-    load_zero123_views,
+    load_pseudo_views,
     make_viewset,
     numbered_frames,
+    pseudo_options,
     read_mask,
     resolve,
     square,
@@ -82,6 +88,12 @@ class Consistent4DConfig:
         pseudo_dir: Folder of precomputed Zero123++ views ``{t}_rgba/{0..5}.png``; ``None``
             never loads them. A missing folder means "no pseudo views".
         pseudo_version: Zero123++ pose set of the pseudo views, ``"v1.1"`` or ``"v1.2"``.
+        pseudo_alpha: Alpha of the pseudo views: ``"auto"`` (the file's when it has a real
+            one, else derived from the background colour), ``"file"`` or ``"background"``.
+        pseudo_background: Grey level of the generator's background (Zero123++: 0.5).
+        pseudo_alpha_threshold: Max per-channel distance to it counted as background.
+        align_pseudo_views: Align each pseudo view's scale and centre to the input view's
+            silhouette; ``None`` (default): yes, except for oracle views (``provenance.json``).
         max_frames: Use only the first ``max_frames`` frames of every view (``None``: all).
             The whole dataset is still checked; the kept clip's times span ``[0, 1]``.
     """
@@ -95,11 +107,16 @@ class Consistent4DConfig:
     eval_azimuths_deg: tuple[float, ...] = CONSISTENT4D_EVAL_AZIMUTHS
     pseudo_dir: str | None = "{obj}_mv/zero123"
     pseudo_version: str = "v1.1"
+    pseudo_alpha: Literal["auto", "file", "background"] = "auto"
+    pseudo_background: float = 0.5
+    pseudo_alpha_threshold: float = 0.08
+    align_pseudo_views: bool | None = None
     max_frames: int | None = None
 
     def __post_init__(self) -> None:
         check_positive("Consistent4DConfig", self, ("resolution", "eval_resolution", "max_frames"))
         check_version("Consistent4DConfig.pseudo_version", self.pseudo_version)
+        pseudo_options("Consistent4DConfig", self)
         self.eval_azimuths_deg = tuple(float(a) for a in self.eval_azimuths_deg)
         if not self.eval_azimuths_deg:
             raise ValueError("Consistent4DConfig.eval_azimuths_deg needs at least one azimuth")
@@ -196,10 +213,15 @@ def load_consistent4d(
     stacks = [inp]
     cams = [orbit_cameras([0.0], [0.0], w, h)]
     source = "gt"
+    pseudo_meta: dict = {}
     mv = None if cfg.pseudo_dir is None else resolve(root, cfg.pseudo_dir, obj=object_name)
     if mv is not None and mv.is_dir():
-        stacks += load_zero123_views(mv, t_all, keep, (h, w))
-        cams.append(zero123pp_cameras(w, h, cfg.pseudo_version))
+        pseudo_cams = zero123pp_cameras(w, h, cfg.pseudo_version)
+        pseudo, pseudo_meta = load_pseudo_views(
+            mv, t_all, inp, cams[0], pseudo_cams, pseudo_options("Consistent4DConfig", cfg)
+        )
+        stacks += pseudo
+        cams.append(pseudo_cams)
         source = "zero123pp"
     train = make_viewset(stacks, Cameras.cat(cams), source)
 
@@ -225,5 +247,6 @@ def load_consistent4d(
             "pseudo_version": cfg.pseudo_version if source == "zero123pp" else None,
             "num_frames": keep,
             "num_frames_on_disk": t_all,
+            **pseudo_meta,
         },
     )

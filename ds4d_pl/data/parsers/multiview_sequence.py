@@ -13,6 +13,10 @@ The six views are at the fixed Zero123++ poses (azimuth 30, 90, ..., 330°; elev
 alternating for v1.1, +20/−10° for v1.2) relative to the input view, which sits at the object
 protocol's front camera (elevation 0, azimuth 0, radius 2, vertical FoV 49.1°). Pseudo views
 are resized to the input view's size. ``<obj>`` is ``<seq>`` without a trailing ``_mv``.
+
+Pseudo views may be RGBA or, as Zero123++ stores them, opaque RGB on a grey background: the
+alpha then comes from the background colour, and each view is aligned to the input view's
+silhouette (``pseudo_alpha``, ``align_pseudo_views``; see :mod:`ds4d_pl.data.parsers.common`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from ds4d_pl.cameras import CONSISTENT4D_EVAL_AZIMUTHS, Cameras, orbit_cameras, zero123pp_cameras
 from ds4d_pl.data.parsers.common import (
@@ -29,9 +34,10 @@ from ds4d_pl.data.parsers.common import (
     eval_orbit_cameras,
     load_eval_views,
     load_frames,
-    load_zero123_views,
+    load_pseudo_views,
     make_viewset,
     numbered_frames,
+    pseudo_options,
     resolve,
     square,
 )
@@ -57,6 +63,12 @@ class MultiviewSequenceConfig:
         eval_dir: Evaluation folder under ``eval_root`` holding ``eval_0..eval_3``; ``{obj}`` is
             the object name (sequence name without ``_mv``) and ``{seq}`` the sequence name.
             ``None`` never loads evaluation views.
+        pseudo_alpha: Alpha of the six views: ``"auto"`` (the file's when it has a real one,
+            else derived from the background colour), ``"file"`` or ``"background"``.
+        pseudo_background: Grey level of the generator's background (Zero123++: 0.5).
+        pseudo_alpha_threshold: Max per-channel distance to it counted as background.
+        align_pseudo_views: Align each view's scale and centre to the input view's silhouette;
+            ``None`` (default): yes, except for oracle views (``provenance.json``).
     """
 
     zero123pp_version: str = "v1.1"
@@ -65,12 +77,17 @@ class MultiviewSequenceConfig:
     max_frames: int | None = None
     eval_root: str | None = None
     eval_dir: str | None = "eval_gt/{obj}"
+    pseudo_alpha: Literal["auto", "file", "background"] = "auto"
+    pseudo_background: float = 0.5
+    pseudo_alpha_threshold: float = 0.08
+    align_pseudo_views: bool | None = None
 
     def __post_init__(self) -> None:
         check_positive(
             "MultiviewSequenceConfig", self, ("resolution", "eval_resolution", "max_frames")
         )
         check_version("MultiviewSequenceConfig.zero123pp_version", self.zero123pp_version)
+        pseudo_options("MultiviewSequenceConfig", self)
 
 
 def object_name(sequence: str) -> str:
@@ -99,7 +116,8 @@ def load_multiview_sequence(
         FileNotFoundError: Missing root, ``ref`` or ``zero123`` folder, a missing evaluation
             view folder, or (with an explicit ``eval_root``) no evaluation folder.
         ValueError: Gaps in frame numbers, a frame folder without exactly six views, frame
-            counts that differ, images of different sizes, input frames without alpha.
+            counts that differ, images of different sizes, input frames without alpha, pseudo
+            views without alpha under ``pseudo_alpha="file"``, a malformed ``provenance.json``.
     """
     cfg = MultiviewSequenceConfig() if cfg is None else cfg
     root = Path(root)
@@ -118,11 +136,12 @@ def load_multiview_sequence(
         raise FileNotFoundError(
             f"{zero123}: pseudo-view folder missing (a multi-view sequence needs zero123/)"
         )
-    pseudo = load_zero123_views(zero123, t_all, keep, (h, w))
-    cams = Cameras.cat(
-        [orbit_cameras([0.0], [0.0], w, h), zero123pp_cameras(w, h, cfg.zero123pp_version)]
+    front = orbit_cameras([0.0], [0.0], w, h)
+    pseudo_cams = zero123pp_cameras(w, h, cfg.zero123pp_version)
+    pseudo, pseudo_meta = load_pseudo_views(
+        zero123, t_all, inp, front, pseudo_cams, pseudo_options("MultiviewSequenceConfig", cfg)
     )
-    train = make_viewset([inp, *pseudo], cams, "zero123pp")
+    train = make_viewset([inp, *pseudo], Cameras.cat([front, pseudo_cams]), "zero123pp")
 
     eval_set = None
     if cfg.eval_dir is not None:
@@ -155,5 +174,6 @@ def load_multiview_sequence(
             "pseudo_version": cfg.zero123pp_version,
             "num_frames": keep,
             "num_frames_on_disk": t_all,
+            **pseudo_meta,
         },
     )

@@ -7,6 +7,9 @@ Layout::
     ROOT/camXX.mp4                one video per camera, or pre-extracted frames:
     ROOT/camXX/images/0000.png    (4D-GS's preprocessing layout), or
     ROOT/camXX/0000.png           frames directly in the camera folder
+    ROOT/camXX/dyn_masks/0000.png optional: the moving part's pixels of each frame (white)
+    ROOT/points3D_downsample2.ply optional: a coloured point cloud (4D-GS's downsampled COLMAP
+                                  points), the initial points when present
 
 Decisions:
 
@@ -20,6 +23,18 @@ Decisions:
   is ignored: N3DV scenes are full-frame captures (``alpha = 1``).
 * ``num_frames`` counts frames *after* ``frame_stride``: frames ``0, s, 2s, ...`` are kept, then
   the first ``num_frames`` of those. Times are ``linspace(0, 1, T)`` over the loaded frames.
+* Moving-part masks (``camXX/dyn_masks``, numbered like the frames, greyscale, white = moving)
+  are optional, but all or none: a camera without them when others have them is an error. The
+  k-th mask belongs to the k-th frame; they are picked by the same ``frame_stride`` and
+  ``num_frames``, every loaded frame needs one, they must be at the frames' full size, and a
+  shrunk pixel is moving if any pixel it covers is. They become the views' ``dyn_mask``, so
+  dynamic-region metrics use the exact moving part instead of pixels that change over the
+  clip. Real N3DV ships none; ``ds4d synth --format n3dv`` writes them.
+* Initial points (``init_points``): ``auto`` (default) reads ``points_file`` when the scene has
+  one (4D-GS initialises N3DV from COLMAP's points under that name) and otherwise samples the
+  training cameras' frusta between the near and far bounds (:func:`frustum_points`, grey);
+  ``file`` requires the file; ``frustum`` always samples. At most ``num_init_points`` points
+  are kept (a deterministic random subset of a larger file).
 * ``test_cameras`` are positions in the camera order (``[0]`` = ``cam00`` holds out the centre
   camera, as is customary); the others form the training set, all real views.
 * The focal length in ``hwf`` is in pixels of the ``h x w`` images the poses were made for; it
@@ -36,6 +51,7 @@ import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -44,10 +60,14 @@ from torch import Tensor
 from ds4d_pl.cameras import Cameras
 from ds4d_pl.data.io import iter_video_frames, read_rgba
 from ds4d_pl.data.types import Scene4D, ViewSet
+from ds4d_pl.gaussians.mesh_io import read_mesh
 
 __all__ = [
+    "INIT_POINTS_MODES",
+    "MASKS_DIR",
     "N3DVConfig",
     "NUM_INIT_POINTS",
+    "POINTS_FILE",
     "frustum_points",
     "llff_to_opencv",
     "load_n3dv",
@@ -55,6 +75,12 @@ __all__ = [
 
 #: Number of frustum samples :func:`load_n3dv` returns as ``init_points``.
 NUM_INIT_POINTS = 20_000
+#: Where the initial points come from (see :class:`N3DVConfig`).
+INIT_POINTS_MODES = ("auto", "file", "frustum")
+#: 4D-GS's name for a scene's downsampled COLMAP point cloud.
+POINTS_FILE = "points3D_downsample2.ply"
+#: Folder of a camera's optional moving-part masks.
+MASKS_DIR = "dyn_masks"
 _INIT_SEED = 0
 _CAM_RE = re.compile(r"^cam(\d+)(\.mp4)?$")
 _FRAME_RE = re.compile(r"^(.*?)(\d+)\.(png|jpg|jpeg)$", re.IGNORECASE)
@@ -74,8 +100,12 @@ class N3DVConfig:
             ``[0]`` holds out ``cam00``. Empty: no evaluation set.
         num_frames: Number of frames to load after striding (``None``: all).
         frame_stride: Keep every ``frame_stride``-th frame of the videos.
-        num_init_points: Initial points sampled in the training cameras' frusta (N3DV ships no
-            point cloud; 4D-GS uses COLMAP's, which ``model.init.path`` can load instead).
+        num_init_points: Most initial points returned (frustum samples, or a subset of the
+            point file).
+        init_points: ``auto`` (the point file if the scene has one, else frustum samples),
+            ``file`` (the point file, required) or ``frustum`` (samples of the training
+            cameras' frusta; N3DV ships no point cloud, 4D-GS makes one with COLMAP).
+        points_file: Point cloud (PLY) relative to the scene folder, or an absolute path.
     """
 
     downscale: int = 2
@@ -83,6 +113,8 @@ class N3DVConfig:
     num_frames: int | None = None
     frame_stride: int = 1
     num_init_points: int = NUM_INIT_POINTS
+    init_points: Literal["auto", "file", "frustum"] = "auto"
+    points_file: str = POINTS_FILE
 
     def __post_init__(self) -> None:
         for name in ("downscale", "frame_stride", "num_init_points"):
@@ -106,6 +138,15 @@ class N3DVConfig:
         if len(set(tests)) != len(tests):
             raise ValueError(f"N3DVConfig.test_cameras has duplicates: {tests}")
         self.test_cameras = tests
+        if self.init_points not in INIT_POINTS_MODES:
+            raise ValueError(
+                f"N3DVConfig.init_points must be one of {', '.join(INIT_POINTS_MODES)}, got "
+                f"{self.init_points!r}"
+            )
+        if not isinstance(self.points_file, str) or not self.points_file:
+            raise ValueError(
+                f"N3DVConfig.points_file must be a non-empty path, got {self.points_file!r}"
+            )
 
 
 def llff_to_opencv(poses: np.ndarray | Tensor) -> Tensor:
@@ -185,6 +226,7 @@ class _Camera:
     name: str
     frames: list[Path] | None  # extracted frames, in order
     video: Path | None
+    masks: list[Path] | None = None  # moving-part masks, in order
 
 
 def _frame_files(folder: Path) -> list[Path]:
@@ -239,7 +281,15 @@ def _cameras(root: str | Path) -> list[_Camera]:
                     f"{folder}: camera {name} has no frames (<n>.png) and there is no "
                     f"{name}.mp4 either"
                 )
-        cams.append(_Camera(name, frames, entry.get("video")))
+        masks = None
+        if "dir" in entry and (entry["dir"] / MASKS_DIR).is_dir():
+            masks = _frame_files(entry["dir"] / MASKS_DIR)
+            if not masks:
+                raise FileNotFoundError(
+                    f"{entry['dir'] / MASKS_DIR}: camera {name} has a mask folder without "
+                    "numbered masks (<n>.png)"
+                )
+        cams.append(_Camera(name, frames, entry.get("video"), masks))
     return cams
 
 
@@ -318,6 +368,60 @@ def _load_camera(cam: _Camera, cfg: N3DVConfig) -> tuple[Tensor, Path]:
     return torch.stack(frames), path
 
 
+def _load_masks(cam: _Camera, cfg: N3DVConfig, frames: Tensor) -> Tensor:
+    """``(T, h, w, 1)`` boolean moving-part masks of one camera, picked and shrunk like
+    ``frames`` ``(T, h, w, 3)``."""
+    assert cam.masks is not None
+    folder = cam.masks[0].parent
+    # Masks pair with frames by position in their sorted order (both are numbered
+    # consecutively); masks beyond the loaded frames are unused.
+    files = cam.masks[:: cfg.frame_stride]
+    if cfg.num_frames is not None:
+        files = files[: cfg.num_frames]
+    t, h, w = frames.shape[:3]
+    if len(files) != t:
+        raise ValueError(
+            f"{folder}: camera {cam.name} has {len(files)} masks but {t} frames (after "
+            f"frame_stride={cfg.frame_stride}, num_frames={cfg.num_frames})"
+        )
+    ds = cfg.downscale
+    out = torch.empty(t, h, w, 1, dtype=torch.bool)
+    for k, p in enumerate(files):
+        m = read_rgba(p, require_alpha=False)
+        if m.shape[:2] != (h * ds, w * ds):
+            raise ValueError(
+                f"{p}: mask is {m.shape[1]}x{m.shape[0]} but camera {cam.name}'s frames are "
+                f"{w * ds}x{h * ds}"
+            )
+        # A shrunk pixel is moving if any of the full-resolution pixels it covers is.
+        full = (m[..., :1] > 0.5).float().permute(2, 0, 1)[None]
+        out[k] = torch.nn.functional.max_pool2d(full, ds)[0].permute(1, 2, 0) > 0
+    return out
+
+
+def _points_path(root: Path, cfg: N3DVConfig) -> Path:
+    p = Path(cfg.points_file)
+    return p if p.is_absolute() else root / p
+
+
+def _read_points(path: Path, limit: int) -> tuple[Tensor, Tensor]:
+    """Points and colours (grey without) of a point-cloud file, at most ``limit`` of them."""
+    cloud = read_mesh(path)
+    if cloud.faces is not None:
+        raise ValueError(
+            f"{path}: is a mesh (it has faces); the N3DV reader expects a point cloud such as "
+            "COLMAP's fused.ply (a mesh can initialise the Gaussians through model.init.path)"
+        )
+    points = cloud.verts.float()
+    if points.shape[0] == 0:
+        raise ValueError(f"{path}: the point cloud has no points")
+    colors = torch.full_like(points, 0.5) if cloud.colors is None else cloud.colors.float()
+    if points.shape[0] > limit:
+        keep = torch.randperm(points.shape[0], generator=torch.Generator().manual_seed(_INIT_SEED))
+        points, colors = points[keep[:limit]], colors[keep[:limit]]
+    return points.contiguous(), colors.clamp(0.0, 1.0).contiguous()
+
+
 def load_n3dv(root: str | Path, cfg: N3DVConfig | None = None) -> Scene4D:
     """Read an N3DV scene.
 
@@ -328,16 +432,20 @@ def load_n3dv(root: str | Path, cfg: N3DVConfig | None = None) -> Scene4D:
     Returns:
         A :class:`Scene4D` named after the folder: ``train`` holds the non-test cameras (fixed,
         all real, ``num_input_views = V_train``), ``eval`` the test cameras (``None`` if
-        ``cfg.test_cameras`` is empty); ``alpha = 1``; ``init_points`` are
-        ``cfg.num_init_points`` deterministic :func:`frustum_points` samples of the training
-        cameras between the scene's near and far bounds, with mid-grey ``init_colors``.
-        ``meta`` holds ``near``/``far`` (min near, max far) and per-camera ``bounds``.
+        ``cfg.test_cameras`` is empty); ``alpha = 1``; ``dyn_mask`` from the scene's masks, if
+        it has them; ``init_points``/``init_colors`` from the point file or, by default without
+        one, ``cfg.num_init_points`` deterministic :func:`frustum_points` samples of the
+        training cameras between their near and far bounds, mid grey. ``meta`` holds
+        ``near``/``far`` (min near, max far), per-camera ``bounds``, and where the masks and
+        initial points came from.
 
     Raises:
-        FileNotFoundError: Missing root, ``poses_bounds.npy`` or a camera's frames.
+        FileNotFoundError: Missing root, ``poses_bounds.npy``, a camera's frames, or the point
+            file with ``init_points="file"``.
         ValueError: Unreadable or mis-shaped poses, no cameras, camera/row count mismatch, an
             undecodable video, cameras with different frame counts or sizes, a test camera out
-            of range, or a downscale that does not divide the frame size.
+            of range, a downscale that does not divide the frame size, masks for only some
+            cameras or not matching their frames, or an unreadable point file.
     """
     cfg = N3DVConfig() if cfg is None else cfg
     root = Path(root)
@@ -366,6 +474,22 @@ def load_n3dv(root: str | Path, cfg: N3DVConfig | None = None) -> Scene4D:
     train_ids = [i for i in range(len(cams)) if i not in test_ids]
     if not train_ids:
         raise ValueError(f"{root}: every camera is a test camera; none is left for training")
+    with_masks = [c.name for c in cams if c.masks is not None]
+    if with_masks and len(with_masks) != len(cams):
+        without = [c.name for c in cams if c.masks is None]
+        raise ValueError(
+            f"{root}: cameras {', '.join(with_masks)} have moving-part masks ({MASKS_DIR}/) but "
+            f"{', '.join(without)} do not; give masks for every camera or for none"
+        )
+    points_path = _points_path(root, cfg)
+    use_file = cfg.init_points == "file" or (cfg.init_points == "auto" and points_path.is_file())
+    if cfg.init_points == "file" and not points_path.is_file():
+        raise FileNotFoundError(
+            f"{points_path}: point file not found (data.n3dv.init_points=file); make one with "
+            "COLMAP, or set init_points=frustum"
+        )
+    # Read before the frames, so a bad point file fails before minutes of video decoding.
+    file_points = _read_points(points_path, cfg.num_init_points) if use_file else None
 
     # Frame counts of folders are known without decoding: compare them up front so a bad
     # camera fails before minutes of video decoding.
@@ -385,7 +509,7 @@ def load_n3dv(root: str | Path, cfg: N3DVConfig | None = None) -> Scene4D:
     # Frames go straight into preallocated tensors: stacking per-camera lists would need twice
     # the memory of the (possibly tens of GB) scene at the peak.
     order = train_ids + test_ids
-    train_rgb = eval_rgb = None
+    train_rgb = eval_rgb = train_dyn = eval_dyn = None
     ref_name, ref_shape, orig_size = None, None, None
     for k, i in enumerate(order):
         cam = cams[i]
@@ -402,6 +526,10 @@ def load_n3dv(root: str | Path, cfg: N3DVConfig | None = None) -> Scene4D:
                 )
             train_rgb = torch.empty(len(train_ids), *ref_shape)
             eval_rgb = torch.empty(len(test_ids), *ref_shape)
+            if with_masks:
+                mask_shape = (*ref_shape[:-1], 1)
+                train_dyn = torch.empty(len(train_ids), *mask_shape, dtype=torch.bool)
+                eval_dyn = torch.empty(len(test_ids), *mask_shape, dtype=torch.bool)
         elif frames.shape[0] != ref_shape[0]:
             raise ValueError(
                 f"{source}: camera {cam.name} has {frames.shape[0]} frames but {ref_name} has "
@@ -421,10 +549,15 @@ def load_n3dv(root: str | Path, cfg: N3DVConfig | None = None) -> Scene4D:
                 f"{pb_path}: row {i} (camera {cam.name}) is for {w_pose:g}x{h_pose:g} images "
                 f"but the camera's frames are {w_img}x{h_img}, a different aspect ratio"
             )
+        dyn = _load_masks(cam, cfg, frames) if with_masks else None
         if k < len(train_ids):
             train_rgb[k] = frames
+            if dyn is not None:
+                train_dyn[k] = dyn
         else:
             eval_rgb[k - len(train_ids)] = frames
+            if dyn is not None:
+                eval_dyn[k - len(train_ids)] = dyn
         del frames
 
     t, h, w = ref_shape[0], ref_shape[1], ref_shape[2]
@@ -441,17 +574,27 @@ def load_n3dv(root: str | Path, cfg: N3DVConfig | None = None) -> Scene4D:
     all_cams = Cameras(c2w, K, w, h)
     times = torch.linspace(0.0, 1.0, t) if t > 1 else torch.zeros(1)
 
-    def view_set(frames: Tensor, ids: list[int]) -> ViewSet:
+    def view_set(frames: Tensor, dyn: Tensor | None, ids: list[int]) -> ViewSet:
         alpha = torch.ones(*frames.shape[:-1], 1)
-        return ViewSet(frames, alpha, all_cams[torch.tensor(ids)], times.clone(), source="gt")
+        cameras = all_cams[torch.tensor(ids)]
+        return ViewSet(frames, alpha, cameras, times.clone(), dyn_mask=dyn, source="gt")
 
-    train = view_set(train_rgb, train_ids)
-    evals = view_set(eval_rgb, test_ids) if test_ids else None
+    train = view_set(train_rgb, train_dyn, train_ids)
+    evals = view_set(eval_rgb, eval_dyn, test_ids) if test_ids else None
     near, far = float(pb[:, 15].min()), float(pb[:, 16].max())
-    train_near = torch.as_tensor(pb[train_ids, 15], dtype=torch.float32)
-    train_far = torch.as_tensor(pb[train_ids, 16], dtype=torch.float32)
-    g = torch.Generator().manual_seed(_INIT_SEED)
-    points = frustum_points(train.cameras, train_near, train_far, cfg.num_init_points, g)
+    if file_points is not None:
+        points, colors = file_points
+        init_how = f"{len(points)} points of {points_path}"
+    else:
+        train_near = torch.as_tensor(pb[train_ids, 15], dtype=torch.float32)
+        train_far = torch.as_tensor(pb[train_ids, 16], dtype=torch.float32)
+        g = torch.Generator().manual_seed(_INIT_SEED)
+        points = frustum_points(train.cameras, train_near, train_far, cfg.num_init_points, g)
+        colors = torch.full((cfg.num_init_points, 3), 0.5)
+        init_how = (
+            f"{cfg.num_init_points} samples in the training cameras' frusta between their "
+            "bounds (uniform in pixels and inverse depth); grey colours"
+        )
     meta = {
         "dataset": "n3dv",
         "root": str(root),
@@ -467,10 +610,8 @@ def load_n3dv(root: str | Path, cfg: N3DVConfig | None = None) -> Scene4D:
         "num_frames": t,
         "image_size": [w, h],
         "source_image_size": [w_img, h_img],
-        "init_points": (
-            f"{cfg.num_init_points} samples in the training cameras' frusta between their bounds "
-            "(uniform in pixels and inverse depth); grey colours"
-        ),
+        "dyn_masks": f"dataset ({MASKS_DIR}/)" if with_masks else "none (derived from motion)",
+        "init_points": init_how,
     }
     return Scene4D(
         name=root.resolve().name,
@@ -478,6 +619,6 @@ def load_n3dv(root: str | Path, cfg: N3DVConfig | None = None) -> Scene4D:
         eval=evals,
         num_input_views=len(train_ids),
         init_points=points,
-        init_colors=torch.full((cfg.num_init_points, 3), 0.5),
+        init_colors=colors,
         meta=meta,
     )

@@ -40,6 +40,10 @@ elevation 0, azimuth 0, radius 2). With ``align_to_input`` (default) every camer
 re-expressed in the frame where the input camera *is* the protocol's front camera: one rotation
 about the origin and one uniform scale (plus a shift when the input camera does not aim at the
 origin), recorded in ``meta["world_from_files"]``. Images are unchanged by it.
+
+Pseudo views are read as in the Consistent4D reader: RGBA or opaque RGB on the generator's grey
+background (alpha derived from it), each aligned to the input view's silhouette
+(``pseudo_alpha``, ``align_pseudo_views``; see :mod:`ds4d_pl.data.parsers.common`).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 from PIL import Image
@@ -67,9 +72,10 @@ from ds4d_pl.data.parsers.common import (
     check_positive,
     check_version,
     load_frames,
-    load_zero123_views,
+    load_pseudo_views,
     make_viewset,
     numbered_frames,
+    pseudo_options,
     resolve,
     square,
 )
@@ -102,6 +108,12 @@ class ObjaverseConfig:
         pseudo_dir: Folder of precomputed Zero123++ views (``{obj}`` is the uid); ``None`` never
             loads them, a missing folder means none.
         pseudo_version: Zero123++ pose set of the pseudo views, ``"v1.1"`` or ``"v1.2"``.
+        pseudo_alpha: Alpha of the pseudo views: ``"auto"`` (the file's when it has a real
+            one, else derived from the background colour), ``"file"`` or ``"background"``.
+        pseudo_background: Grey level of the generator's background (Zero123++: 0.5).
+        pseudo_alpha_threshold: Max per-channel distance to it counted as background.
+        align_pseudo_views: Align each pseudo view's scale and centre to the input view's
+            silhouette; ``None`` (default): yes, except for oracle views (``provenance.json``).
         eval_dir: Protocol layout: folder holding ``eval_0..eval_3``.
         align_to_input: Render layout: move every camera into the frame where the input camera
             is the object protocol's front camera (see the module docstring). With ``False``
@@ -118,6 +130,10 @@ class ObjaverseConfig:
     max_frames: int | None = None
     pseudo_dir: str | None = "{obj}_mv/zero123"
     pseudo_version: str = "v1.1"
+    pseudo_alpha: Literal["auto", "file", "background"] = "auto"
+    pseudo_background: float = 0.5
+    pseudo_alpha_threshold: float = 0.08
+    align_pseudo_views: bool | None = None
     eval_dir: str = "eval_gt/{obj}"
     align_to_input: bool = True
 
@@ -128,6 +144,7 @@ class ObjaverseConfig:
             )
         check_positive("ObjaverseConfig", self, ("resolution", "eval_resolution", "max_frames"))
         check_version("ObjaverseConfig.pseudo_version", self.pseudo_version)
+        pseudo_options("ObjaverseConfig", self)
         if self.input_view is not None:
             self.input_view = str(self.input_view)
         if self.eval_views is not None:
@@ -358,6 +375,7 @@ def _load_render(root: Path, uid: str, cfg: ObjaverseConfig) -> Scene4D:
 
     h, w = inp.shape[1:3]
     stacks, cams, source = [inp], [inp_cam], "gt"
+    pseudo_meta: dict = {}
     mv = None if cfg.pseudo_dir is None else resolve(root, cfg.pseudo_dir, obj=uid)
     if mv is not None and mv.is_dir():
         front = orbit_cameras([0.0], [0.0], w, h).c2w[0]
@@ -367,8 +385,12 @@ def _load_render(root: Path, uid: str, cfg: ObjaverseConfig) -> Scene4D:
                 "the protocol's front camera but the input camera is elsewhere; enable "
                 "align_to_input"
             )
-        stacks += load_zero123_views(mv, t_all, keep, (h, w))
-        cams.append(zero123pp_cameras(w, h, cfg.pseudo_version))
+        pseudo_cams = zero123pp_cameras(w, h, cfg.pseudo_version)
+        pseudo, pseudo_meta = load_pseudo_views(
+            mv, t_all, inp, inp_cam, pseudo_cams, pseudo_options("ObjaverseConfig", cfg)
+        )
+        stacks += pseudo
+        cams.append(pseudo_cams)
         source = "zero123pp"
     train = make_viewset(stacks, Cameras.cat(cams), source)
     eval_set = make_viewset(eval_stacks, Cameras.cat(eval_cams), "gt") if eval_stacks else None
@@ -389,6 +411,7 @@ def _load_render(root: Path, uid: str, cfg: ObjaverseConfig) -> Scene4D:
             "world_from_files": transform.tolist(),
             "num_frames": keep,
             "num_frames_on_disk": t_all,
+            **pseudo_meta,
         },
     )
 
@@ -434,6 +457,10 @@ def load_objaverse(
             eval_dir=cfg.eval_dir,
             pseudo_dir=cfg.pseudo_dir,
             pseudo_version=cfg.pseudo_version,
+            pseudo_alpha=cfg.pseudo_alpha,
+            pseudo_background=cfg.pseudo_background,
+            pseudo_alpha_threshold=cfg.pseudo_alpha_threshold,
+            align_pseudo_views=cfg.align_pseudo_views,
             max_frames=cfg.max_frames,
         ),
     )

@@ -37,20 +37,24 @@ import colorsys
 import functools
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Literal
 
 import torch
 from torch import Tensor
 
+from ds4d_pl.atomic import write_json
 from ds4d_pl.cameras import (
     Cameras,
     consistent4d_eval_cameras,
     orbit_cameras,
     zero123pp_cameras,
 )
-from ds4d_pl.data.io import write_rgba
-from ds4d_pl.data.types import Scene4D, ViewSet
+from ds4d_pl.data.io import write_rgb, write_rgba
+from ds4d_pl.data.parsers.common import PROVENANCE_FILE
+from ds4d_pl.data.parsers.degrade import DegradeConfig, degrade_pseudo_views
+from ds4d_pl.data.types import Scene4D, ViewSet, composite
 
 __all__ = [
     "MOTIONS",
@@ -60,6 +64,7 @@ __all__ = [
     "moving_part_end",
     "render_synthetic",
     "sample_synthetic_surface",
+    "visible_from",
     "write_consistent4d",
     "write_synthetic",
 ]
@@ -67,6 +72,7 @@ __all__ = [
 #: The motion kinds :class:`SyntheticConfig` accepts.
 MOTIONS = ("static_only", "mostly_static", "dynamic_only")
 _PSEUDO_VERSIONS = ("v1.1", "v1.2")
+_PSEUDO_KINDS = ("oracle", "degraded")
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 # Geometry in the body's local frame (metres of the unit protocol; y up, +z towards the input
@@ -107,6 +113,9 @@ class SyntheticConfig:
         name: Object name; derived from ``motion`` (and ``seed`` when non-zero) if ``None``.
         pseudo_version: Zero123++ pose set of the pseudo views, ``"v1.1"`` or ``"v1.2"``.
         num_init_points: Number of surface samples returned as ``Scene4D.init_points``.
+        pseudo_views: ``"oracle"`` (exact renders at the Zero123++ poses) or ``"degraded"``
+            (the same renders with the defects of real generated views, see ``degrade``).
+        degrade: Severity of each defect when ``pseudo_views="degraded"`` (ignored otherwise).
     """
 
     motion: str = "mostly_static"
@@ -117,6 +126,8 @@ class SyntheticConfig:
     name: str | None = None
     pseudo_version: str = "v1.1"
     num_init_points: int = 4000
+    pseudo_views: Literal["oracle", "degraded"] = "oracle"
+    degrade: DegradeConfig = field(default_factory=DegradeConfig)
 
     def __post_init__(self) -> None:
         if self.motion not in MOTIONS:
@@ -142,6 +153,17 @@ class SyntheticConfig:
             raise ValueError(
                 f"SyntheticConfig.pseudo_version must be one of {', '.join(_PSEUDO_VERSIONS)}; "
                 f"got {self.pseudo_version!r}"
+            )
+        if self.pseudo_views not in _PSEUDO_KINDS:
+            raise ValueError(
+                f"SyntheticConfig.pseudo_views must be one of {', '.join(_PSEUDO_KINDS)}; "
+                f"got {self.pseudo_views!r}"
+            )
+        if isinstance(self.degrade, dict):
+            object.__setattr__(self, "degrade", DegradeConfig(**self.degrade))
+        elif not isinstance(self.degrade, DegradeConfig):
+            raise ValueError(
+                f"SyntheticConfig.degrade must be a DegradeConfig; got {self.degrade!r}"
             )
         if self.name is None:
             derived = f"synthetic_{self.motion}" + (f"_seed{self.seed}" if self.seed else "")
@@ -474,6 +496,7 @@ def render_synthetic(
     times: Tensor,
     supersample: int = 2,
     aux: bool = True,
+    look_seed: int | None = None,
 ) -> SyntheticRender:
     """Ray-cast the synthetic object analytically from arbitrary cameras and times.
 
@@ -486,6 +509,8 @@ def render_synthetic(
         supersample: Rays per pixel along each axis (anti-aliasing); ``supersample²`` in total.
         aux: Also compute ``depth`` and ``normal``; if ``False`` they are returned empty
             (``(N, T, H, W, 0)``), which saves time when only colours are needed.
+        look_seed: Paint the object with the palette and texture phases of this seed instead
+            of ``cfg.seed``'s (same geometry and motion): another plausible appearance.
 
     Returns:
         A :class:`SyntheticRender` of ``(N, T, H, W, ·)`` float32 tensors (``moving`` is bool).
@@ -494,7 +519,7 @@ def render_synthetic(
         raise ValueError(f"supersample must be >= 1, got {supersample}")
     times = torch.as_tensor(times, dtype=torch.float32).reshape(-1).cpu()
     cameras = cameras.to("cpu")
-    look = _look(cfg.seed)
+    look = _look(cfg.seed if look_seed is None else look_seed)
     parts = _parts(cfg.motion, cfg.seed, times)
     static_parts = [p for p in parts if not p.moving]
     moving_parts = [p for p in parts if p.moving]
@@ -549,6 +574,43 @@ def render_synthetic(
                 normal = torch.where(moving[..., None], normal_m, normal_s)
                 out_normal[i, f] = torch.nn.functional.normalize(pool(normal), dim=-1)
     return SyntheticRender(out_rgb, out_alpha, out_depth, out_normal, out_moving)
+
+
+@torch.no_grad()
+def visible_from(
+    cfg: SyntheticConfig, origin: Tensor, points: Tensor, times: Tensor, tol: float = 0.01
+) -> Tensor:
+    """Which points a camera at ``origin`` sees: nothing of the object lies between them.
+
+    A point counts as seen when the first surface hit along the segment from ``origin`` towards
+    it is no nearer than the point itself minus ``tol`` (so points on the surface, or off it by
+    less than ``tol``, are seen when they face the camera and nothing occludes them).
+
+    Args:
+        cfg: Scene configuration (only ``motion`` and ``seed`` matter).
+        origin: ``(3,)`` camera centre.
+        points: ``(T, M, 3)`` world points, ``M`` per frame.
+        times: ``(T,)`` times in ``[0, 1]`` of the frames.
+        tol: Distance slack, in the protocol's units (the object is ~1.2 across).
+
+    Returns:
+        ``(T, M)`` boolean.
+    """
+    times = torch.as_tensor(times, dtype=torch.float32).reshape(-1)
+    if points.ndim != 3 or points.shape[0] != len(times) or points.shape[-1] != 3:
+        raise ValueError(
+            f"visible_from needs points (T, M, 3) for {len(times)} times; got {tuple(points.shape)}"
+        )
+    parts = _parts(cfg.motion, cfg.seed, times)
+    o = torch.as_tensor(origin, dtype=torch.float32).reshape(3)
+    out = torch.ones(points.shape[:2], dtype=torch.bool)
+    for f in range(len(times)):
+        offset = points[f].float() - o
+        dist = offset.norm(dim=-1)
+        d = offset / dist.clamp_min(1e-8)[:, None]
+        hits = torch.stack([_hit_t(p, slice(f, f + 1), o, d)[0] for p in parts]).amin(0)
+        out[f] = hits >= dist - tol
+    return out
 
 
 # --------------------------------------------------------------------------------------------
@@ -682,27 +744,107 @@ def _scene_tensors(cfg: SyntheticConfig) -> dict:
     return out
 
 
+def _oracle_key(cfg: SyntheticConfig) -> SyntheticConfig:
+    """``cfg`` with oracle pseudo views: the cache key of the renders both kinds start from."""
+    if cfg.pseudo_views == "oracle" and cfg.degrade == DegradeConfig():
+        return cfg
+    return replace(cfg, pseudo_views="oracle", degrade=DegradeConfig())
+
+
+def _invented_appearance(
+    cfg: SyntheticConfig, cams: Cameras, input_cam: Cameras, times: Tensor
+) -> tuple[Tensor, Tensor]:
+    """Another texture on the same moving object, and where the input camera does not see it.
+
+    Returns:
+        ``(N, T, H, W, 3)`` colour of the object painted with another seed's look (the
+        "hallucinated" appearance) and ``(N, T, H, W, 1)`` boolean, ``True`` on covered pixels
+        whose surface point (from the rendered depth) the input camera does not see.
+    """
+    render_times = times[:1] if cfg.motion == "static_only" else times
+    # Any seed but the object's own gives a different palette and texture phases.
+    r = render_synthetic(
+        cfg, cams, render_times, aux=True, look_seed=cfg.seed + 1 + cfg.degrade.seed
+    )
+    n, tr, h, w = r.alpha.shape[:4]
+    origin = input_cam.centers[0]
+    unseen = torch.zeros(n, tr, h, w, 1, dtype=torch.bool)
+    u = torch.arange(w, dtype=torch.float32) + 0.5
+    v = torch.arange(h, dtype=torch.float32) + 0.5
+    for i in range(n):
+        K, c2w = cams.K[i], cams.c2w[i]
+        dirs = torch.stack(
+            [
+                ((u - K[0, 2]) / K[0, 0]).expand(h, w),
+                ((v - K[1, 2]) / K[1, 1])[:, None].expand(h, w),
+                torch.ones(h, w),
+            ],
+            dim=-1,
+        )
+        # Depth is camera z, so the camera-frame point is the (z = 1) direction times depth.
+        points = (dirs * r.depth[i]) @ c2w[:3, :3].T + c2w[:3, 3]
+        seen = visible_from(cfg, origin, points.reshape(tr, -1, 3), render_times)
+        unseen[i] = (r.alpha[i] > 0) & ~seen.reshape(tr, h, w, 1)
+    shape = (n, len(times), h, w)
+    return r.rgb.expand(*shape, 3), unseen.expand(*shape, 1)
+
+
+@functools.lru_cache(maxsize=4)
+def _degraded_train(cfg: SyntheticConfig) -> tuple[Tensor, Tensor, Tensor, dict]:
+    """Training views with degraded pseudo views, and the record of what was drawn."""
+    data = _scene_tensors(_oracle_key(cfg))
+    rgb, alpha, dyn = data["train"]
+    cams, times = data["train_cams"], data["times"]
+    invented = unseen = None
+    if cfg.degrade.hallucinate > 0:
+        invented, unseen = _invented_appearance(cfg, cams[1:], cams[0], times)
+    out = degrade_pseudo_views(rgb[1:], alpha[1:], times, cfg.degrade, dyn[1:], invented, unseen)
+    d = out.defects
+    record = {
+        **cfg.degrade.knobs(),
+        # Train-view indices (view 0 is the input) and the per-view framing actually applied.
+        "wrong_view_indices": [1 + k for k in d.wrong],
+        "view_scale": [round(float(x), 6) for x in d.view_scale],
+        "view_shift_px": [
+            [round(float(x), 4) for x in row] for row in d.view_shift + d.wrong_shift
+        ],
+    }
+    assert out.dyn_mask is not None
+    return (
+        torch.cat([rgb[:1], out.rgb]),
+        torch.cat([alpha[:1], out.alpha]),
+        torch.cat([dyn[:1], out.dyn_mask]),
+        record,
+    )
+
+
 def make_synthetic_scene(cfg: SyntheticConfig | None = None) -> Scene4D:
     """Build the embedded synthetic :class:`Scene4D`.
 
     .. warning::
-        The pseudo views (``train`` views ``1..6``) are **oracle** renders of the ground-truth
-        object at the Zero123++ poses — a stand-in for the generative multi-view prior, not a
-        prior. They are far more accurate (and 3D-consistent) than Zero123++ output, so results
-        on this scene overstate what a real prior allows. ``train.source == "oracle"`` and
-        ``meta["pseudo_views"]`` record this.
+        With ``cfg.pseudo_views="oracle"`` (the default) the pseudo views (``train`` views
+        ``1..6``) are **oracle** renders of the ground-truth object at the Zero123++ poses — a
+        stand-in for the generative multi-view prior, not a prior. They are far more accurate
+        (and 3D-consistent) than Zero123++ output, so results on this scene overstate what a
+        real prior allows. ``train.source == "oracle"`` and ``meta["pseudo_views"]`` record
+        this. ``pseudo_views="degraded"`` adds the defects of real generated views
+        (:mod:`ds4d_pl.data.parsers.degrade`).
 
     Contents:
         * ``train``: 7 views at ``cfg.resolution`` — view 0 the input front view (elevation 0,
-          azimuth 0), views 1..6 the Zero123++ ``cfg.pseudo_version`` poses; ``source="oracle"``;
-          ``num_input_views == 1``.
+          azimuth 0), views 1..6 the Zero123++ ``cfg.pseudo_version`` poses; ``source="oracle"``
+          (or ``cfg.degrade.summary()``, ``"degraded(seed=...,...)"``); ``num_input_views == 1``.
         * ``eval``: the 4 Consistent4D evaluation views at ``cfg.eval_resolution``,
           ``source="gt"``.
         * ``dyn_mask`` (both sets): pixels where a moving part is visible at any frame of the
           clip, repeated over frames (empty for ``static_only``; the whole object's union for
-          ``dynamic_only``). Pixels outside it are identical in every frame.
+          ``dynamic_only``). Pixels outside it are identical in every frame (degraded pseudo
+          views: the mask is moved with the images; their pixels flicker).
         * ``init_points``/``init_colors``: ``cfg.num_init_points`` surface samples of the middle
           frame ``times[T // 2]`` (stand-in for the LRM mesh initialisation).
+        * ``meta``: provenance; for degraded views ``meta["pseudo_views"] == "degraded"`` and
+          ``meta["degrade"]`` holds the knobs, the wrong views' train indices and each pseudo
+          view's injected scale and shift.
 
     Results are cached per config; each call returns fresh tensors, so callers may modify them.
 
@@ -713,11 +855,15 @@ def make_synthetic_scene(cfg: SyntheticConfig | None = None) -> Scene4D:
         The scene, with ``rgb`` straight and ``alpha`` soft, float32 in ``[0, 1]``.
     """
     cfg = SyntheticConfig() if cfg is None else cfg
-    data = _scene_tensors(cfg)
+    data = _scene_tensors(_oracle_key(cfg))
     times = data["times"]
+    train = data["train"]
+    degraded = cfg.pseudo_views == "degraded"
+    if degraded:
+        *train, record = _degraded_train(cfg)
 
-    def view_set(key: str, cams: Cameras, source: str) -> ViewSet:
-        rgb, alpha, dyn = data[key]
+    def view_set(images: tuple, cams: Cameras, source: str) -> ViewSet:
+        rgb, alpha, dyn = images
         return ViewSet(
             rgb=rgb.clone(),
             alpha=alpha.clone(),
@@ -742,10 +888,14 @@ def make_synthetic_scene(cfg: SyntheticConfig | None = None) -> Scene4D:
         "background": (1.0, 1.0, 1.0),  # white; rgb is straight where alpha == 0
         "dyn_fraction_front": data["dyn_fraction_front"],
     }
+    if degraded:
+        meta["pseudo_views"] = "degraded"
+        meta["degrade"] = record
+    source = cfg.degrade.summary() if degraded else "oracle"
     return Scene4D(
         name=cfg.name,
-        train=view_set("train", data["train_cams"], "oracle"),
-        eval=view_set("eval", data["eval_cams"], "gt"),
+        train=view_set(tuple(train), data["train_cams"], source),
+        eval=view_set(data["eval"], data["eval_cams"], "gt"),
         num_input_views=1,
         init_points=points.clone(),
         init_colors=colors.clone(),
@@ -783,7 +933,12 @@ def _remove_stale(directory: Path, keep: set[str]) -> None:
             path.unlink()
 
 
-def write_consistent4d(scene: Scene4D, out_dir: str | Path, write_pseudo: bool = True) -> Path:
+def write_consistent4d(
+    scene: Scene4D,
+    out_dir: str | Path,
+    write_pseudo: bool = True,
+    pseudo_background: float | None = None,
+) -> Path:
     """Write a scene as RGBA PNGs in the Consistent4D layout.
 
     Layout (``T`` frames, ``N = scene.name``)::
@@ -792,18 +947,29 @@ def write_consistent4d(scene: Scene4D, out_dir: str | Path, write_pseudo: bool =
         out_dir/eval_gt/N/eval_{0..3}/{t}.png           evaluation views (if scene.eval)
         out_dir/N_mv/ref/{t}_rgba.png                   input view again (if write_pseudo)
         out_dir/N_mv/zero123/{t}_rgba/{0..5}.png        pseudo views 1..6 (if write_pseudo)
+        out_dir/N_mv/zero123/provenance.json            what the pseudo views are (if write_pseudo)
 
     Each file is written atomically. Frame files of an earlier, longer clip in these
     directories are removed so the tree always holds exactly ``T`` frames.
+
+    ``provenance.json`` records ``scene.train.source`` as ``"pseudo_views"`` (``"oracle"``
+    for the synthetic object's exact renders), the storage background and, for degraded views,
+    ``scene.meta["degrade"]``. Readers keep it in ``Scene4D.meta`` and do not re-align oracle
+    views.
 
     Args:
         scene: Scene whose ``train`` view 0 is the input video.
         out_dir: Dataset root; created if needed.
         write_pseudo: Also write the precomputed multi-view (pseudo view) layout.
+        pseudo_background: ``None`` writes the pseudo views as RGBA; a grey level stores them
+            the way Zero123++ does: opaque RGB composited on that grey (0.5 for the published
+            models), without alpha, so a reader has to derive the silhouette.
 
     Returns:
         The object's input directory ``out_dir/N``.
     """
+    if pseudo_background is not None and not 0.0 <= pseudo_background <= 1.0:
+        raise ValueError(f"pseudo_background must be in [0, 1] or None; got {pseudo_background!r}")
     root = Path(out_dir)
     name, train = scene.name, scene.train
     n_t = train.num_frames
@@ -831,23 +997,45 @@ def write_consistent4d(scene: Scene4D, out_dir: str | Path, write_pseudo: bool =
         mv = root / f"{name}_mv"
         _remove_stale(mv / "ref", {f"{t}_rgba.png" for t in range(n_t)})
         _remove_stale(mv / "zero123", {f"{t}_rgba" for t in range(n_t)})
+        grey = None if pseudo_background is None else torch.full((3,), float(pseudo_background))
         for t in range(n_t):
             write_rgba(mv / "ref" / f"{t}_rgba.png", _rgba(train, 0, t))
             for j in range(6):
                 view = scene.num_input_views + j
-                write_rgba(mv / "zero123" / f"{t}_rgba" / f"{j}.png", _rgba(train, view, t))
+                path = mv / "zero123" / f"{t}_rgba" / f"{j}.png"
+                if grey is None:
+                    write_rgba(path, _rgba(train, view, t))
+                else:
+                    write_rgb(path, composite(train.rgb[view, t], train.alpha[view, t], grey))
+        provenance = {
+            "pseudo_views": train.source,
+            "stored_as": "rgba" if grey is None else f"opaque rgb on grey {pseudo_background}",
+            "degrade": scene.meta.get("degrade"),
+            "writer": "ds4d_pl.data.parsers.synthetic.write_consistent4d",
+        }
+        write_json(mv / "zero123" / PROVENANCE_FILE, provenance)
     return input_dir
 
 
-def write_synthetic(cfg: SyntheticConfig, out_dir: str | Path, write_pseudo: bool = True) -> Path:
+def write_synthetic(
+    cfg: SyntheticConfig,
+    out_dir: str | Path,
+    write_pseudo: bool = True,
+    pseudo_background: float | None = None,
+) -> Path:
     """:func:`make_synthetic_scene` followed by :func:`write_consistent4d`.
 
     Args:
-        cfg: Scene configuration.
+        cfg: Scene configuration (``cfg.pseudo_views`` picks oracle or degraded pseudo views).
         out_dir: Dataset root.
-        write_pseudo: Also write the oracle pseudo views in the precomputed multi-view layout.
+        write_pseudo: Also write the pseudo views in the precomputed multi-view layout.
+        pseudo_background: Store the pseudo views as opaque RGB on this grey (Zero123++: 0.5)
+            instead of RGBA.
 
     Returns:
         The object's input directory ``out_dir/<cfg.name>``.
     """
-    return write_consistent4d(make_synthetic_scene(cfg), out_dir, write_pseudo=write_pseudo)
+    scene = make_synthetic_scene(cfg)
+    return write_consistent4d(
+        scene, out_dir, write_pseudo=write_pseudo, pseudo_background=pseudo_background
+    )

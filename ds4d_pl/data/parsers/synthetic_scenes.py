@@ -7,9 +7,13 @@ truth is known exactly, without downloading anything:
 * :func:`write_dnerf` — a monocular "teleporting" camera: every image has its own random pose
   on the upper hemisphere and its own time, as in the D-NeRF Blender scenes (RGBA PNGs, Blender
   camera-to-world poses, ``camera_angle_x``).
-* :func:`write_n3dv` — a fixed forward-facing rig of cameras on a small arc in front of the
-  object, all recording the same instants (opaque frames on white, LLFF ``poses_bounds.npy``),
-  as extracted PNG frames or as H.264 videos.
+* :func:`write_n3dv` — a fixed forward-facing rig of cameras on an arc in front of the object,
+  all recording the same instants (LLFF ``poses_bounds.npy``), as extracted PNG frames or as
+  H.264 videos. By default the object stands in a textured room
+  (:mod:`~ds4d_pl.data.parsers.synthetic_room`), so, as in N3DV, every pixel is a surface and
+  only a small part of the frame moves; the object alone on white remains an option. Exact
+  per-frame moving-part masks and a coloured point cloud (the stand-in for COLMAP's) are
+  written too.
 
 The world is the object's: y up, object at the origin (D-NeRF's real scenes are z-up instead;
 the readers keep whatever the files hold). Every file is written atomically.
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,11 +34,23 @@ from ds4d_pl.atomic import atomic_path, write_json
 from ds4d_pl.cameras import Cameras, look_at, orbit_position
 from ds4d_pl.data.io import write_rgb, write_rgba
 from ds4d_pl.data.parsers.dnerf import opencv_to_blender
-from ds4d_pl.data.parsers.synthetic import SyntheticConfig, render_synthetic
+from ds4d_pl.data.parsers.synthetic import (
+    SyntheticConfig,
+    render_synthetic,
+    sample_synthetic_surface,
+)
+from ds4d_pl.data.parsers.synthetic_room import (
+    render_room,
+    render_room_scene,
+    sample_room_scene_points,
+)
 from ds4d_pl.export.video import write_video
 
 __all__ = [
     "DNERF_CAMERA_ANGLE_X",
+    "N3DV_BACKGROUNDS",
+    "POINTS_FILE",
+    "SCENE_POINTS",
     "dnerf_split_times",
     "synthetic_dnerf_cameras",
     "synthetic_n3dv_cameras",
@@ -46,14 +63,42 @@ DNERF_CAMERA_ANGLE_X = 0.6911112070083618
 #: Elevation range (degrees) of the random D-NeRF cameras: mostly from above, as in D-NeRF.
 _DNERF_ELEVATION = (-10.0, 60.0)
 _DNERF_SPLITS = ("train", "val", "test")
-# N3DV rig: vertical field of view, distance to the object, and the object's bounding radius
-# (everything lies within ~0.62 of the origin) from which the near/far bounds are derived.
-_N3DV_FOV_Y_DEG = 40.0
-_N3DV_DISTANCE = 2.6
+#: What surrounds the object in :func:`write_n3dv`: a textured room, or nothing (white).
+N3DV_BACKGROUNDS = ("room", "none")
+#: The point cloud :func:`write_n3dv` writes: the name 4D-GS gives its downsampled COLMAP points.
+POINTS_FILE = "points3D_downsample2.ply"
+#: Default number of points in it (4D-GS downsamples COLMAP's to at most ~40k).
+SCENE_POINTS = 20_000
+# The object's bounding radius (everything lies within ~0.62 of the origin), from which the
+# near bounds are derived.
 _OBJECT_RADIUS = 0.65
 _N3DV_FPS = 30
 # Near-lossless encoding: the fixtures compare video input against PNG input.
 _N3DV_CRF = 12
+
+
+@dataclass(frozen=True)
+class _Rig:
+    """Geometry of the forward-facing rig: distance to the look-at point, vertical field of
+    view, half-angle of the arc, height of the look-at point."""
+
+    distance: float
+    fov_y_deg: float
+    arc_deg: float
+    target_y: float
+
+
+# In the room the rig comes closer and looks a little above the origin (the object's centre),
+# so the object covers ~15 % of the frame and its arm ~1 %: a small moving part, as in N3DV.
+_RIGS = {"none": _Rig(2.6, 40.0, 30.0, 0.0), "room": _Rig(2.2, 45.0, 20.0, 0.1)}
+
+
+def _rig(background: str) -> _Rig:
+    if background not in _RIGS:
+        raise ValueError(
+            f"background must be one of {', '.join(N3DV_BACKGROUNDS)}, got {background!r}"
+        )
+    return _RIGS[background]
 
 
 def _check_count(name: str, value: int, minimum: int = 1) -> None:
@@ -169,22 +214,36 @@ def write_dnerf(
     return root
 
 
-def synthetic_n3dv_cameras(num_cameras: int, width: int, height: int) -> Cameras:
+def synthetic_n3dv_cameras(
+    num_cameras: int, width: int, height: int, background: str = "room"
+) -> Cameras:
     """The forward-facing rig :func:`write_n3dv` uses, in camera order.
 
     Camera 0 is the centre of the rig (azimuth 0°, elevation 5°), which N3DV holds out for
-    testing; the others alternate left/right on an arc of up to ±30° azimuth, alternating 0° and
-    10° elevation, all at distance 2.6 looking at the origin.
+    testing. Cameras 1.. run left to right (increasing azimuth, evenly spaced over the whole
+    arc, so camera 0 sits in the middle of it), alternating between a lower (0°) and an upper
+    (10°) row, all looking at the object. With ``background="room"`` the rig is closer and wider
+    in angle (2.2 from the object, ±20°, 45° vertical field of view) so the object covers a
+    room-like share of the frame; ``"none"`` keeps the object-only rig (2.6, ±30°, 40°).
+
+    Args:
+        num_cameras: Number of cameras (>= 1).
+        width: Image width.
+        height: Image height.
+        background: ``"room"`` or ``"none"`` (see :func:`write_n3dv`).
+
+    Returns:
+        ``num_cameras`` OpenCV cameras.
     """
     _check_count("num_cameras", num_cameras)
-    az, el = [0.0], [5.0]
-    for k in range(1, num_cameras):
-        step = (k + 1) // 2
-        side = 1.0 if k % 2 else -1.0
-        az.append(side * 30.0 * step / max(1, num_cameras // 2))
-        el.append(10.0 if step % 2 else 0.0)
-    c2w = look_at(orbit_position(torch.tensor(el), torch.tensor(az), _N3DV_DISTANCE))
-    focal = 0.5 * height / math.tan(math.radians(_N3DV_FOV_Y_DEG) / 2)
+    rig = _rig(background)
+    side = num_cameras - 1
+    az = [0.0] + torch.linspace(-rig.arc_deg, rig.arc_deg, side).tolist() if side else [0.0]
+    el = [5.0] + [0.0 if k % 2 == 0 else 10.0 for k in range(side)]
+    target = torch.tensor([0.0, rig.target_y, 0.0])
+    eye = orbit_position(torch.tensor(el), torch.tensor(az), rig.distance) + target
+    c2w = look_at(eye, target)
+    focal = 0.5 * height / math.tan(math.radians(rig.fov_y_deg) / 2)
     K = torch.tensor([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]])
     return Cameras(c2w, K.expand(num_cameras, 3, 3).clone(), width, height)
 
@@ -205,103 +264,200 @@ def _opencv_to_llff(cameras: Cameras) -> np.ndarray:
     return poses
 
 
-def _remove_stale_cameras(root: Path, keep_videos: set[str], keep_dirs: set[str]) -> None:
+def _clear_numbered(folder: Path, keep: int) -> None:
+    """Delete ``<n>.png`` files with ``n >= keep`` from ``folder``; remove it if left empty.
+
+    A reader takes every numbered frame as part of the clip, so frames of an earlier, longer
+    write would extend it.
+    """
+    if not folder.is_dir():
+        return
+    for f in folder.iterdir():
+        m = re.fullmatch(r"(\d+)\.png", f.name)
+        if m and int(m.group(1)) >= keep:
+            f.unlink()
+    if not any(folder.iterdir()):
+        folder.rmdir()
+
+
+def _remove_stale_cameras(root: Path, names: list[str], num_frames: int, as_video: bool) -> None:
     """Delete camera files of an earlier write that this one does not produce.
 
     A reader takes every ``camXX`` entry as a camera and prefers frame folders over videos, so
-    leftovers from a write with more cameras or the other format would change what it loads.
-    Only ``camXX.mp4`` files and numbered PNGs in ``camXX/images`` are touched.
+    leftovers from a write with more cameras, more frames or the other format would change what
+    it loads. Only ``camXX.mp4`` files and numbered PNGs in ``camXX/images`` and
+    ``camXX/dyn_masks`` are touched.
     """
     if not root.is_dir():
         return
     for p in root.iterdir():
-        m = re.fullmatch(r"cam\d+(\.mp4)?", p.name)
+        m = re.fullmatch(r"(cam\d+)(\.mp4)?", p.name)
         if not m:
             continue
-        if m.group(1) and p.is_file() and p.name not in keep_videos:
-            p.unlink()
-        elif not m.group(1) and p.is_dir():
-            images = p / "images"
-            if images.is_dir():
-                for f in images.iterdir():
-                    if p.name not in keep_dirs and re.fullmatch(r"\d+\.png", f.name):
-                        f.unlink()
-                if not any(images.iterdir()):
-                    images.rmdir()
+        kept = m.group(1) in names
+        if m.group(2):
+            if p.is_file() and not (kept and as_video):
+                p.unlink()
+        elif p.is_dir():
+            _clear_numbered(p / "images", num_frames if kept and not as_video else 0)
+            _clear_numbered(p / "dyn_masks", num_frames if kept else 0)
             if not any(p.iterdir()):
                 p.rmdir()
+
+
+def _write_points(path: Path, points: Tensor, colors: Tensor) -> None:
+    """A coloured point cloud as a binary PLY (``x y z`` float, ``red green blue`` uchar).
+
+    The layout of a COLMAP ``fused.ply`` without normals, which is what 4D-GS's
+    ``points3D_downsample2.ply`` is.
+    """
+    from plyfile import PlyData, PlyElement
+
+    dtype = [(n, "f4") for n in "xyz"] + [(n, "u1") for n in ("red", "green", "blue")]
+    data = np.empty(points.shape[0], dtype=dtype)
+    for k, n in enumerate("xyz"):
+        data[n] = points[:, k].numpy()
+    rgb = (colors.clamp(0.0, 1.0) * 255.0).round().to(torch.uint8).numpy()
+    for k, n in enumerate(("red", "green", "blue")):
+        data[n] = rgb[:, k]
+    with atomic_path(path) as tmp:
+        PlyData([PlyElement.describe(data, "vertex")], text=False, byte_order="<").write(str(tmp))
+
+
+def _moving_fractions(moving: Tensor, names: list[str]) -> dict:
+    """Summary of the moving-part share of the frames, ``moving`` ``(V, T, H, W, 1)``."""
+    per_frame = moving.float().mean(dim=(2, 3, 4))  # (V, T)
+    return {
+        "per_frame_mean": float(per_frame.mean()),
+        "per_frame_min": float(per_frame.min()),
+        "per_frame_max": float(per_frame.max()),
+        "union_over_time_mean": float(moving.any(dim=1).float().mean()),
+        "per_camera_mean": {n: float(per_frame[i].mean()) for i, n in enumerate(names)},
+    }
 
 
 def write_n3dv(
     cfg: SyntheticConfig,
     out_dir: str | Path,
-    num_cameras: int = 6,
+    num_cameras: int = 12,
     num_frames: int = 12,
-    resolution: tuple[int, int] = (96, 72),
+    resolution: tuple[int, int] = (128, 96),
     as_video: bool = False,
+    background: str = "room",
+    num_points: int = SCENE_POINTS,
 ) -> Path:
     """Render the synthetic object as an N3DV scene (fixed forward-facing rig).
 
     Layout::
 
-        out_dir/poses_bounds.npy          (num_cameras, 17) LLFF poses + near/far bounds
-        out_dir/camXX/images/0000.png     RGB frames composited on white, or with as_video:
-        out_dir/camXX.mp4                 H.264 videos of the same frames
+        out_dir/poses_bounds.npy            (num_cameras, 17) LLFF poses + near/far bounds
+        out_dir/camXX/images/0000.png       RGB frames, or with as_video:
+        out_dir/camXX.mp4                   H.264 videos of the same frames
+        out_dir/camXX/dyn_masks/0000.png    the moving part's pixels in each frame (white)
+        out_dir/points3D_downsample2.ply    coloured surface points (4D-GS's COLMAP file name)
+        out_dir/synthetic.json              how the scene was made, moving-pixel shares
 
-    Camera order and poses are :func:`synthetic_n3dv_cameras`; frame ``f`` is at time
-    ``linspace(0, 1, num_frames)[f]``. The bounds bracket the object's bounding sphere.
+    ``background="room"`` stands the object in a textured box room
+    (:mod:`~ds4d_pl.data.parsers.synthetic_room`): full-frame, opaque images in which only the
+    object's moving part changes, as in N3DV. ``"none"`` composites the object alone on white.
+
+    Camera order and poses are :func:`synthetic_n3dv_cameras` (``cam00`` in the middle of the
+    arc, N3DV's held-out camera); frame ``f`` is at time ``linspace(0, 1, num_frames)[f]``. The
+    masks are exact (ray-cast), per camera and frame. The point cloud stands in for the COLMAP
+    points real N3DV scenes get: ``num_points`` pixels of the *training* cameras (not
+    ``cam00``) back-projected onto the surfaces they see at the middle frame, with their
+    colours (``"none"``: samples of the object's surface at the middle frame). The bounds
+    bracket what each camera sees.
 
     Args:
-        cfg: Object (``motion`` and ``seed`` matter).
+        cfg: Object (``motion`` and ``seed`` matter; the seed also varies the room's patterns).
         out_dir: Scene folder; created if needed. Camera entries of an earlier write that this
             one does not produce are removed.
         num_cameras: Number of cameras (>= 2, so one can be held out).
         num_frames: Frames per camera.
         resolution: ``(width, height)``; even sizes when ``as_video`` (H.264 needs them).
-        as_video: Write ``camXX.mp4`` videos instead of PNG frames.
+        as_video: Write ``camXX.mp4`` videos instead of PNG frames (masks stay PNGs).
+        background: ``"room"`` or ``"none"``.
+        num_points: Points in ``points3D_downsample2.ply``.
 
     Returns:
         ``out_dir``.
+
+    Raises:
+        ValueError: A count or size out of range, an odd size for video, an unknown background.
     """
     _check_count("num_cameras", num_cameras, 2)
     _check_count("num_frames", num_frames)
+    _check_count("num_points", num_points)
+    _rig(background)
     width, height = (int(x) for x in resolution)
     _check_count("resolution width", width, 8)
     _check_count("resolution height", height, 8)
     if as_video and (width % 2 or height % 2):
         raise ValueError(f"write_n3dv: video frames need an even size, got {width}x{height}")
     root = Path(out_dir)
-    cams = synthetic_n3dv_cameras(num_cameras, width, height)
+    cams = synthetic_n3dv_cameras(num_cameras, width, height, background)
     times = torch.linspace(0.0, 1.0, num_frames) if num_frames > 1 else torch.zeros(1)
+    mid = float(times[len(times) // 2])
     names = [f"cam{i:02d}" for i in range(num_cameras)]
-    _remove_stale_cameras(
-        root,
-        keep_videos={f"{n}.mp4" for n in names} if as_video else set(),
-        keep_dirs=set() if as_video else set(names),
-    )
+    _remove_stale_cameras(root, names, num_frames, as_video)
 
     dist = cams.centers.norm(dim=-1).double().numpy()
     near = 0.8 * (dist - _OBJECT_RADIUS)
-    far = 1.2 * (dist + _OBJECT_RADIUS)
+    if background == "room":
+        # The room's nearest and farthest visible points bound what each camera sees (the
+        # floor may come closer than the object).
+        room_depth = render_room(cams, cfg.seed, supersample=1).depth.double()
+        near = np.minimum(near, 0.8 * room_depth.amin(dim=(1, 2, 3)).numpy())
+        far = 1.2 * room_depth.amax(dim=(1, 2, 3)).numpy()
+        points, colors = sample_room_scene_points(cfg, cams[1:], mid, num_points)
+    else:
+        far = 1.2 * (dist + _OBJECT_RADIUS)
+        points, colors = sample_synthetic_surface(cfg, mid, num_points)
     rows = np.concatenate(
         [_opencv_to_llff(cams).reshape(num_cameras, 15), near[:, None], far[:, None]], axis=1
     )
     with atomic_path(root / "poses_bounds.npy") as tmp, open(tmp, "wb") as fh:
         np.save(fh, rows)
+    _write_points(root / POINTS_FILE, points, colors)
 
+    moving_all = []
     for i, name in enumerate(names):
-        r = render_synthetic(cfg, cams[i], times, aux=False)
-        frames = r.rgb[0] * r.alpha[0] + (1.0 - r.alpha[0])  # (T, H, W, 3) on white
+        if background == "room":
+            r = render_room_scene(cfg, cams[i], times)
+            frames, moving = r.rgb[0], r.moving[0]
+        else:
+            r = render_synthetic(cfg, cams[i], times, aux=False)
+            frames = r.rgb[0] * r.alpha[0] + (1.0 - r.alpha[0])  # (T, H, W, 3) on white
+            moving = r.moving[0]
+        moving_all.append(moving)
         if as_video:
             write_video(root / f"{name}.mp4", frames, fps=_N3DV_FPS, crf=_N3DV_CRF)
         else:
-            # Stale frames beyond num_frames from a longer earlier write would extend the clip.
-            images = root / name / "images"
-            if images.is_dir():
-                for f in images.iterdir():
-                    m = re.fullmatch(r"(\d+)\.png", f.name)
-                    if m and int(m.group(1)) >= num_frames:
-                        f.unlink()
             for f in range(num_frames):
-                write_rgb(images / f"{f:04d}.png", frames[f])
+                write_rgb(root / name / "images" / f"{f:04d}.png", frames[f])
+        for f in range(num_frames):
+            write_rgb(
+                root / name / "dyn_masks" / f"{f:04d}.png", moving[f].float().expand(-1, -1, 3)
+            )
+
+    info = {
+        "generator": "ds4d synth --format n3dv",
+        "background": background,
+        "motion": cfg.motion,
+        "seed": cfg.seed,
+        "num_cameras": num_cameras,
+        "num_frames": num_frames,
+        "resolution": [width, height],
+        "test_camera": names[0],
+        "rig": asdict(_rig(background)),
+        "points_file": POINTS_FILE,
+        "points": (
+            f"{num_points} pixels of the training cameras back-projected at t={mid:g}"
+            if background == "room"
+            else f"{num_points} object surface samples at t={mid:g}"
+        ),
+        "moving_fraction": _moving_fractions(torch.stack(moving_all), names),
+    }
+    write_json(root / "synthetic.json", info)
     return root

@@ -180,7 +180,7 @@ def project_gaussians(
     return Projection(means2d, conics, z, covars2d, radii, extents, valid)
 
 
-class TorchTiledRenderer:
+class TorchRasterizer:
     """CPU reference rasteriser implementing the :class:`~ds4d_pl.render.base.Renderer` protocol.
 
     Args:
@@ -201,7 +201,7 @@ class TorchTiledRenderer:
             occluded work but pay more per-chunk overhead. Does not change the result.
     """
 
-    name = "torch_tiled"
+    name = "torch"
 
     def __init__(
         self,

@@ -1,0 +1,50 @@
+"""Checkpoints written by earlier versions of the package, read in today's names.
+
+Two things changed shape: hyper-parameters (a renamed loss weight, mode-specific conditioning
+knobs that used to be stored with their defaults, the CPU renderer's name) and the state dict
+(the 4D asset moved under ``model.``). :func:`upgrade_hparams` and :func:`upgrade_state_dict` bring
+an old checkpoint to today's layout; on a current checkpoint both are the identity. Locked by
+``tests/test_model.py`` with a checkpoint written before the change (``tests/data/``).
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+#: Hyper-parameters :func:`upgrade_hparams` may rewrite.
+UPGRADED_HPARAMS = ("loss", "ablation", "conditioning", "renderer")
+
+#: State-dict entries that moved under ``model.`` when the asset became ``DS4DModel``.
+_LEGACY_PREFIXES = ("background", "extent", "gaussians.", "field.", "conditioner.")
+
+
+def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
+    """Hyper-parameters of a checkpoint in today's names (a copy).
+
+    * ``loss.rgb`` became ``loss.rgb_mse``;
+    * ``conditioning.da_combine`` / ``ga_scorer`` were always stored with their defaults
+      (``sum`` / ``own``) and now exist only for their fusion mode;
+    * the CPU renderer ``torch_tiled`` is called ``torch``.
+    """
+    h = copy.deepcopy(hparams)
+    loss = h.get("loss")
+    if isinstance(loss, dict) and "rgb" in loss:
+        loss["rgb_mse"] = loss.pop("rgb")
+    ablation = h.get("ablation")
+    tssf = ablation.get("tssf", "da") if isinstance(ablation, dict) else "da"
+    cond = h.get("conditioning")
+    if isinstance(cond, dict):
+        if tssf != "da" and cond.get("da_combine") == "sum":
+            cond["da_combine"] = None
+        if tssf != "ga" and cond.get("ga_scorer") == "own":
+            cond["ga_scorer"] = None
+    if h.get("renderer") == "torch_tiled":
+        h["renderer"] = "torch"
+    return h
+
+
+def upgrade_state_dict(state: dict[str, Any]) -> None:
+    """Move the asset's entries of an old state dict under ``model.``, in place."""
+    for key in [k for k in state if k.startswith(_LEGACY_PREFIXES)]:
+        state["model." + key] = state.pop(key)

@@ -1,0 +1,31 @@
+"""What the system sends to loggers beyond plain scalars: images, and TSSF weight summaries."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+
+def log_images(logger: object, key: str, images: list, step: int) -> None:
+    """Send ``(H, W, 3)`` images in ``[0, 1]`` to a logger that takes images (W&B through
+    ``log_image``, TensorBoard through ``add_image``); other loggers are skipped."""
+    if logger is None or not images:
+        return
+    if hasattr(logger, "log_image"):
+        captions = [f"view {j}" for j in range(len(images))]
+        logger.log_image(key=key, images=images, caption=captions, step=step)
+    elif hasattr(getattr(logger, "experiment", None), "add_image"):
+        for j, image in enumerate(images):
+            logger.experiment.add_image(f"{key}/view_{j}", image, step, dataformats="HWC")
+
+
+def fusion_statistics(weights: Tensor) -> dict[str, float]:
+    """Summary of TSSF view weights ``(V, N)``: how much the input view (view 0) and the pseudo
+    views count, averaged over Gaussians with any weight, and the fraction of Gaussians that no
+    view sees. Logged to check whether a fusion mode buries the input view."""
+    seen = weights.sum(0) > 0
+    stats = {"train/fusion/unseen_fraction": float(1.0 - seen.float().mean())}
+    if seen.any():
+        w = weights[:, seen]
+        stats["train/fusion/input_weight"] = float(w[0].mean())
+        stats["train/fusion/pseudo_weight"] = float(w[1:].sum(0).mean())
+    return stats

@@ -1,0 +1,240 @@
+"""The 4D asset as a plain ``nn.Module``: canonical Gaussians moved over time by a deformation
+field, optionally conditioned on frozen frame features (DS4D's DSFD + TSSF).
+
+:class:`DS4DModel` owns everything the asset needs to produce "the Gaussians at time t": the
+canonical tables, the field, the conditioner, the frozen frame encoder (kept out of the module
+tree, so it is neither checkpointed nor handed to the optimiser), and the conditioner's state:
+the training cameras it projects into, the depth renders of its occlusion test and the last
+deformed positions. The Lightning system (``system.py``) only wires it to data, losses, the
+optimiser and densification; a script, the viewer or a notebook can use the model without
+Lightning::
+
+    model = DS4DModel(init, field, ablation, conditioning)
+    model.initialise(scene, torch.Generator().manual_seed(0))
+    model.prepare_conditioning(scene.train)
+    out = model.render(cameras, t=0.5)          # RenderOutput
+    params = model.at(0.5)                      # GaussianParams at t = 0.5
+
+Spec: ``tests/test_model.py``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from ds4d_pl.cameras import Cameras
+from ds4d_pl.conditioning.build import build_conditioner, init_source
+from ds4d_pl.conditioning.encoders import encode_views
+from ds4d_pl.config import AblationConfig, ConditioningConfig, FieldConfig, GaussianInit
+from ds4d_pl.data.types import Scene4D, ViewSet
+from ds4d_pl.fields import build_field
+from ds4d_pl.gaussians.canonical import CanonicalGaussians
+from ds4d_pl.render import build_renderer
+from ds4d_pl.render.base import GaussianParams, RenderOutput
+
+
+class DS4DModel(nn.Module):
+    """Canonical Gaussians + deformation field (+ frame-feature conditioning).
+
+    Args:
+        init: Sizes of the canonical Gaussians at the start.
+        field: Deformation-field encoding and MLP.
+        ablation: Which parts of DS4D are on (read only through ``conditioning/build.py``).
+        conditioning: Settings of the frame-feature conditioning.
+        renderer: ``auto``, ``torch`` or ``gsplat`` (see :func:`ds4d_pl.render.build_renderer`).
+        background: RGB background colour in ``[0, 1]`` the model renders over.
+        deformable: Whether the field is used at all; a run without a fine stage stays static,
+            and :meth:`at` then returns the canonical Gaussians.
+    """
+
+    def __init__(
+        self,
+        init: GaussianInit,
+        field: FieldConfig,
+        ablation: AblationConfig,
+        conditioning: ConditioningConfig,
+        renderer: str = "auto",
+        background: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        deformable: bool = True,
+    ) -> None:
+        super().__init__()
+        self.init_cfg = init
+        self.cond_cfg = conditioning
+        self.init_source = init_source(ablation)
+        self.deformable = deformable
+        self.register_buffer("background", torch.tensor(background, dtype=torch.float32))
+        # The scene scale drives learning rates and densification thresholds; a buffer, so a
+        # resumed run uses the value of the original initialisation.
+        self.register_buffer("extent", torch.tensor(0.0))
+        self.gaussians = CanonicalGaussians.empty(init.sh_degree)
+        self.conditioner, encoder = build_conditioner(ablation, conditioning)
+        # The frozen encoder is used once, by prepare_conditioning; outside the module tree.
+        self._encoder = [encoder] if encoder is not None else []
+        cond_dim = self.conditioner.out_dim if self.conditioner is not None else 0
+        self.field = build_field(field, cond_dim=cond_dim)
+        self.renderer = build_renderer(renderer)
+        # Conditioner state: the training camera table its maps belong to, the canonical depth
+        # renders of its occlusion test, and the last deformed positions (with the Gaussians'
+        # table version they belong to) for ``conditioning.deformed_positions``.
+        self._cameras: Cameras | None = None
+        self.visibility: Tensor | None = None
+        self._last_deformed: tuple[int, Tensor] | None = None
+        #: ``(V, N)`` TSSF view weights of the last conditioned forward (for logging).
+        self.last_fusion_weights: Tensor | None = None
+
+    # ------------------------------------------------------------------ set-up
+    @property
+    def encoder(self) -> nn.Module | None:
+        """The frozen frame encoder (``None`` without frame features)."""
+        return self._encoder[0] if self._encoder else None
+
+    @property
+    def is_initialised(self) -> bool:
+        return self.gaussians.num_gaussians > 0
+
+    def initialise(self, scene: Scene4D, generator: torch.Generator) -> None:
+        """Place the canonical Gaussians for ``scene`` and fit the field's box to them.
+
+        ``random`` init samples a sphere; ``points`` init takes ``model.init.path`` (a mesh or
+        point cloud) when given, else the scene's own points of the middle frame.
+
+        Raises:
+            ValueError: ``points`` init without a file and without scene points.
+        """
+        cfg = self.init_cfg
+        if self.init_source == "random":
+            gaussians = CanonicalGaussians.random_in_sphere(
+                cfg.num, cfg.radius, cfg.sh_degree, cfg.init_opacity, generator=generator
+            )
+        elif cfg.path is not None:
+            gaussians = CanonicalGaussians.from_file(
+                cfg.path,
+                cfg.num,
+                cfg.sh_degree,
+                init_opacity=cfg.init_opacity,
+                normalize_radius=cfg.radius if cfg.normalize else None,
+                generator=generator,
+            )
+        elif scene.init_points is not None:
+            gaussians = CanonicalGaussians.from_points(
+                scene.init_points, scene.init_colors, cfg.sh_degree, cfg.init_opacity
+            )
+        else:
+            raise ValueError(
+                f"model.ablation.init='points' but scene {scene.name!r} has no init points and "
+                "model.init.path is not set; give a point cloud or mesh file"
+            )
+        self.gaussians = gaussians.to(self.extent.device)
+        self.extent.fill_(max(float(self.gaussians.extent()), 1e-3))
+        self.field.set_bounds(self.gaussians.means.detach())
+
+    @property
+    def needs_features(self) -> bool:
+        """Whether :meth:`prepare_conditioning` still has to run."""
+        return self.conditioner is not None and not self.conditioner.ready
+
+    def prepare_conditioning(self, views: ViewSet, cache_dir: str | Path | None = None) -> None:
+        """Encode every (view, frame) of the training views once and hand the features to the
+        conditioner; remember the camera table they were seen from.
+
+        Args:
+            views: The training views (view 0 the input video).
+            cache_dir: Disk cache of encoder features (``None``: no disk cache).
+        """
+        if self.conditioner is None:
+            return
+        device = self.extent.device
+        feats = encode_views(self.encoder, views, self.background.cpu(), cache_dir=cache_dir)
+        self.conditioner.set_features(
+            feats.to(device), views.times.to(device), per_frame_cameras=views.per_frame_cameras
+        )
+        self._cameras = views.cameras
+
+    @property
+    def energy(self) -> Tensor | None:
+        """DSFD's dynamic-energy maps ``(V, T, h, w)`` (``None`` without DSFD features)."""
+        if self.conditioner is None or not self.conditioner.decouples:
+            return None
+        return self.conditioner.energy
+
+    # ------------------------------------------------------------------ time
+    def begin_step(self, step: int, deform: bool) -> None:
+        """Per-step upkeep: refresh the occlusion test's depth renders every
+        ``conditioning.visibility_every`` steps of the deforming stage."""
+        if deform and self.conditioner is not None and step % self.cond_cfg.visibility_every == 0:
+            self.refresh_visibility()
+
+    @torch.no_grad()
+    def refresh_visibility(self) -> Tensor:
+        """Render the canonical Gaussians' depth in every training view, at low resolution.
+
+        Canonical positions do not depend on time, so one render per view serves every frame
+        until the next refresh; a view where a Gaussian lies behind the rendered surface gives
+        it a zero feature (occlusion test of the point features).
+        """
+        res = self.cond_cfg.visibility_resolution
+        cams = self._training_cameras().resized(res, res)
+        out = self.renderer(self.gaussians.activated(), cams, self.background)
+        self.visibility = out.depth[..., 0].detach()
+        return self.visibility
+
+    def _training_cameras(self) -> Cameras:
+        if self._cameras is None:
+            raise RuntimeError("DS4DModel.prepare_conditioning() has not been called")
+        return self._cameras.to(self.extent.device)
+
+    def at(self, t: float | Tensor, deform: bool | None = None) -> GaussianParams:
+        """The activated Gaussians at normalised time ``t`` in ``[0, 1]``.
+
+        Args:
+            t: Time.
+            deform: Apply the field (default: whenever the model is deformable); ``False`` gives
+                the canonical Gaussians (coarse stage, ``canonical.ply``).
+        """
+        gs = self.gaussians
+        if not (self.deformable if deform is None else deform):
+            return gs.activated()
+        tt = torch.as_tensor(t, dtype=gs.means.dtype, device=gs.means.device)
+        tt = tt.reshape(1, 1).expand(gs.num_gaussians, 1)
+        cond = self._condition(t) if self.conditioner is not None else None
+        params = gs.deformed(self.field(gs.means, tt, cond))
+        if self.cond_cfg.deformed_positions:
+            self._last_deformed = (gs.version, params.means.detach())
+        return params
+
+    def _condition(self, t: float | Tensor) -> Tensor:
+        points = self.gaussians.means
+        if self.cond_cfg.deformed_positions and self._last_deformed is not None:
+            version, last = self._last_deformed
+            # Where the Gaussians were at the previous forward (stop-grad): a better guess of
+            # their image position in each frame than the canonical one. Only while the table
+            # is the one those positions belong to: a densification event invalidates it even
+            # when it clones as many Gaussians as it prunes. The occlusion test still uses the
+            # canonical depth renders.
+            if version == self.gaussians.version:
+                points = last
+        if self.visibility is None:
+            self.refresh_visibility()
+        cond, fused = self.conditioner(points, t, self._training_cameras(), self.visibility)
+        self.last_fusion_weights = fused.weights.detach()
+        return cond
+
+    def render(
+        self, cameras: Cameras, t: float | Tensor, deform: bool | None = None
+    ) -> RenderOutput:
+        """Render the model at time ``t`` from ``cameras`` over :attr:`background`."""
+        params = self.at(t, deform)
+        return self.renderer(params, cameras.to(self.extent.device), self.background)
+
+    # ------------------------------------------------------------------ optimisation
+    def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
+        """Trainable parameters by optimiser-table group (see :mod:`ds4d_pl.optim`)."""
+        groups = {name: [getattr(self.gaussians, name)] for name in self.gaussians.TABLES}
+        groups["field"] = list(self.field.encoding_parameters())
+        groups["mlp"] = list(self.field.mlp_parameters())
+        if self.conditioner is not None:
+            groups["cond"] = list(self.conditioner.parameters())
+        return groups

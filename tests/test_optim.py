@@ -1,0 +1,68 @@
+"""Spec of the optimiser table (ds4d_pl.optim): one entry per group builds, schedules, logs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ds4d_pl.config import OptimConfig
+from ds4d_pl.gaussians.canonical import CanonicalGaussians
+from ds4d_pl.optim import GroupSpec, build_optimizer, check_table, group_table, set_learning_rates
+
+
+def _groups() -> dict[str, list[nn.Parameter]]:
+    g = CanonicalGaussians.random_in_sphere(8, 0.5)
+    groups = {name: [getattr(g, name)] for name in g.TABLES}
+    groups["field"] = [nn.Parameter(torch.zeros(3))]
+    groups["mlp"] = [nn.Parameter(torch.zeros(2))]
+    return groups
+
+
+def test_table_names_every_group_once_and_only_positions_scale_with_extent() -> None:
+    table = group_table(OptimConfig())
+    names = [spec.name for spec in table]
+    assert names == [*CanonicalGaussians.TABLES, "field", "mlp", "cond"]
+    assert [s.name for s in table if s.scales_with_extent] == ["means"]
+    assert {s.name for s in table if s.lr_final is not None} == {"means", "field", "mlp", "cond"}
+
+
+def test_build_optimizer_uses_initial_rates_and_skips_absent_groups() -> None:
+    cfg = OptimConfig()
+    opt = build_optimizer(_groups(), group_table(cfg), extent=2.5, eps=1e-15)
+    rates = {group["name"]: group["lr"] for group in opt.param_groups}
+    assert "cond" not in rates  # no conditioner: no group
+    assert math.isclose(rates["means"], cfg.means_lr * 2.5)
+    assert rates["log_scales"] == cfg.scales_lr and rates["field"] == cfg.field_lr
+    assert opt.defaults["eps"] == 1e-15
+
+
+def test_unscheduled_group_is_refused() -> None:
+    groups = {**_groups(), "mystery": [nn.Parameter(torch.zeros(1))]}
+    with pytest.raises(KeyError, match="mystery"):
+        build_optimizer(groups, group_table(OptimConfig()), 1.0, 1e-15)
+
+
+def test_rates_decay_log_linearly_to_the_final_rate_and_constants_stay() -> None:
+    cfg = OptimConfig()
+    table = group_table(cfg)
+    opt = build_optimizer(_groups(), table, extent=2.0, eps=1e-15)
+    start = set_learning_rates(opt, table, 0.0, 2.0)
+    half = set_learning_rates(opt, table, 0.5, 2.0)
+    end = set_learning_rates(opt, table, 1.0, 2.0)
+    assert math.isclose(start["means"], cfg.means_lr * 2.0)
+    assert math.isclose(half["field"], math.sqrt(cfg.field_lr * cfg.field_lr_final))
+    assert math.isclose(end["mlp"], cfg.mlp_lr_final)
+    assert start["quats"] == half["quats"] == end["quats"] == cfg.quats_lr
+    assert set_learning_rates(opt, table, 7.0, 2.0) == end  # clamped past the end
+    assert {g["name"]: g["lr"] for g in opt.param_groups} == end
+
+
+@pytest.mark.parametrize("bad", [0.0, -1e-3, float("nan"), float("inf")])
+def test_zero_negative_or_non_finite_rates_are_refused_naming_the_group(bad: float) -> None:
+    with pytest.raises(ValueError, match="'field' group's lr_final"):
+        check_table(group_table(OptimConfig(field_lr_final=bad)))
+    with pytest.raises(ValueError, match="'quats' group's lr "):
+        check_table([GroupSpec("quats", bad)])
