@@ -43,7 +43,12 @@ from ds4d_pl.data.types import FrameBatch, composite
 from ds4d_pl.gaussians.densify import DensifyStrategy
 from ds4d_pl.logging import fusion_statistics
 from ds4d_pl.losses import photometric_terms, scale_ratio_term, weigh
-from ds4d_pl.metrics.noref import flicker_scores
+from ds4d_pl.metrics.noref import (
+    flicker_scores,
+    novel_view_clip,
+    real_view_lpips,
+    unavailable_metrics,
+)
 from ds4d_pl.metrics.protocol import (
     NO_EVAL_VIEWS,
     BenchmarkConfig,
@@ -197,6 +202,16 @@ class DS4DSystem(pl.LightningModule):
         if self.model.needs_features:
             # Under DDP every rank encodes the same frames; the cache file is written atomically.
             self.model.prepare_conditioning(self.scene.train, feature_cache_dir(self.cond_cfg))
+        if stage in ("fit", "test"):
+            # A weights path given for a benchmark network must exist: fail now, not after
+            # hours of training; and say in one line what this scene cannot be scored on.
+            self.benchmark_cfg.check_weights()
+            missing = unavailable_metrics(self.scene, self.benchmark_cfg)
+            rank_zero_info(
+                "ds4d: unavailable metrics: " + "; ".join(missing)
+                if missing
+                else "ds4d: every metric is available"
+            )
         if stage == "fit" and self.loss_cfg.sds > 0 and not self._sds:
             # Fails here, before any step, when the weights are missing (MissingWeightsError).
             guidance = Zero123Guidance.from_pretrained(self.sds_cfg, device=self.device)
@@ -490,7 +505,14 @@ class DS4DSystem(pl.LightningModule):
         else:
             results = unavailable_protocol(NO_EVAL_VIEWS.format(name=scene.name))
         results.update({k: v for k, v in values.items() if "/" in k})
-        results.update(flicker_scores(self.render, scene, self.model.background))
+        bg, dm = self.model.background, self.trainer.datamodule
+        for split in ("holdout", "input"):
+            if split in dm.splits("test"):
+                views = dm.split_views(split)
+                cfg = self.benchmark_cfg
+                results.update(real_view_lpips(self.render, views, cfg, bg, split, self.device))
+        results.update(flicker_scores(self.render, scene, bg))
+        results.update(novel_view_clip(self.render, scene, self.benchmark_cfg, bg, self.device))
         results["num_gaussians"] = self.model.gaussians.num_gaussians
         results["init_source"] = self.model.init_record
         write_report(self.trainer.default_root_dir, results, title=scene.name)

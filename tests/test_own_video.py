@@ -181,9 +181,10 @@ def _fit(args: list[str], run_dir: Path, steps: int = 3) -> dict:
 
 @pytest.mark.parametrize("layout", ["consistent4d", "multiview_sequence"])
 def test_fit_without_evaluation_views_writes_everything_it_can(
-    own_root: Path, tmp_path: Path, layout: str
+    own_root: Path, tmp_path: Path, layout: str, no_weights: Path, caplog
 ) -> None:
     run = tmp_path / "run"
+    caplog.set_level("INFO")
     name = "bird" if layout == "consistent4d" else "bird_mv"
     metrics = _fit(
         [
@@ -200,6 +201,13 @@ def test_fit_without_evaluation_views_writes_everything_it_can(
         assert isinstance(metrics[key], float), key
     assert metrics["psnr"].startswith("n/a (no evaluation views")
     assert metrics["init_source"] == "hull"
+    for key in ("flicker/input_video", "flicker/novel_views", "flicker/novel_ratio"):
+        assert isinstance(metrics[key], float), key
+    assert metrics["novel/clip"] == "n/a (missing weights: clip-vit-base-patch32)"
+    assert metrics["holdout/lpips"].startswith("n/a (missing weights: vgg16")
+    # One line at start-up says what cannot be measured and why.
+    said = [r.getMessage() for r in caplog.records if "unavailable metrics" in r.getMessage()]
+    assert said and "no evaluation views" in said[0] and "novel/clip (missing weights" in said[0]
     assert (run / "checkpoints" / "last.ckpt").is_file()
     for video in ("turntable", "front", "back", "left", "right"):
         assert (run / "renders" / f"{video}.mp4").is_file(), video

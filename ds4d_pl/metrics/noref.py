@@ -23,7 +23,8 @@ import torch
 from torch import Tensor
 
 from ds4d_pl.cameras import CONSISTENT4D_EVAL_AZIMUTHS, Cameras, orbit_cameras
-from ds4d_pl.data.types import Scene4D, composite
+from ds4d_pl.data.types import Scene4D, ViewSet, composite
+from ds4d_pl.metrics.protocol import BenchmarkConfig, missing_weights, pretrained_metric
 from ds4d_pl.render.base import RenderOutput
 
 #: Datasets whose scenes are one object seen from around (novel views exist on an orbit).
@@ -94,3 +95,83 @@ def flicker_scores(render: Render, scene: Scene4D, rendered_on: Tensor) -> dict[
             else "n/a (the input video does not change)"
         )
     return scores
+
+
+#: At most this many frames of the clip are scored by ``novel/clip`` (CLIP is the slow part).
+NOVEL_CLIP_FRAMES = 8
+
+
+@torch.no_grad()
+def novel_view_clip(
+    render: Render, scene: Scene4D, cfg: BenchmarkConfig, rendered_on: Tensor, device: str = "cpu"
+) -> dict[str, Any]:
+    """``novel/clip``: mean CLIP similarity of the renders from the four evaluation azimuths to
+    the input frame at the same time (both on white), over up to :data:`NOVEL_CLIP_FRAMES`
+    frames spread over the clip."""
+    if not is_object_capture(scene):
+        return {"novel/clip": "n/a (not an object capture: no orbit of novel views)"}
+    if not cfg.clip:
+        return {"novel/clip": "n/a (model.benchmark.clip is off)"}
+    clip, reason = pretrained_metric(cfg, "clip", device)
+    if clip is None:
+        return {"novel/clip": reason}
+    views, white = scene.train, torch.ones(3)
+    frames = torch.linspace(0, views.num_frames - 1, min(NOVEL_CLIP_FRAMES, views.num_frames))
+    cams = novel_cameras(views.cameras[0])
+    scores = []
+    for f in frames.round().long().unique().tolist():
+        target = composite(views.rgb[0, f], views.alpha[0, f], white)
+        preds = torch.cat(
+            [render(cams[k], views.times[f]).rgb_on(white, rendered_on).clamp(0, 1).cpu()
+             for k in range(len(cams))]
+        )  # fmt: skip
+        scores.append(clip.scores(preds.to(device), target.expand_as(preds).to(device)))
+    return {"novel/clip": float(torch.cat(scores).mean())}
+
+
+@torch.no_grad()
+def real_view_lpips(
+    render: Render,
+    views: ViewSet,
+    cfg: BenchmarkConfig,
+    rendered_on: Tensor,
+    prefix: str,
+    device: str = "cpu",
+) -> dict[str, Any]:
+    """``<prefix>/lpips``: LPIPS of the model against real views (held-out or training frames),
+    averaged over frames and views, composited on the protocol's background."""
+    key = f"{prefix}/lpips"
+    if not cfg.lpips:
+        return {key: "n/a (model.benchmark.lpips is off)"}
+    lpips, reason = pretrained_metric(cfg, "lpips", device)
+    if lpips is None:
+        return {key: reason}
+    bg = torch.ones(3) if cfg.white_background else rendered_on.cpu()
+    for f in range(views.num_frames):
+        out = render(views.cameras_at(f), views.times[f])
+        pred = out.rgb_on(bg, rendered_on).clamp(0, 1)
+        target = composite(views.rgb[:, f], views.alpha[:, f], bg).to(pred)
+        lpips.update(pred, target)
+    return {key: float(lpips.compute())}
+
+
+def unavailable_metrics(scene: Scene4D, cfg: BenchmarkConfig) -> list[str]:
+    """What ``ds4d test`` cannot measure for ``scene`` and why, one phrase each (the start-up
+    line of a run)."""
+    out = []
+    if scene.eval is None:
+        out.append("benchmark columns (no evaluation views: no ground truth of novel views)")
+    else:
+        for key in cfg.networks():
+            reason = missing_weights(cfg, key)
+            if reason is not None:
+                out.append(f"{key} ({reason[len('n/a (') : -1]})")
+    if scene.holdout is None:
+        out.append("holdout/* (no frames held out: data.holdout_every is 0)")
+    if cfg.lpips and (reason := missing_weights(cfg, "lpips")) is not None:
+        out.append(f"holdout/lpips, input/lpips ({reason[len('n/a (') : -1]})")
+    if not is_object_capture(scene):
+        out.append("novel/*, flicker/novel_* (not an object capture)")
+    elif cfg.clip and (reason := missing_weights(cfg, "clip")) is not None:
+        out.append(f"novel/clip ({reason[len('n/a (') : -1]})")
+    return out

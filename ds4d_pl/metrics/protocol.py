@@ -53,6 +53,8 @@ __all__ = [
     "BenchmarkConfig",
     "ProtocolScorer",
     "resize_frames",
+    "missing_weights",
+    "pretrained_metric",
     "score_model",
     "unavailable_protocol",
     "write_report",
@@ -178,6 +180,54 @@ def _missing_files(networks: tuple[str, ...], explicit: dict[str, str]) -> list[
     return missing
 
 
+def _load_metric(cfg: BenchmarkConfig, key: str) -> Any:
+    w = cfg.weights
+    if key == "clip":
+        from ds4d_pl.metrics.clip import CLIPSimilarity
+
+        return CLIPSimilarity.from_pretrained(w.get("clip_vit_b32"))
+    if key == "lpips":
+        from ds4d_pl.metrics.lpips import LPIPS
+
+        # 4D-GS's metrics.py feeds LPIPS [0, 1] images; reproduced only in that protocol.
+        rescale = cfg.scene_protocol == "standard"
+        return LPIPS.from_pretrained(w.get("vgg16"), w.get("lpips_vgg"), rescale=rescale)
+    if key == "fvd":
+        from ds4d_pl.metrics.fvd import FVD
+
+        return FVD.from_pretrained(w.get("i3d"), mode=cfg.fvd_mode)
+    from ds4d_pl.metrics.fid_vid import FIDVID
+
+    variant = cfg.fid_vid_variant
+    path = w.get("inception_fid" if variant == "frame_fid" else "r3d50")
+    return FIDVID.from_pretrained(variant, path)
+
+
+def missing_weights(cfg: BenchmarkConfig, key: str) -> str | None:
+    """Why the pretrained metric ``key`` (``clip``, ``lpips``, ``fvd``, ``fid_vid``) cannot be
+    computed (``"n/a (missing weights: FILE)"``), or ``None`` when its weights are found. An
+    explicit path that does not exist raises instead (it is never reported as "n/a")."""
+    missing = _missing_files(cfg.networks()[key], cfg.weights)
+    return f"n/a (missing weights: {', '.join(missing)})" if missing else None
+
+
+def pretrained_metric(
+    cfg: BenchmarkConfig, key: str, device: str | torch.device = "cpu"
+) -> tuple[Any | None, str | None]:
+    """The pretrained metric ``key`` loaded on ``device``, or ``None`` and why it is not
+    available. The metric scores on one process (no DDP gathering): callers score every item
+    themselves."""
+    reason = missing_weights(cfg, key)
+    if reason is not None:
+        return None, reason
+    net = _load_metric(cfg, key).to(device)
+    # A scorer sees every clip itself (under DDP, ``ds4d test`` scores on rank 0 alone), so its
+    # metrics must not gather states from other ranks: they would never answer.
+    net.sync_on_compute = False
+    net._to_sync = False
+    return net, None
+
+
 class ProtocolScorer:
     """Scores ``(object, view)`` clips on the benchmark protocol.
 
@@ -204,42 +254,14 @@ class ProtocolScorer:
 
     # ------------------------------------------------------------------ set-up
     def _build(self) -> None:
-        cfg, w = self.cfg, self.cfg.weights
-        cfg.check_weights()  # every explicit path first, before any network is loaded
-        for key, networks in cfg.networks().items():
-            missing = _missing_files(networks, w)
-            if missing:
-                self.unavailable[key] = f"n/a (missing weights: {', '.join(missing)})"
+        self.cfg.check_weights()  # every explicit path first, before any network is loaded
+        for key in self.cfg.networks():
+            net, reason = pretrained_metric(self.cfg, key, self.device)
+            if net is None:
+                self.unavailable[key] = reason
                 continue
-            net = self._load(key).to(self.device)
-            # A scorer sees every clip itself (under DDP, ``ds4d test`` scores on rank 0 alone),
-            # so its metrics must not gather states from other ranks: they would never answer.
-            net.sync_on_compute = False
-            net._to_sync = False
             self._nets[key] = net
-            self.checksums[key] = getattr(self._nets[key], "weights_sha256", None)
-
-    def _load(self, key: str) -> Any:
-        w = self.cfg.weights
-        if key == "clip":
-            from ds4d_pl.metrics.clip import CLIPSimilarity
-
-            return CLIPSimilarity.from_pretrained(w.get("clip_vit_b32"))
-        if key == "lpips":
-            from ds4d_pl.metrics.lpips import LPIPS
-
-            # 4D-GS's metrics.py feeds LPIPS [0, 1] images; reproduced only in that protocol.
-            rescale = self.cfg.scene_protocol == "standard"
-            return LPIPS.from_pretrained(w.get("vgg16"), w.get("lpips_vgg"), rescale=rescale)
-        if key == "fvd":
-            from ds4d_pl.metrics.fvd import FVD
-
-            return FVD.from_pretrained(w.get("i3d"), mode=self.cfg.fvd_mode)
-        from ds4d_pl.metrics.fid_vid import FIDVID
-
-        variant = self.cfg.fid_vid_variant
-        path = w.get("inception_fid" if variant == "frame_fid" else "r3d50")
-        return FIDVID.from_pretrained(variant, path)
+            self.checksums[key] = getattr(net, "weights_sha256", None)
 
     # ---------------------------------------------------------------- scoring
     @torch.no_grad()
