@@ -110,6 +110,22 @@ class ViewSet:
         """Colour composited over ``background`` ``(3,)``: ``(V, T, H, W, 3)``."""
         return composite(self.rgb, self.alpha, background)
 
+    def select(self, views: list[int] | None = None, frames: list[int] | None = None) -> ViewSet:
+        """A sub-table of some views and frames (``None``: all), cameras following along.
+
+        Times keep their values (a subset of frames is not re-spaced over ``[0, 1]``).
+        """
+        v_idx = torch.arange(self.num_views) if views is None else torch.as_tensor(views)
+        f_idx = torch.arange(self.num_frames) if frames is None else torch.as_tensor(frames)
+        if self.per_frame_cameras:
+            cams = self.cameras[(v_idx[:, None] * self.num_frames + f_idx[None]).reshape(-1)]
+        else:
+            cams = self.cameras[v_idx]
+        rgb = self.rgb[v_idx][:, f_idx]
+        alpha = self.alpha[v_idx][:, f_idx]
+        dyn = None if self.dyn_mask is None else self.dyn_mask[v_idx][:, f_idx]
+        return ViewSet(rgb, alpha, cams, self.times[f_idx], dyn, self.source)
+
     def dynamic_mask(self, threshold: float = 0.02) -> Tensor:
         """The dataset's moving-pixel mask, or one derived from the images themselves.
 
@@ -138,6 +154,9 @@ class Scene4D:
         init_points: Optional ``(P, 3)`` points (and ``init_colors`` ``(P, 3)``) to seed the
             Gaussians from.
         meta: Free-form provenance recorded in the run directory.
+        holdout: Real views at frames held out of training (``data.holdout_every``): scored,
+            never trained on, so they measure temporal interpolation on data without ground
+            truth of novel views.
     """
 
     name: str
@@ -147,6 +166,7 @@ class Scene4D:
     init_points: Tensor | None = None
     init_colors: Tensor | None = None
     meta: dict = field(default_factory=dict)
+    holdout: ViewSet | None = None
 
     def intended_background(self) -> Tensor | None:
         """The ``(3,)`` background colour the dataset's images are meant to be composited on

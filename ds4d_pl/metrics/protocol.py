@@ -49,10 +49,14 @@ from ds4d_pl.weights import REGISTRY, MissingWeightsError, resolve
 
 __all__ = [
     "COLUMNS",
+    "NO_EVAL_VIEWS",
     "BenchmarkConfig",
     "ProtocolScorer",
     "resize_frames",
+    "missing_weights",
+    "pretrained_metric",
     "score_model",
+    "unavailable_protocol",
     "write_report",
 ]
 
@@ -176,6 +180,54 @@ def _missing_files(networks: tuple[str, ...], explicit: dict[str, str]) -> list[
     return missing
 
 
+def _load_metric(cfg: BenchmarkConfig, key: str) -> Any:
+    w = cfg.weights
+    if key == "clip":
+        from ds4d_pl.metrics.clip import CLIPSimilarity
+
+        return CLIPSimilarity.from_pretrained(w.get("clip_vit_b32"))
+    if key == "lpips":
+        from ds4d_pl.metrics.lpips import LPIPS
+
+        # 4D-GS's metrics.py feeds LPIPS [0, 1] images; reproduced only in that protocol.
+        rescale = cfg.scene_protocol == "standard"
+        return LPIPS.from_pretrained(w.get("vgg16"), w.get("lpips_vgg"), rescale=rescale)
+    if key == "fvd":
+        from ds4d_pl.metrics.fvd import FVD
+
+        return FVD.from_pretrained(w.get("i3d"), mode=cfg.fvd_mode)
+    from ds4d_pl.metrics.fid_vid import FIDVID
+
+    variant = cfg.fid_vid_variant
+    path = w.get("inception_fid" if variant == "frame_fid" else "r3d50")
+    return FIDVID.from_pretrained(variant, path)
+
+
+def missing_weights(cfg: BenchmarkConfig, key: str) -> str | None:
+    """Why the pretrained metric ``key`` (``clip``, ``lpips``, ``fvd``, ``fid_vid``) cannot be
+    computed (``"n/a (missing weights: FILE)"``), or ``None`` when its weights are found. An
+    explicit path that does not exist raises instead (it is never reported as "n/a")."""
+    missing = _missing_files(cfg.networks()[key], cfg.weights)
+    return f"n/a (missing weights: {', '.join(missing)})" if missing else None
+
+
+def pretrained_metric(
+    cfg: BenchmarkConfig, key: str, device: str | torch.device = "cpu"
+) -> tuple[Any | None, str | None]:
+    """The pretrained metric ``key`` loaded on ``device``, or ``None`` and why it is not
+    available. The metric scores on one process (no DDP gathering): callers score every item
+    themselves."""
+    reason = missing_weights(cfg, key)
+    if reason is not None:
+        return None, reason
+    net = _load_metric(cfg, key).to(device)
+    # A scorer sees every clip itself (under DDP, ``ds4d test`` scores on rank 0 alone), so its
+    # metrics must not gather states from other ranks: they would never answer.
+    net.sync_on_compute = False
+    net._to_sync = False
+    return net, None
+
+
 class ProtocolScorer:
     """Scores ``(object, view)`` clips on the benchmark protocol.
 
@@ -202,42 +254,14 @@ class ProtocolScorer:
 
     # ------------------------------------------------------------------ set-up
     def _build(self) -> None:
-        cfg, w = self.cfg, self.cfg.weights
-        cfg.check_weights()  # every explicit path first, before any network is loaded
-        for key, networks in cfg.networks().items():
-            missing = _missing_files(networks, w)
-            if missing:
-                self.unavailable[key] = f"n/a (missing weights: {', '.join(missing)})"
+        self.cfg.check_weights()  # every explicit path first, before any network is loaded
+        for key in self.cfg.networks():
+            net, reason = pretrained_metric(self.cfg, key, self.device)
+            if net is None:
+                self.unavailable[key] = reason
                 continue
-            net = self._load(key).to(self.device)
-            # A scorer sees every clip itself (under DDP, ``ds4d test`` scores on rank 0 alone),
-            # so its metrics must not gather states from other ranks: they would never answer.
-            net.sync_on_compute = False
-            net._to_sync = False
             self._nets[key] = net
-            self.checksums[key] = getattr(self._nets[key], "weights_sha256", None)
-
-    def _load(self, key: str) -> Any:
-        w = self.cfg.weights
-        if key == "clip":
-            from ds4d_pl.metrics.clip import CLIPSimilarity
-
-            return CLIPSimilarity.from_pretrained(w.get("clip_vit_b32"))
-        if key == "lpips":
-            from ds4d_pl.metrics.lpips import LPIPS
-
-            # 4D-GS's metrics.py feeds LPIPS [0, 1] images; reproduced only in that protocol.
-            rescale = self.cfg.scene_protocol == "standard"
-            return LPIPS.from_pretrained(w.get("vgg16"), w.get("lpips_vgg"), rescale=rescale)
-        if key == "fvd":
-            from ds4d_pl.metrics.fvd import FVD
-
-            return FVD.from_pretrained(w.get("i3d"), mode=self.cfg.fvd_mode)
-        from ds4d_pl.metrics.fid_vid import FIDVID
-
-        variant = self.cfg.fid_vid_variant
-        path = w.get("inception_fid" if variant == "frame_fid" else "r3d50")
-        return FIDVID.from_pretrained(variant, path)
+            self.checksums[key] = getattr(net, "weights_sha256", None)
 
     # ---------------------------------------------------------------- scoring
     @torch.no_grad()
@@ -374,20 +398,72 @@ def _cell(value: Any, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
+#: Why the benchmark columns are empty for a scene without evaluation views.
+NO_EVAL_VIEWS = (
+    "no evaluation views: scene {name!r} has no ground truth of novel views (e.g. no eval_gt "
+    "folder), as for any video of your own"
+)
+
+#: Per-split scores shown below the benchmark row: held-out frames and input reconstruction.
+SPLIT_COLUMNS = (
+    ("psnr", "PSNR↑"),
+    ("masked_psnr", "object PSNR↑"),
+    ("ssim", "SSIM↑"),
+    ("dyn_psnr", "dyn PSNR↑"),
+    ("lpips", "LPIPS↓"),
+)
+_SPLIT_LABELS = {"holdout": "held-out frames (input view)", "input": "training frames (input view)"}
+
+
+def unavailable_protocol(reason: str) -> dict[str, Any]:
+    """The benchmark columns, each ``"n/a (<reason>)"``: what ``metrics.json`` says when the
+    protocol cannot be scored at all."""
+    out: dict[str, Any] = {key: f"n/a ({reason})" for key, _ in COLUMNS}
+    out.update(num_objects=0, num_clips=0)
+    return out
+
+
+def _split_table(results: dict[str, Any]) -> str:
+    digits = {"psnr": 2, "masked_psnr": 2, "ssim": 4, "dyn_psnr": 2, "lpips": 4}
+    rows = []
+    for split, label in _SPLIT_LABELS.items():
+        if not any(k.startswith(f"{split}/") for k in results):
+            continue
+        cells = [_cell(results.get(f"{split}/{k}"), digits[k]) for k, _ in SPLIT_COLUMNS]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    if not rows:
+        return ""
+    head = "| views | " + " | ".join(label for _, label in SPLIT_COLUMNS) + " |"
+    sep = "|---|" + "---|" * len(SPLIT_COLUMNS)
+    return "\n" + "\n".join([head, sep, *rows]) + "\n"
+
+
 def markdown_table(results: dict[str, Any], title: str) -> str:
-    """The paper's columns as a one-row markdown table."""
+    """The paper's columns as a one-row markdown table (an unavailable metric reads ``n/a`` in
+    its cell and its reason once below the table), then the per-split scores."""
     digits = {"clip": 4, "lpips": 4, "fvd": 2, "fid_vid": 2, "psnr": 2, "ssim": 4, "dyn_psnr": 2}
     keys = [k for k, _ in COLUMNS if k in results]
-    head = "| " + " | ".join(label for k, label in COLUMNS if k in results) + " |"
+    labels = dict(COLUMNS)
+    head = "| " + " | ".join(labels[k] for k in keys) + " |"
     sep = "|" + "---|" * len(keys)
-    row = "| " + " | ".join(_cell(results[k], digits[k]) for k in keys) + " |"
+    reasons: dict[str, list[str]] = {}
+    cells = []
+    for k in keys:
+        value = results[k]
+        if isinstance(value, str) and value.startswith("n/a ("):
+            reasons.setdefault(value, []).append(labels[k].rstrip("↑↓"))
+            value = "n/a"
+        cells.append(_cell(value, digits[k]))
+    row = "| " + " | ".join(cells) + " |"
     notes = []
     if "fvd_mode" in results:
         notes.append(f"FVD mode: {results['fvd_mode']}")
     if "fid_vid_variant" in results:
         notes.append(f"FID-VID variant: {results['fid_vid_variant']}")
     notes.append(f"{results.get('num_objects', 0)} object(s), {results.get('num_clips', 0)} clips")
-    return f"# {title}\n\n{head}\n{sep}\n{row}\n\n" + "; ".join(notes) + "\n"
+    unavailable = "".join(f"\n- {', '.join(cols)}: {reason}" for reason, cols in reasons.items())
+    body = f"# {title}\n\n{head}\n{sep}\n{row}\n\n" + "; ".join(notes) + "\n" + unavailable
+    return body + ("\n" if unavailable else "") + _split_table(results)
 
 
 def write_report(out_dir: str | Path, results: dict[str, Any], title: str = "Metrics") -> None:
