@@ -37,7 +37,9 @@ class DataError(DS4DError, ValueError):
 
 
 class WeightsError(DS4DError):
-    """Pretrained weights are missing or unusable; the message names the file."""
+    """Pretrained weights are missing or unusable; the message names the file. The weights
+    registry (:mod:`ds4d_pl.weights`) raises its subclasses ``MissingWeightsError`` and
+    ``BadWeightsError``."""
 
 
 class CheckpointError(DS4DError):

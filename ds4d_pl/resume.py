@@ -48,6 +48,8 @@ TRAINING_KEYS = (
     "seed",
     "conditioning.visibility_every",
     "init.num",
+    "init.source",
+    "init.hull",
     "init.radius",
     "init.path",
     "init.normalize",

@@ -1,17 +1,17 @@
 """Progress that says where a run is: the training bar names the stage (coarse / fine) and the
 Gaussian count and counts global steps; long loops outside the training loop (videos, exports)
-show a bar of their own through :func:`progress`."""
+show a bar of their own through :func:`ds4d_pl.progress.progress`."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
-from typing import Any, TypeVar
+from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import TQDMProgressBar
-from lightning.pytorch.callbacks.progress.tqdm_progress import Tqdm
 
-T = TypeVar("T")
+from ds4d_pl.progress import progress
+
+__all__ = ["StageProgressBar", "progress", "shows_progress", "stage_of"]
 
 
 def stage_of(pl_module: pl.LightningModule, step: int) -> str:
@@ -59,21 +59,6 @@ class StageProgressBar(TQDMProgressBar):
         if model is not None and hasattr(model, "gaussians"):
             items["gaussians"] = model.gaussians.num_gaussians
         return items
-
-
-def progress(
-    items: Iterable[T], description: str, total: int | None = None, enabled: bool = True
-) -> Iterator[T]:
-    """``items``, with a progress bar on stderr when ``enabled`` (e.g. when the trainer shows
-    one) and the output is a terminal, so a video or an export does not look like a hang."""
-    if not enabled:
-        yield from items
-        return
-    bar = Tqdm(items, desc=description, total=total, leave=False, dynamic_ncols=True)
-    try:
-        yield from bar
-    finally:
-        bar.close()
 
 
 def shows_progress(trainer: pl.Trainer | None) -> bool:

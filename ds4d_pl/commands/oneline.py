@@ -1,5 +1,6 @@
-"""argparse for the light commands (``prepare``, ``synth``, ``eval``, ``weights``), with usage
-errors in one line instead of the full usage block followed by the message."""
+"""argparse for the commands outside LightningCLI (``prepare``, ``synth``, ``eval``,
+``weights``, ``render``, ``export``, ``view``), with usage errors in one line instead of the full
+usage block followed by the message."""
 
 from __future__ import annotations
 
