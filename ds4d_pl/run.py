@@ -176,7 +176,8 @@ def _attach_scene(system: object, scene: Scene4D) -> None:
     training views (disk-cached by ``ds4d fit``)."""
     system.scene = scene
     if system.model.needs_features:
-        system.model.prepare_conditioning(scene.train, feature_cache_dir(system.cond_cfg))
+        # A command on a finished run: a bar while encoding when stderr is a terminal.
+        system.model.prepare_conditioning(scene.train, feature_cache_dir(system.cond_cfg), None)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from ds4d_pl import distributed
 from ds4d_pl.callbacks.predictions import EvalViewWriter, straight_rgba
+from ds4d_pl.callbacks.progress import shows_progress
 from ds4d_pl.callbacks.run_info import RunInfo
 from ds4d_pl.cameras import Cameras
 from ds4d_pl.compat import UPGRADED_HPARAMS, upgrade_hparams, upgrade_state_dict
@@ -204,7 +205,10 @@ class DS4DSystem(pl.LightningModule):
         self.strategy = DensifyStrategy(self.densify_cfg, float(self.model.extent))
         if self.model.needs_features:
             # Under DDP every rank encodes the same frames; the cache file is written atomically.
-            self.model.prepare_conditioning(self.scene.train, feature_cache_dir(self.cond_cfg))
+            show = self.trainer.is_global_zero and shows_progress(self.trainer)
+            self.model.prepare_conditioning(
+                self.scene.train, feature_cache_dir(self.cond_cfg), show
+            )
         if stage in ("fit", "test"):
             # A weights path given for a benchmark network must exist: fail now, not after
             # hours of training; and say in one line what this scene cannot be scored on.
@@ -523,6 +527,7 @@ class DS4DSystem(pl.LightningModule):
                 self.model.background,
                 scene.name,
                 device=self.device,
+                show_progress=shows_progress(self.trainer),
             )
             results["num_frames"] = scene.eval.num_frames
             results["num_views"] = scene.eval.num_views

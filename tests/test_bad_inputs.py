@@ -196,6 +196,19 @@ def _only_step_checkpoints(run_dir: Path) -> None:
     (run_dir / "checkpoints" / "last.ckpt").unlink()
 
 
+def _finished_copy(
+    setup: Callable[[Path], None], command: str, *extra: str
+) -> Callable[[Path, Path], list[str]]:
+    """``ds4d COMMAND`` on a copy of the finished run, after ``setup`` damaged it."""
+
+    def make(tmp: Path, fin: Path) -> list[str]:
+        run_dir = copy_run(fin, tmp)
+        setup(run_dir)
+        return [command, str(run_dir), *extra]
+
+    return make
+
+
 def _test_on(*extra: str) -> Callable[[Path, Path], list[str]]:
     def make(tmp: Path, fin: Path) -> list[str]:
         args = [a for a in tiny(fin) if not a.startswith(("--checkpoint", "--test_after"))]
@@ -377,6 +390,72 @@ CASES = [
         lambda t, f: ["synth", "--out", str(t), "--num_frames=0"],
         ("--num_frames must be >= 1",),
     ),  # fmt: skip
+    # The commands of a finished run: render, export, view; and the weights listing.
+    Case(
+        "render_missing_run",
+        lambda t, f: ["render", str(t / "nowhere")],
+        ("nowhere: no such file or directory",),
+    ),
+    Case(
+        "export_run_without_checkpoint",
+        _finished_copy(_only_step_checkpoints, "export"),
+        ("without checkpoints/last.ckpt", "--ckpt"),
+    ),
+    Case(
+        "render_not_a_checkpoint",
+        lambda t, f: ["render", str(f), "--ckpt", _file(t, "x.ckpt", "x")],
+        ("x.ckpt: not a readable checkpoint",),
+    ),
+    Case(
+        "render_zero_resolution",
+        lambda t, f: ["render", str(f), "--resolution", "0"],
+        ("--resolution must be >= 1, got 0",),
+    ),
+    Case(
+        "render_unknown_video",
+        lambda t, f: ["render", str(f), "--videos", "turntable,top"],
+        ("--videos: top", "choose from"),
+    ),
+    Case(
+        "render_negative_radius",
+        lambda t, f: ["render", str(f), "--radius=-1"],
+        ("--radius must be > 0",),
+    ),
+    Case(
+        "export_out_is_a_file",
+        lambda t, f: ["export", str(f), "--out", _file(t, "exported", "x")],
+        ("--out", "is a file"),
+    ),
+    Case(
+        "export_unknown_format",
+        lambda t, f: ["export", str(f), "--format", "obj"],
+        ("--format", "'obj'"),
+    ),
+    Case(
+        "view_time_outside_the_clip",
+        lambda t, f: ["view", str(f), "--port", "0", "--time", "1.5"],
+        ("--time must lie in [0, 1], got 1.5",),
+    ),
+    Case(
+        "view_not_a_run",
+        lambda t, f: ["view", str(t), "--port", "0"],
+        ("is not a ds4d run directory",),
+    ),
+    Case(
+        "view_port_out_of_range",
+        lambda t, f: ["view", str(f), "--port", "70000"],
+        ("--port must be in 0..65535",),
+    ),
+    Case(
+        "weights_unknown_network",
+        lambda t, f: ["weights", "--check", "i3dd"],
+        ("--check: unknown network 'i3dd'",),
+    ),
+    Case(
+        "weights_pair_without_path",
+        lambda t, f: ["weights", "--weights", "i3d"],
+        ("--weights expects NAME=PATH",),
+    ),
 ]
 
 
@@ -409,9 +488,12 @@ def test_disk_full_names_the_folder(
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:
     from ds4d_pl.errors import ConfigError
+    from ds4d_pl.run import RunLoadError
 
     with pytest.raises(ConfigError, match="nothing would be trained"):
         main(["fit", "-c", BASE, *tiny(tmp_path / "run"), "--trainer.max_steps=0", "--debug"])
+    with pytest.raises(RunLoadError, match="no such file or directory"):
+        main(["render", str(tmp_path / "nowhere"), "--debug"])
 
 
 # ---------------------------------------------------------------------------- the warnings

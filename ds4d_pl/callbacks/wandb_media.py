@@ -1,7 +1,7 @@
-"""What a W&B run receives besides scalars and the config: the run directory's results (PLY
-exports, ``metrics.json``/``metrics.md``, ``config.yaml``, ``run_info.json``, the loss curve)
-as one artifact, so a run on W&B can be downloaded and rescored without the machine that made
-it."""
+"""What a W&B run receives besides scalars and the config: the run directory's results (PLY and
+.splat exports, ``metrics.json``/``metrics.md``, ``config.yaml``, ``run_info.json``, the loss
+curve) as one artifact, so a run on W&B can be downloaded and rescored without the machine that
+made it."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ ARTIFACT_FILES = (
     "metrics.md",
     "loss_curve.png",
     "export/*.ply",
+    "export/*.splat",
 )
 
 
