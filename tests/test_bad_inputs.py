@@ -285,6 +285,16 @@ CASES = [
     ),
     Case("misnamed_frames", _misnamed_frames, ("4.PNG, 5.jpg look like frames",)),
     Case(
+        "holdout_every_one",
+        _fit("--data.holdout_every=1"),
+        ("data.holdout_every must be 0 (off) or >= 2, got 1",),
+    ),
+    Case(
+        "holdout_in_a_short_clip",
+        _fit("--data.holdout_every=4"),
+        ("data.holdout_every=4", "too few to hold one out"),
+    ),
+    Case(
         "dnerf_singular_camera",
         lambda t, f: _dnerf(t, _singular),
         ("transforms_train.json: frames[2]", "singular"),
