@@ -221,7 +221,9 @@ class VolumeRenderer(nn.Module):
             )
 
     # ------------------------------------------------------------------ rays
-    def ray_bounds(self, volume: RadianceVolume, origins: Tensor, dirs: Tensor) -> tuple:
+    def ray_bounds(
+        self, volume: RadianceVolume, origins: Tensor, dirs: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
         """Where each unit-direction ray is inside the sampled region.
 
         Returns:
