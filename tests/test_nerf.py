@@ -25,7 +25,13 @@ from ds4d_pl.export.density import (
     mesh_backend,
     points_filename,
 )
-from ds4d_pl.fields.nerf import NeRFConfig, NeRFField, RadianceVolume, activate_density
+from ds4d_pl.fields.nerf import (
+    GridCondition,
+    NeRFConfig,
+    NeRFField,
+    RadianceVolume,
+    activate_density,
+)
 from ds4d_pl.render.base import GaussianParams, Renderer
 from ds4d_pl.render.volume import (
     VolumeRenderer,
@@ -227,9 +233,11 @@ def test_render_composites_like_the_gaussian_renderers():
     torch.testing.assert_close(on_black.rgb_on(white, black), on_white.rgb, atol=1e-6, rtol=0)
 
 
+@pytest.mark.parametrize("cond_resolution", [None, 6], ids=["per_sample", "grid"])
 @pytest.mark.parametrize("encoding", ["hexplane", "hashgrid"])
-def test_gradients_reach_field_parameters_and_conditioning(encoding):
-    field = NeRFField(small_cfg(grid=small_grid(encoding)), cond_dim=4, bounds=BOX)
+def test_gradients_reach_field_parameters_and_conditioning(encoding, cond_resolution):
+    cfg = small_cfg(grid=small_grid(encoding), cond_resolution=cond_resolution)
+    field = NeRFField(cfg, cond_dim=4, bounds=BOX)
     w = torch.randn(3, 4, requires_grad=True)
 
     def cond(x: torch.Tensor) -> torch.Tensor:
@@ -373,6 +381,66 @@ def test_bad_inputs_raise_clear_errors():
         renderer(gaussians, cams, torch.ones(3))
 
 
+def test_grid_condition_is_exact_on_affine_features_and_clamps_to_the_box():
+    calls = []
+    a = torch.tensor([[1.0, -2.0], [0.5, 0.0], [-1.0, 3.0]])
+
+    def affine(x: torch.Tensor) -> torch.Tensor:
+        calls.append(len(x))
+        return x @ a + torch.tensor([0.25, -1.0])
+
+    grid = GridCondition(affine, BOX, 5)
+    assert calls == [125] and grid.out_dim == 2
+    inside = BOX[0] + torch.rand(300, 3) * (BOX[1] - BOX[0])
+    # Trilinear interpolation reproduces an affine function anywhere in the box.
+    torch.testing.assert_close(grid(inside), affine(inside), atol=1e-5, rtol=0)
+    outside = torch.tensor([[5.0, 0.0, 0.0], [-5.0, -5.0, 5.0]])
+    torch.testing.assert_close(
+        grid(outside), affine(outside.clamp(BOX[0], BOX[1])), atol=1e-5, rtol=0
+    )
+    assert calls == [125, 300, 2], "interpolation must not call the conditioner again"
+    with pytest.raises(ValueError, match="resolution must be >= 2"):
+        GridCondition(affine, BOX, 1)
+    with pytest.raises(ValueError, match=r"\(N, D\) features"):
+        GridCondition(lambda x: x.sum(-1), BOX, 3)
+
+
+def test_grid_conditioning_runs_the_conditioner_once_per_instant():
+    calls = []
+
+    def cond(x: torch.Tensor) -> torch.Tensor:
+        calls.append(len(x))
+        return torch.sin(3.0 * x[:, :2])
+
+    field = NeRFField(small_cfg(cond_resolution=4, sampler="proposal"), cond_dim=2, bounds=BOX)
+    renderer = VolumeRenderer(field.cfg)
+    renderer(field.at(0.3, cond), orbit_cameras([0.0, 20.0], [0.0, 90.0], 9, 7), torch.ones(3))
+    # One grid of 4^3 vertices, whatever the number of rays, samples and proposal passes.
+    assert calls == [64]
+    exact = NeRFField(small_cfg(cond_resolution=None), cond_dim=2, bounds=BOX)
+    calls.clear()
+    VolumeRenderer(exact.cfg)(exact.at(0.3, cond), orbit_cameras([0.0], [0.0], 4, 4), torch.ones(3))
+    assert calls and all(n % exact.cfg.samples_per_ray == 0 for n in calls)
+
+
+def test_stratified_jitter_follows_the_renderer_generator():
+    field = NeRFField(small_cfg(sampler="proposal"), bounds=BOX)
+    renderer = VolumeRenderer(field.cfg)  # training mode: jittered
+    cams = orbit_cameras([10.0], [30.0], 8, 8)
+
+    def render(seed: int | None) -> torch.Tensor:
+        renderer.generator = None if seed is None else torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            return renderer(field.at(0.2), cams, torch.ones(3)).rgb
+
+    torch.testing.assert_close(render(3), render(3), atol=0, rtol=0)
+    assert not torch.equal(render(3), render(4))
+    torch.manual_seed(0)
+    global_stream = render(None)
+    torch.manual_seed(0)
+    torch.testing.assert_close(render(None), global_stream, atol=0, rtol=0)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -384,6 +452,8 @@ def test_bad_inputs_raise_clear_errors():
         ({"aabb": [0, 0, 0, 1, -1, 1]}, "aabb"),
         ({"proposal_uniform": 1.5}, "proposal_uniform"),
         ({"sphere_radius": 0.0}, "sphere_radius"),
+        ({"cond_resolution": 1}, "cond_resolution"),
+        ({"bounds_margin": -0.1}, "bounds_margin"),
         ({"grid": FieldConfig(deform_color=True)}, "deform_opacity / deform_color"),
     ],
 )

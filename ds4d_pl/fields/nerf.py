@@ -79,8 +79,20 @@ class NeRFConfig:
         aabb: Optional fixed box ``[xmin, ymin, zmin, xmax, ymax, zmax]``; ``None`` (default):
             the box is fitted later with :meth:`NeRFField.set_bounds` (e.g. to the scene's
             initial points).
+        bounds_margin: Fraction of the fitted box's size added on each side when the box is
+            fitted to initial points (``DS4DModel.initialise``). Wider than the deformation
+            field's 0.1: the initial points show one frame, and a NeRF has no density outside
+            its box, so parts that move beyond that frame's extent would be cut off.
         sphere_radius: Optional ball, centred on the box, that further restricts sampling (rays
             are sampled where they are inside both); ``None``: the box alone.
+        cond_resolution: Vertices per axis of the grid over the box on which a conditioned
+            field's features are evaluated once per instant (:class:`GridCondition`) and
+            trilinearly interpolated at the ray samples. DS4D's conditioner projects every point
+            into every training view, so running it at every sample costs samples / R^3 times
+            more (~260k samples per 64x64 camera at 64 samples per ray against 32^3 = 33k
+            vertices), while its features vary on the scale of an encoder token (1/16 of the
+            image), coarser than a 32^3 grid over the object. ``None``: run the conditioner at
+            every sample (exact, for a GPU).
         ray_chunk: Rays shaded at once; bounds the memory of one forward pass.
         checkpoint_chunks: Recompute each chunk's forward pass during backward (activation
             checkpointing): training memory then grows with the image only through the per-ray
@@ -104,7 +116,9 @@ class NeRFConfig:
     near: float = 0.05
     far: float = 100.0
     aabb: list[float] | None = None
+    bounds_margin: float = 0.25
     sphere_radius: float | None = None
+    cond_resolution: int | None = 32
     ray_chunk: int = 8192
     checkpoint_chunks: bool = False
     occupancy_resolution: int = 64
@@ -147,6 +161,13 @@ class NeRFConfig:
                     "NeRFConfig.aabb must be [xmin, ymin, zmin, xmax, ymax, zmax] with min < max, "
                     f"got {self.aabb}"
                 )
+        if self.cond_resolution is not None and self.cond_resolution < 2:
+            raise ValueError(
+                "NeRFConfig.cond_resolution must be >= 2 (grid vertices per axis) or null "
+                f"(condition every ray sample), got {self.cond_resolution}"
+            )
+        if self.bounds_margin < 0:
+            raise ValueError(f"NeRFConfig.bounds_margin must be >= 0, got {self.bounds_margin}")
         if self.sphere_radius is not None and self.sphere_radius <= 0:
             raise ValueError(f"NeRFConfig.sphere_radius must be > 0, got {self.sphere_radius}")
         if self.occupancy_resolution < 1 or self.occupancy_every < 1:
@@ -366,8 +387,12 @@ class NeRFField(nn.Module):
             t: Time in ``[0, 1]`` (a float or a one-element tensor).
             cond: Maps ``(N, 3)`` world points to their ``(N, cond_dim)`` conditioning feature at
                 time ``t`` (e.g. DS4D's conditioner bound to ``t``); required iff
-                ``cond_dim > 0``.
+                ``cond_dim > 0``. With ``cfg.cond_resolution`` set it is evaluated here, once,
+                on the grid of :class:`GridCondition` (in the current grad mode), and the
+                volume interpolates it.
         """
+        if cond is not None and self.cfg.cond_resolution is not None and self.cond_dim > 0:
+            cond = GridCondition(cond, self.aabb, self.cfg.cond_resolution)
         return NeRFAtTime(self, t, cond)
 
     def extra_repr(self) -> str:
@@ -375,6 +400,62 @@ class NeRFField(nn.Module):
             f"cond_dim={self.cond_dim}, density={self.density_activation}"
             f"(raw{self.density_bias:+g}), ready={self.ready}"
         )
+
+
+class GridCondition:
+    """A point-conditioning function sampled on a regular grid over a box, then interpolated.
+
+    ``condition`` is evaluated once, at construction, at the ``resolution^3`` vertices of a grid
+    spanning ``aabb`` (corners included); calling the object trilinearly interpolates those
+    features at any points (clamped to the box). Trilinear interpolation reproduces an affine
+    function exactly. Gradients reach whatever ``condition`` depends on through the vertex
+    features, when it is built with grad enabled.
+
+    Args:
+        condition: ``(N, 3)`` points -> ``(N, D)`` features.
+        aabb: ``(2, 3)`` box ``[min; max]``.
+        resolution: Vertices per axis (``>= 2``).
+    """
+
+    def __init__(
+        self, condition: Callable[[Tensor], Tensor], aabb: Tensor, resolution: int
+    ) -> None:
+        if resolution < 2:
+            raise ValueError(f"GridCondition: resolution must be >= 2, got {resolution}")
+        self.lo, self.hi = aabb[0].detach(), aabb[1].detach()
+        self.resolution = resolution
+        axes = [
+            torch.linspace(float(self.lo[i]), float(self.hi[i]), resolution, device=aabb.device)
+            for i in range(3)
+        ]
+        # Vertices indexed [iz, iy, ix]: grid_sample reads a (D, Z, Y, X) volume with (x, y, z)
+        # coordinates.
+        zz, yy, xx = torch.meshgrid(axes[2], axes[1], axes[0], indexing="ij")
+        vertices = torch.stack([xx, yy, zz], -1).reshape(-1, 3)
+        feats = condition(vertices)
+        if feats.ndim != 2 or feats.shape[0] != vertices.shape[0]:
+            raise ValueError(
+                f"GridCondition: condition must map (N, 3) points to (N, D) features, got "
+                f"{tuple(feats.shape)} for N={vertices.shape[0]}"
+            )
+        r = resolution
+        self.volume = feats.t().reshape(1, feats.shape[1], r, r, r)
+
+    @property
+    def out_dim(self) -> int:
+        return self.volume.shape[1]
+
+    def __call__(self, x: Tensor) -> Tensor:
+        """``(N, D)`` features interpolated at ``(N, 3)`` points."""
+        g = (x.to(self.volume.dtype) - self.lo) / (self.hi - self.lo) * 2.0 - 1.0
+        sampled = nn.functional.grid_sample(
+            self.volume,
+            g.reshape(1, 1, 1, -1, 3),
+            mode="bilinear",
+            padding_mode="border",
+            align_corners=True,
+        )  # (1, D, 1, 1, N)
+        return sampled.reshape(self.out_dim, -1).t()
 
 
 @dataclass

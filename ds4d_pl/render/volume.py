@@ -190,6 +190,11 @@ class VolumeRenderer(nn.Module):
     Args:
         cfg: Sampling and chunking settings (:class:`~ds4d_pl.fields.nerf.NeRFConfig`).
 
+    Attributes:
+        generator: Optional CPU generator of the stratified jitter (``None``: torch's global
+            stream). The model reseeds it from the global step every training step, so a
+            resumed run draws the same samples as an uninterrupted one.
+
     Raises:
         ImportError: nerfacc is not installed.
         RuntimeError: ``occupancy`` sampler without CUDA.
@@ -203,6 +208,7 @@ class VolumeRenderer(nn.Module):
         self.cfg = cfg
         self._nerfacc = import_nerfacc()
         self.occupancy: nn.Module | None = None
+        self.generator: torch.Generator | None = None
         self._training_renders = 0
         if cfg.sampler == "occupancy":
             if not torch.cuda.is_available():
@@ -219,6 +225,14 @@ class VolumeRenderer(nn.Module):
             self.occupancy = self._nerfacc.OccGridEstimator(
                 roi_aabb=list(cfg.aabb), resolution=cfg.occupancy_resolution, levels=1
             )
+
+    def _rand(self, like: Tensor) -> Tensor:
+        """Uniform ``[0, 1)`` noise shaped like ``like``, from :attr:`generator` when set."""
+        if self.generator is None:
+            return torch.rand_like(like)
+        # Drawn on the CPU generator's device and moved: a CPU stream serves a CUDA render too.
+        noise = torch.rand(like.shape, generator=self.generator, dtype=like.dtype)
+        return noise.to(like.device)
 
     # ------------------------------------------------------------------ rays
     def ray_bounds(
@@ -270,13 +284,13 @@ class VolumeRenderer(nn.Module):
             weights, _, _ = self._nerfacc.render_weight_from_density(
                 coarse[:, :-1], coarse[:, 1:], sigma
             )
-            jitter = torch.rand_like(t_in[:, None]) if stratified else None
+            jitter = self._rand(t_in[:, None]) if stratified else None
             edges = sample_pdf_edges(coarse, weights.to(coarse), n, cfg.proposal_uniform, jitter)
         else:
             s = torch.linspace(0.0, 1.0, n + 1, dtype=t_in.dtype, device=t_in.device)
             edges = t_in[:, None] + (t_out - t_in)[:, None] * s
         t_starts, t_ends = edges[:, :-1], edges[:, 1:]
-        frac = torch.rand_like(t_starts) if stratified else torch.full_like(t_starts, 0.5)
+        frac = self._rand(t_starts) if stratified else torch.full_like(t_starts, 0.5)
         return t_starts, t_ends, t_starts + frac * (t_ends - t_starts)
 
     # ------------------------------------------------------------- shading
