@@ -29,6 +29,7 @@ from ds4d_pl.config import AblationConfig, ConditioningConfig, FieldConfig, Gaus
 from ds4d_pl.data.parsers.synthetic import SyntheticConfig, make_synthetic_scene
 from ds4d_pl.fields.nerf import NeRFAtTime, NeRFConfig, NeRFField
 from ds4d_pl.model import NERF_STATIC_TIME, DS4DModel
+from ds4d_pl.priors.tiny import write_tiny_zero123
 from ds4d_pl.render.volume import VolumeRenderer
 from ds4d_pl.run import RunLoadError, load_run
 from ds4d_pl.viewer.load import load_source
@@ -273,6 +274,26 @@ def test_conditioning_ablations_fit_a_nerf(ablation: str, run_dir: Path) -> None
     assert ckpt["global_step"] == 2
     conditioned = any(k.startswith("model.conditioner.") for k in ckpt["state_dict"])
     assert conditioned == (ablation != "row_b")
+    assert all(
+        torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point()
+    )
+
+
+def test_sds_and_the_logged_terms_of_a_nerf_fit(tmp_path: Path, run_dir: Path) -> None:
+    """Zero123 SDS renders random views of the field like it renders Gaussians; the fusion
+    statistics are logged; the Gaussian-only scale-ratio term is skipped even when weighted."""
+    zero123 = write_tiny_zero123(tmp_path / "zero123")
+    sds = ["-c", str(CONFIGS / "model" / "zero123_sds.yaml"), f"--model.sds.path={zero123}"]
+    sds += ["--model.sds.resolution=32", "--model.sds.start_step=0"]
+    args = [a for a in nerf_args(run_dir, *sds) if not a.startswith("--trainer.logger")]
+    main(["fit", *args, *LEAN, "--trainer.log_every_n_steps=1", "--model.loss.scale_ratio=0.01"])
+    header = next(iter((run_dir / "lightning_logs").rglob("metrics.csv"))).read_text()
+    header = header.splitlines()[0].split(",")
+    for key in ("train/loss/sds", "train/loss/rgb_mse", "train/fusion/input_weight"):
+        assert key in header, key
+    assert "train/loss/scale_ratio" not in header
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["global_step"] == 2
     assert all(
         torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point()
     )
