@@ -18,7 +18,9 @@ until :meth:`NeRFField.set_bounds` / :meth:`NeRFField.set_aabb` was called (or `
 
 :meth:`NeRFField.at` binds the field to one instant (and a conditioning function of that instant)
 as a :class:`NeRFAtTime`, which implements the :class:`RadianceVolume` protocol the renderer and the
-density exports consume. Invariants are locked by ``tests/test_nerf.py``.
+density exports consume. With ``NeRFConfig.cond_resolution`` set, the conditioning function is
+evaluated once per instant on a grid over the box (:class:`GridCondition`) and interpolated at the
+ray samples, instead of at every sample. Invariants are locked by ``tests/test_nerf.py``.
 """
 
 from __future__ import annotations
