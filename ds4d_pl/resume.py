@@ -37,6 +37,9 @@ EVALUATION_KEYS = (
     "conditioning.encoder_weights",
     "conditioning.cache_dir",
     "sds.path",
+    # How many rays a NeRF shades at once (and whether under checkpointing): memory, not results.
+    "nerf.ray_chunk",
+    "nerf.checkpoint_chunks",
 )
 #: Model keys that change how training continues (or started), not what the checkpoint holds.
 TRAINING_KEYS = (
@@ -54,6 +57,7 @@ TRAINING_KEYS = (
     "init.path",
     "init.normalize",
     "init.init_opacity",
+    "nerf.stratified",
 )
 
 

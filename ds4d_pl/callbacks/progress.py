@@ -56,7 +56,8 @@ class StageProgressBar(TQDMProgressBar):
         items = super().get_metrics(trainer, pl_module)
         items.pop("v_num", None)
         model = getattr(pl_module, "model", None)
-        if model is not None and hasattr(model, "gaussians"):
+        # A NeRF has no Gaussians to count.
+        if model is not None and hasattr(model, "gaussians") and not getattr(model, "is_nerf", 0):
             items["gaussians"] = model.gaussians.num_gaussians
         return items
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ds4d_pl.commands.oneline import OneLineParser
+from ds4d_pl.errors import ConfigError
 
 
 def main(argv: list[str]) -> int:
@@ -31,14 +32,23 @@ def main(argv: list[str]) -> int:
     if a.out is not None and Path(a.out).exists() and not Path(a.out).is_dir():
         p.error(f"--out {a.out}: is a file; the Gaussian files need a folder")
 
-    from ds4d_pl.export.assets import export_frames
+    from ds4d_pl.export.assets import export_density_frames, export_frames
     from ds4d_pl.run import load_run
 
     run = load_run(a.run, checkpoint=a.ckpt, config=a.config, device=a.device)
     out = Path(a.out) if a.out else run.files.config.parent / "export"
-    formats = list(dict.fromkeys(a.formats or ["ply"]))  # --format ply --format ply: once
-    paths = export_frames(
-        run.model, run.scene.train.times, out, formats, not a.no_frames, show_progress=None
-    )
+    times = run.scene.train.times
+    if run.model.is_nerf:
+        if a.formats:
+            raise ConfigError(
+                "a NeRF run has no Gaussians; --format does not apply to it "
+                "(it exports the density surface of each frame)"
+            )
+        paths = export_density_frames(
+            run.model, times, out, per_frame=not a.no_frames, show_progress=None
+        )
+    else:
+        formats = list(dict.fromkeys(a.formats or ["ply"]))  # --format ply --format ply: once
+        paths = export_frames(run.model, times, out, formats, not a.no_frames, show_progress=None)
     print(f"wrote {len(paths)} files to {out}")
     return 0
