@@ -47,11 +47,21 @@ def group_types(cls: type) -> dict[str, type]:
     return groups
 
 
+#: Groups that exist for one setting of another key only, as ``group: (key, value)``. Elsewhere
+#: ``None`` means "not used", and filling in defaults would switch them on: the system refuses a
+#: ``model.nerf`` group unless ``model.representation`` is ``nerf``.
+ONLY_WHEN: dict[str, tuple[str, Any]] = {"nerf": ("representation", "nerf")}
+
+
 def complete(section: dict[str, Any], cls: type) -> dict[str, Any]:
     """``section`` (the ``model`` or ``data`` part of a config, as a dict) with every group of
-    ``cls`` that is ``None`` or absent replaced by its defaults (a copy)."""
+    ``cls`` that is ``None`` or absent replaced by its defaults (a copy); groups of
+    :data:`ONLY_WHEN` only when their key has the value that uses them."""
     out = dict(section)
     for name, group in group_types(cls).items():
+        key, value = ONLY_WHEN.get(name, (None, None))
+        if key is not None and out.get(key) != value:
+            continue
         if out.get(name) is None:
             out[name] = dataclasses.asdict(group())
     return out

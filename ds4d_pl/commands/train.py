@@ -185,7 +185,11 @@ class DS4DCLI(LightningCLI):
             current = cfg.get(section)
             current = current.as_dict() if current is not None else {}
             filled = complete(current, cls)
-            missing = {k: filled[k] for k in group_types(cls) if current.get(k) is None}
+            missing = {
+                k: filled[k]
+                for k in group_types(cls)
+                if current.get(k) is None and filled.get(k) is not None
+            }
             if missing:
                 patch[section] = missing
         if patch:
