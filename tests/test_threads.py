@@ -1,0 +1,70 @@
+"""The ds4d thread count: one per usable CPU, or the user's OMP_NUM_THREADS."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import pytest
+import torch
+
+from ds4d_pl import cli, threads
+from ds4d_pl.threads import choose_threads
+
+
+def test_one_thread_per_cpu_the_process_may_use() -> None:
+    # Pinned to 3 of however many cores the machine has: 3 threads, not os.cpu_count().
+    assert choose_threads({0, 5, 7}, None) == 3
+    assert choose_threads({2}, "") == 1
+
+
+def test_users_omp_num_threads_wins_even_above_the_usable_cpus() -> None:
+    assert choose_threads({0, 1, 2, 3}, "1") == 1
+    assert choose_threads({0}, " 6 ") == 6
+    assert choose_threads({0, 1}, "4,2") == 4  # OpenMP's per-level list: the outer level
+
+
+def test_unknown_affinity_falls_back_to_cpu_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: 5)
+    assert choose_threads(None, None) == 5
+    monkeypatch.setattr(threads.os, "cpu_count", lambda: None)
+    assert choose_threads(None, None) == 1
+
+
+@pytest.mark.parametrize("bad", ["0", "-2", "two", "1.5", ",3"])
+def test_bad_omp_num_threads_is_named_in_the_error(bad: str) -> None:
+    with pytest.raises(ValueError, match=r"OMP_NUM_THREADS=.*not a positive integer"):
+        choose_threads({0, 1}, bad)
+
+
+def test_the_cli_sets_torch_threads_before_the_command_runs(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: list[int] = []
+    probe = types.ModuleType("ds4d_pl.commands._thread_probe")
+    probe.main = lambda argv: seen.append(torch.get_num_threads()) or 0  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, probe.__name__, probe)
+    monkeypatch.setitem(cli.COMMANDS, "probe", ("_thread_probe", "test command"))
+    monkeypatch.setattr(threads, "usable_cpus", lambda: {0, 1, 2})
+    before = torch.get_num_threads()
+    try:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        with pytest.raises(SystemExit) as done:
+            cli.main(["probe"])
+        assert done.value.code == 0
+        monkeypatch.setenv("OMP_NUM_THREADS", "1")
+        with pytest.raises(SystemExit):
+            cli.main(["probe"])
+    finally:
+        torch.set_num_threads(before)
+    assert seen == [3, 1]
+
+
+def test_the_cli_rejects_a_bad_omp_num_threads(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("OMP_NUM_THREADS", "many")
+    with pytest.raises(SystemExit) as done:
+        cli.main(["synth", "--help"])
+    assert done.value.code == 2
+    assert "OMP_NUM_THREADS='many'" in capsys.readouterr().err
