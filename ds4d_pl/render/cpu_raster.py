@@ -105,19 +105,30 @@ def _compiler_accepts(cxx: str, flag: str) -> bool:
     return probe.returncode == 0
 
 
-def _build(cxx: str) -> Path:
-    """Compile the kernel into the cache (or find it there) and return the library path."""
-    version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
+def _compile_flags(cxx: str) -> list[str]:
     flags = list(FLAGS)
     if _compiler_accepts(cxx, NATIVE_FLAG):
         flags.append(NATIVE_FLAG)
+    return flags
+
+
+def library_path(cxx: str, flags: list[str]) -> Path:
+    """Cache file of the kernel built by ``cxx`` with ``flags``: keyed by the source, the
+    compiler's version, the flags and this CPU."""
+    version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
     key = hashlib.sha256()
     for part in (SOURCE.read_bytes(), version.encode(), " ".join(flags).encode()):
         key.update(part)
         key.update(b"\0")
     key.update(_cpu_fingerprint().encode())
     key.update(platform.machine().encode())
-    lib = kernel_cache_dir() / f"cpu_raster-{key.hexdigest()[:16]}.so"
+    return kernel_cache_dir() / f"cpu_raster-{key.hexdigest()[:16]}.so"
+
+
+def _build(cxx: str) -> Path:
+    """Compile the kernel into the cache (or find it there) and return the library path."""
+    flags = _compile_flags(cxx)
+    lib = library_path(cxx, flags)
     if lib.is_file():
         return lib
     lib.parent.mkdir(parents=True, exist_ok=True)
