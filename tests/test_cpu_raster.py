@@ -152,13 +152,15 @@ def test_saturating_layers_stop_early_the_same_way(min_transmittance: float) -> 
 
 
 @needs_compiler
-def test_thread_count_does_not_change_the_result() -> None:
+def test_thread_count_does_not_change_a_single_bit() -> None:
     p = scene(300, seed=11, dtype=torch.float64)
     cams = cameras(2, 40, 36, seed=12, dtype=torch.float64)
     one = render_and_grads(TorchRasterizer(kernel="compiled", threads=1, tile_size=8), p, cams)
     three = render_and_grads(TorchRasterizer(kernel="compiled", threads=3, tile_size=8), p, cams)
+    # Bit-identical, not just close: seeded runs reproduce on any machine.
     for a, b in zip(one, three, strict=True):
-        assert_same(a, b, 1e-12)
+        for k in a:
+            assert torch.equal(a[k], b[k]), k
 
 
 @needs_compiler

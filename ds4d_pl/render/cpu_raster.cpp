@@ -181,8 +181,10 @@ void backward(const T* feats, const int64_t* rows, const int32_t* boxes, int64_t
   const int64_t n_tiles = c * tx * ty;
   threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, n_tiles)));
   const T thr = static_cast<T>(alpha_thr), amax = static_cast<T>(max_alpha);
-  // One gradient table per thread (a Gaussian spans several tiles), summed at the end.
-  std::vector<std::vector<T>> grads(threads, std::vector<T>(v * kFeats, T(0)));
+  // A Gaussian spans several tiles: each tile writes its share into the Gaussian's slot of the
+  // tile's list, and one serial pass sums the slots in tile order. The sum is then the same
+  // whichever thread ran which tile (bit-identical gradients for any thread count and run).
+  std::vector<T> shares(static_cast<size_t>(offsets[n_tiles]) * kFeats, T(0));
   std::vector<std::vector<T>> trans_buf(threads), behind_buf(threads), g_buf(threads);
   std::vector<std::vector<int32_t>> last_buf(threads);
   parallel_tasks(n_tiles, threads, [&](int64_t tile, int id) {
@@ -207,7 +209,6 @@ void backward(const T* feats, const int64_t* rows, const int32_t* boxes, int64_t
         for (int ch = 0; ch < 5; ++ch) go[p * 5 + ch] = grad_out[pix * 5 + ch];
       }
     }
-    T* gt = grads[id].data();
     const int64_t begin = offsets[tile];
     // Back to front: undo each Gaussian's factor on the transmittance, so every pair sees the
     // transmittance in front of it and the composite of what lies behind it.
@@ -260,23 +261,24 @@ void backward(const T* feats, const int64_t* rows, const int32_t* boxes, int64_t
           }
         }
       }
-      T* out = gt + static_cast<int64_t>(s) * kFeats;
-      out[0] += d_mx;
-      out[1] += d_my;
-      out[2] += d_a;
-      out[3] += d_b;
-      out[4] += d_c;
-      out[5] += d_op;
-      for (int ch = 0; ch < 4; ++ch) out[6 + ch] += d_pay[ch];
+      T* out = shares.data() + (begin + k) * kFeats;
+      out[0] = d_mx;
+      out[1] = d_my;
+      out[2] = d_a;
+      out[3] = d_b;
+      out[4] = d_c;
+      out[5] = d_op;
+      for (int ch = 0; ch < 4; ++ch) out[6 + ch] = d_pay[ch];
     }
   });
+  std::vector<T> sums(static_cast<size_t>(v) * kFeats, T(0));
+  for (int64_t k = 0; k < offsets[n_tiles]; ++k) {
+    T* dst = sums.data() + static_cast<int64_t>(list[k]) * kFeats;
+    const T* src = shares.data() + k * kFeats;
+    for (int f = 0; f < kFeats; ++f) dst[f] += src[f];
+  }
   for (int64_t i = 0; i < v; ++i) {
-    T* dst = grad_feats + rows[i] * kFeats;
-    for (int f = 0; f < kFeats; ++f) {
-      T sum = 0;
-      for (int t = 0; t < threads; ++t) sum += grads[t][i * kFeats + f];
-      dst[f] = sum;
-    }
+    std::copy_n(sums.data() + i * kFeats, kFeats, grad_feats + rows[i] * kFeats);
   }
 }
 
