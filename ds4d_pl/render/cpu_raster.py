@@ -26,10 +26,10 @@ import os
 import platform
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,26 +93,7 @@ def _cpu_fingerprint() -> str:
     return "\n".join(sorted(set(keep))) or platform.machine()
 
 
-def _compiler_accepts(cxx: str, flag: str) -> bool:
-    with tempfile.TemporaryDirectory() as tmp:
-        src = Path(tmp) / "probe.cpp"
-        src.write_text("int main() { return 0; }\n")
-        probe = subprocess.run(
-            [cxx, flag, str(src), "-o", str(Path(tmp) / "probe")],
-            capture_output=True,
-            text=True,
-        )
-    return probe.returncode == 0
-
-
-def _compile_flags(cxx: str) -> list[str]:
-    flags = list(FLAGS)
-    if _compiler_accepts(cxx, NATIVE_FLAG):
-        flags.append(NATIVE_FLAG)
-    return flags
-
-
-def library_path(cxx: str, flags: list[str]) -> Path:
+def library_path(cxx: str, flags: Sequence[str] = (*FLAGS, NATIVE_FLAG)) -> Path:
     """Cache file of the kernel built by ``cxx`` with ``flags``: keyed by the source, the
     compiler's version, the flags and this CPU."""
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
@@ -126,18 +107,24 @@ def library_path(cxx: str, flags: list[str]) -> Path:
 
 
 def _build(cxx: str) -> Path:
-    """Compile the kernel into the cache (or find it there) and return the library path."""
-    flags = _compile_flags(cxx)
-    lib = library_path(cxx, flags)
+    """Compile the kernel into the cache (or find it there) and return the library path.
+
+    A cached library costs one ``cxx --version`` call; a compiler that rejects ``-march=native``
+    is retried without it on the first build only.
+    """
+    lib = library_path(cxx)
     if lib.is_file():
         return lib
     lib.parent.mkdir(parents=True, exist_ok=True)
     tmp = lib.with_name(f".{lib.name}.{os.getpid()}.tmp")
     start = time.perf_counter()
-    proc = subprocess.run(
-        [cxx, *flags, str(SOURCE), "-o", str(tmp)], capture_output=True, text=True
-    )
-    if proc.returncode != 0:
+    for flags in ((*FLAGS, NATIVE_FLAG), FLAGS):
+        proc = subprocess.run(
+            [cxx, *flags, str(SOURCE), "-o", str(tmp)], capture_output=True, text=True
+        )
+        if proc.returncode == 0:
+            break
+    else:
         tmp.unlink(missing_ok=True)
         raise KernelUnavailable(
             f"compiling {SOURCE} with {cxx} failed (exit {proc.returncode}):\n"
