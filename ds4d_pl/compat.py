@@ -25,7 +25,9 @@ def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
     * ``loss.rgb`` became ``loss.rgb_mse``;
     * ``conditioning.da_combine`` / ``ga_scorer`` were always stored with their defaults
       (``sum`` / ``own``) and now exist only for their fusion mode;
-    * the CPU renderer ``torch_tiled`` is called ``torch``.
+    * the CPU renderer ``torch_tiled`` is called ``torch``;
+    * ``conditioning.exclude_own_frame`` did not exist: those models were trained with a
+      moving camera's own frame among its views (``False``).
     """
     h = copy.deepcopy(hparams)
     loss = h.get("loss")
@@ -39,6 +41,7 @@ def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
             cond["da_combine"] = None
         if tssf != "ga" and cond.get("ga_scorer") == "own":
             cond["ga_scorer"] = None
+        cond.setdefault("exclude_own_frame", False)
     if h.get("renderer") == "torch_tiled":
         h["renderer"] = "torch"
     return h
