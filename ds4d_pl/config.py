@@ -76,6 +76,10 @@ class OptimConfig:
             within the fine stage (+0.19 dB dynamic PSNR for DS4D-DA over 1.6e-3, and every
             conditioned ablation row gained; ``benchmarks/results/ablation_findings.md``).
         cond_lr_final: Final learning rate of the conditioning layers.
+        restart_at_fine: Decay the field, MLP and conditioning rates over the fine stage alone,
+            starting it at their initial rates (as 4D-GS does), instead of over coarse + fine:
+            those groups are unused in the coarse stage, and a decay spanning the whole run
+            leaves them a fraction of their rate when they start to learn.
         eps: Adam epsilon.
     """
 
@@ -92,6 +96,7 @@ class OptimConfig:
     mlp_lr_final: float = 1.6e-5
     cond_lr: float = 1.6e-2
     cond_lr_final: float = 1.6e-4
+    restart_at_fine: bool = False
     eps: float = 1e-15
 
 
@@ -145,10 +150,18 @@ class DensifyConfig:
         start_step: First step at which densification may run.
         stop_step: Last step at which Gaussians are added (pruning continues to ``stop_step``).
         interval: Steps between two densification events.
+        grad_rule: How Gaussians are picked for densification by their mean view-space
+            positional gradient. ``top_and_threshold`` (3DGS-like): the top ``grad_top_percent``
+            of all Gaussians, and only those above ``grad_threshold``. ``quantile`` (relative,
+            as STAG4D): every Gaussian seen since the last event whose gradient reaches the
+            ``1 - grad_top_percent`` quantile of the seen Gaussians' gradients, with no absolute
+            floor, because the small photometric gradients of a few-view object fit rarely reach
+            a threshold tuned on real scenes.
         grad_top_percent: Fraction of Gaussians with the largest mean view-space positional
             gradient that are densified at each event.
         grad_threshold: Minimum mean gradient (pixels, normalised by half the image size) for a
-            Gaussian to be densified, so a converged model stops growing.
+            Gaussian to be densified, so a converged model stops growing
+            (``top_and_threshold`` only).
         split_scale_fraction: Gaussians larger than this fraction of the scene extent are split,
             smaller ones cloned.
         prune_opacity: Gaussians less opaque than this are removed.
@@ -163,6 +176,7 @@ class DensifyConfig:
     start_step: int = 100
     stop_step: int = 1000
     interval: int = 100
+    grad_rule: Literal["top_and_threshold", "quantile"] = "top_and_threshold"
     grad_top_percent: float = 0.1
     grad_threshold: float = 2e-4
     split_scale_fraction: float = 0.01
@@ -177,6 +191,11 @@ class DensifyConfig:
             raise ValueError("DensifyConfig.grad_top_percent must be in (0, 1]")
         if self.interval < 1:
             raise ValueError("DensifyConfig.interval must be >= 1")
+        if self.grad_rule not in ("top_and_threshold", "quantile"):
+            raise ValueError(
+                "DensifyConfig.grad_rule must be 'top_and_threshold' or 'quantile', "
+                f"got {self.grad_rule!r}"
+            )
 
 
 @dataclass

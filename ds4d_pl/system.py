@@ -258,7 +258,9 @@ class DS4DSystem(pl.LightningModule):
         rates = set_learning_rates(
             optimizer,
             self.optim_table,
-            step / max(self.schedule.total_steps, 1),
+            step,
+            self.schedule.coarse_steps,
+            self.schedule.total_steps,
             float(self.model.extent),
         )
         deform = self.model.deformable and not self.is_coarse(step)
