@@ -13,7 +13,7 @@ import copy
 from typing import Any
 
 #: Hyper-parameters :func:`upgrade_hparams` may rewrite.
-UPGRADED_HPARAMS = ("loss", "ablation", "conditioning", "renderer")
+UPGRADED_HPARAMS = ("loss", "ablation", "conditioning", "renderer", "field")
 
 #: State-dict entries that moved under ``model.`` when the asset became ``DS4DModel``.
 _LEGACY_PREFIXES = ("background", "extent", "gaussians.", "field.", "conditioner.")
@@ -25,7 +25,9 @@ def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
     * ``loss.rgb`` became ``loss.rgb_mse``;
     * ``conditioning.da_combine`` / ``ga_scorer`` were always stored with their defaults
       (``sum`` / ``own``) and now exist only for their fusion mode;
-    * the CPU renderer ``torch_tiled`` is called ``torch``.
+    * the CPU renderer ``torch_tiled`` is called ``torch``;
+    * ``field.fusion_norm`` did not exist: those fields concatenated their inputs as they were
+      (``none``), whatever today's default.
     """
     h = copy.deepcopy(hparams)
     loss = h.get("loss")
@@ -39,6 +41,10 @@ def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
             cond["da_combine"] = None
         if tssf != "ga" and cond.get("ga_scorer") == "own":
             cond["ga_scorer"] = None
+    if "field" in h and h["field"] is None:
+        h["field"] = {}  # stored as "defaults": those of the version that wrote it
+    if isinstance(h.get("field"), dict) and "fusion_norm" not in h["field"]:
+        h["field"]["fusion_norm"] = "none"
     if h.get("renderer") == "torch_tiled":
         h["renderer"] = "torch"
     return h

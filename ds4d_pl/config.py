@@ -255,6 +255,11 @@ class FieldConfig:
         deform_color: Also predict a colour (SH DC) change.
         hash_backend: Hash-grid implementation: ``auto`` (tinycudann when importable and CUDA
             is available, else pure torch), ``torch`` or ``tcnn``.
+        fusion_norm: With a conditioning feature, how the field's two inputs meet in the fusion
+            layer: ``none`` concatenates them as they are; ``layernorm`` normalises each branch
+            (encoding and conditioning) with its own LayerNorm first, so neither starts out
+            louder. Unnormalised, the conditioning branch of a trained model was 30x the
+            HexPlane's RMS and the field stopped carrying time itself (docs/design.md §5).
     """
 
     encoding: Literal["hexplane", "hashgrid"] = "hexplane"
@@ -273,8 +278,13 @@ class FieldConfig:
     deform_opacity: bool = False
     deform_color: bool = False
     hash_backend: Literal["auto", "torch", "tcnn"] = "auto"
+    fusion_norm: Literal["none", "layernorm"] = "none"
 
     def __post_init__(self) -> None:
+        if self.fusion_norm not in ("none", "layernorm"):
+            raise ValueError(
+                f"FieldConfig.fusion_norm must be 'none' or 'layernorm', got {self.fusion_norm!r}"
+            )
         if self.encoding not in ("hexplane", "hashgrid"):
             raise ValueError(
                 f"FieldConfig.encoding must be 'hexplane' or 'hashgrid', got {self.encoding!r}"
@@ -371,6 +381,10 @@ class ConditioningConfig:
             instead of the canonical ones.
         cache_dir: Where features are cached on disk (``None``: ``$DS4D_CACHE_DIR`` or
             ``~/.cache/ds4d_pl/features``; ``""`` disables the disk cache).
+        placebo: A control, not a method: ``time_constant`` gives every frame the middle frame's
+            (decoupled, normalised) features, so the conditioning carries no time at all. A model
+            trained or evaluated so shows how much of the motion the field carries itself
+            (``none``: the real features).
     """
 
     encoder: Literal["efficientnet_lite0", "dinov2"] = "efficientnet_lite0"
@@ -392,8 +406,13 @@ class ConditioningConfig:
     temporal_views: int = 4
     deformed_positions: bool = False
     cache_dir: str | None = None
+    placebo: Literal["none", "time_constant"] = "none"
 
     def __post_init__(self) -> None:
+        if self.placebo not in ("none", "time_constant"):
+            raise ValueError(
+                f"conditioning.placebo must be 'none' or 'time_constant', got {self.placebo!r}"
+            )
         if self.width < 1:
             raise ValueError("conditioning.width must be >= 1")
         if self.visibility_every < 1:
