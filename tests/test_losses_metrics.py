@@ -9,7 +9,13 @@ import torch
 
 from ds4d_pl.config import LossWeights
 from ds4d_pl.losses import photometric_terms, scale_ratio_term, term_weights, weigh
-from ds4d_pl.metrics.image import ImagePSNR, ImageSSIM, MaskedPSNR, psnr_from_mse
+from ds4d_pl.metrics.image import (
+    ImagePSNR,
+    ImageSSIM,
+    MaskedPSNR,
+    PooledMaskedPSNR,
+    psnr_from_mse,
+)
 
 
 def _pair(b: int = 4, h: int = 16, w: int = 16) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,6 +117,35 @@ def test_masked_psnr_only_sees_masked_pixels_and_skips_empty_masks() -> None:
     empty = MaskedPSNR()
     empty.update(pred, target, torch.zeros(2, 16, 16, 1, dtype=torch.bool))
     assert math.isnan(empty.compute().item())
+
+
+def test_pooled_dynamic_psnr_pools_every_moving_pixel_and_ignores_views_without_motion() -> None:
+    target = torch.full((3, 8, 8, 3), 0.5)
+    pred = target.clone()
+    mask = torch.zeros(3, 8, 8, 1, dtype=torch.bool)
+    mask[0, :2, :2] = True  # 4 moving pixels, error 0.1
+    pred[0, :2, :2] = 0.6
+    mask[1, :3, :4] = True  # 12 moving pixels, error 0.2
+    pred[1, :3, :4] = 0.7
+    pred[2] = 0.0  # a view without moving pixels: its (large) error must not count
+    pred[0, 5:] = 1.0  # nor an error outside the mask
+    pooled = PooledMaskedPSNR()
+    pooled.update(pred, target, mask)
+    by_hand = 10 * math.log10(1.0 / ((4 * 3 * 0.1**2 + 12 * 3 * 0.2**2) / (16 * 3)))
+    assert pooled.compute().item() == pytest.approx(by_hand, abs=1e-4)  # 14.88 dB
+    per_image = MaskedPSNR()
+    per_image.update(pred, target, mask)
+    assert per_image.compute().item() == pytest.approx((20.0 + 10 * math.log10(25)) / 2, abs=1e-4)
+    # Pooling over two updates equals pooling over one batch.
+    split = PooledMaskedPSNR()
+    split.update(pred[:1], target[:1], mask[:1])
+    split.update(pred[1:], target[1:], mask[1:])
+    assert split.compute().item() == pytest.approx(by_hand, abs=1e-4)
+    empty = PooledMaskedPSNR()
+    empty.update(pred, target, torch.zeros_like(mask))
+    assert math.isnan(empty.compute().item())
+    with pytest.raises(ValueError, match="mask"):
+        empty.update(pred, target, torch.ones(3, 4, 4))
 
 
 def test_metric_shape_errors_are_clear() -> None:

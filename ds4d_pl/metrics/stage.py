@@ -1,4 +1,5 @@
-"""The per-stage image metrics of validation and testing (PSNR, SSIM, dynamic-region PSNR).
+"""The per-stage image metrics of validation and testing (PSNR, SSIM, dynamic-region PSNR as a
+per-image mean and pooled over all moving pixels).
 
 One :class:`StageMetrics` per stage, so ``val/…`` and ``test/…`` values never share state; the
 metrics are torchmetrics objects and are gathered over DDP ranks by torchmetrics itself.
@@ -8,20 +9,22 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from ds4d_pl.metrics.image import ImagePSNR, ImageSSIM, MaskedPSNR
+from ds4d_pl.metrics.image import ImagePSNR, ImageSSIM, MaskedPSNR, PooledMaskedPSNR
 
 #: Keys of :meth:`StageMetrics.compute` (also the first keys of ``metrics.json``).
-STAGE_METRIC_KEYS = ("psnr", "ssim", "dyn_psnr")
+STAGE_METRIC_KEYS = ("psnr", "ssim", "dyn_psnr", "dyn_psnr_pooled")
 
 
 class StageMetrics(nn.Module):
-    """PSNR, SSIM and dynamic-region PSNR of rendered images against their targets."""
+    """PSNR, SSIM and dynamic-region PSNR (per-image mean and pooled) of rendered images against
+    their targets."""
 
     def __init__(self) -> None:
         super().__init__()
         self.psnr = ImagePSNR(data_range=1.0)
         self.ssim = ImageSSIM(data_range=1.0)
         self.dyn_psnr = MaskedPSNR(data_range=1.0)
+        self.dyn_psnr_pooled = PooledMaskedPSNR(data_range=1.0)
 
     def update(self, pred: Tensor, target: Tensor, dyn_mask: Tensor) -> None:
         """Accumulate ``(B, H, W, 3)`` predictions, targets and ``(B, H, W, 1)`` moving-pixel
@@ -29,6 +32,7 @@ class StageMetrics(nn.Module):
         self.psnr.update(pred, target)
         self.ssim.update(pred, target)
         self.dyn_psnr.update(pred, target, dyn_mask)
+        self.dyn_psnr_pooled.update(pred, target, dyn_mask)
 
     def compute_and_reset(self) -> dict[str, float]:
         """The values by :data:`STAGE_METRIC_KEYS`; the states are reset for the next epoch."""
