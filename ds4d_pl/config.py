@@ -22,6 +22,9 @@ class LossWeights:
         pseudo_l1: Pseudo-view L1 against the multi-view prior.
         pseudo_ssim: Pseudo-view ``1 - SSIM`` against the multi-view prior.
         pseudo_mask: Pseudo-view alpha MSE.
+        pseudo_lpips: Pseudo-view LPIPS (VGG) against the multi-view prior, when the VGG16 and
+            LPIPS weights are found (``ds4d weights``); without them the term is left out, the
+            run warns, and ``run_info.json``'s ``pseudo_view_loss`` says what was used.
         plane_tv: HexPlane spatial smoothness.
         time_smooth: HexPlane temporal smoothness.
         time_l1: HexPlane time planes towards 1.
@@ -31,6 +34,16 @@ class LossWeights:
             (``configs/model/zero123_sds.yaml`` uses 1e-4 next to ``rgb: 1``).
         mask_ramp_steps: Steps over which the mask weight ramps linearly from 0 to ``mask``.
         max_scale_ratio: Anisotropy allowed before ``scale_ratio`` applies.
+        input_view: Multiplies every input-view term (``rgb_*``, ``mask``): how much more a pixel
+            of the real observation pulls than a pixel of a generated view. Per pixel, MSE on the
+            input view pulls with ``2·err`` and L1 on the pseudo views with a constant, so at
+            ``1`` the generated views pull several times harder than the real one wherever the
+            error is small.
+        pseudo_downsample: Compare pseudo views (colour, SSIM and alpha) after averaging
+            ``k × k`` pixel blocks of render and target alike: generated views misplace details
+            by a few pixels (scale and centring errors, jitter, invented texture), which a
+            low-passed comparison forgives while silhouettes and the moving part's displacement,
+            many pixels wide, still pull at full strength. ``1`` compares at full resolution.
     """
 
     rgb_mse: float = 1.0
@@ -40,6 +53,7 @@ class LossWeights:
     pseudo_l1: float = 0.5
     pseudo_ssim: float = 0.1
     pseudo_mask: float = 0.25
+    pseudo_lpips: float = 0.0
     plane_tv: float = 1e-4
     time_smooth: float = 1e-3
     time_l1: float = 1e-4
@@ -47,6 +61,14 @@ class LossWeights:
     sds: float = 0.0
     mask_ramp_steps: int = 100
     max_scale_ratio: float = 10.0
+    input_view: float = 1.0
+    pseudo_downsample: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.input_view > 0:
+            raise ValueError(f"loss.input_view must be > 0, got {self.input_view}")
+        if self.pseudo_downsample < 1:
+            raise ValueError(f"loss.pseudo_downsample must be >= 1, got {self.pseudo_downsample}")
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)

@@ -41,7 +41,7 @@ from ds4d_pl.data.sampler import FrameSampler, step_generator
 from ds4d_pl.data.types import FrameBatch, composite
 from ds4d_pl.gaussians.densify import DensifyStrategy
 from ds4d_pl.logging import fusion_statistics
-from ds4d_pl.losses import photometric_terms, scale_ratio_term, weigh
+from ds4d_pl.losses import PseudoViewLoss, photometric_terms, scale_ratio_term, weigh
 from ds4d_pl.metrics.protocol import BenchmarkConfig, score_model, write_report
 from ds4d_pl.metrics.stage import StageMetrics
 from ds4d_pl.model import DS4DModel
@@ -301,6 +301,14 @@ class DS4DSystem(pl.LightningModule):
             self._log_step(terms, weights, total, rates, deform)
         return total.detach()
 
+    @property
+    def pseudo_view_loss(self) -> PseudoViewLoss:
+        """The pseudo-view loss (LPIPS loaded when asked for and found), built on first use and
+        kept outside the module tree (never checkpointed, never handed to the optimiser)."""
+        if getattr(self, "_pseudo_view_loss", None) is None:
+            self._pseudo_view_loss = PseudoViewLoss.build(self.loss_cfg)
+        return self._pseudo_view_loss
+
     def _photometric(
         self, samples: list[FrameBatch], deform: bool
     ) -> tuple[dict[str, Tensor], list[tuple[RenderOutput, int, int]], GaussianParams]:
@@ -313,6 +321,7 @@ class DS4DSystem(pl.LightningModule):
         terms: dict[str, Tensor] = {}
         renders: list[tuple[RenderOutput, int, int]] = []
         first: GaussianParams | None = None
+        lpips = self.pseudo_view_loss.to(self.device).lpips
         for fb in samples:
             fb = fb.to(self.device)
             params = self.model.at(fb.times[0], deform)
@@ -320,7 +329,7 @@ class DS4DSystem(pl.LightningModule):
             out = self.model.renderer(params, fb.cameras, self.model.background)
             renders.append((out, fb.cameras.width, fb.cameras.height))
             frame_terms = photometric_terms(
-                out.rgb, out.alpha, fb.rgb, fb.alpha, fb.is_input, self.loss_cfg
+                out.rgb, out.alpha, fb.rgb, fb.alpha, fb.is_input, self.loss_cfg, lpips
             )
             for name, value in frame_terms.items():
                 terms[name] = terms.get(name, 0.0) + value / len(samples)
