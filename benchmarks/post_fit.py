@@ -10,7 +10,11 @@ embedded synthetic object and prints (or writes) one JSON object:
   (:func:`arm_tracking`);
 * ``fusion``: how far the trained TSSF view weights are from uniform (:func:`fusion_spread`);
 * ``eval_<res>``: PSNR, per-image and pooled dynamic-region PSNR with the evaluation views
-  rendered (and the ground truth ray-cast) at ``res``², for each ``--resolutions`` entry;
+  rendered (and the ground truth ray-cast) at ``res``², for each ``--resolutions`` entry. The
+  renderer's low-pass dilation (``eps2d``, in px²) is scaled by ``(res / training res)²``, so the
+  Gaussians are drawn with the footprint they were fitted with: at the training dilation a model
+  fitted at 64² and drawn at 128² shows gaps between its Gaussians (full-frame PSNR 24 instead of
+  30 dB on a row-B model) and the comparison would measure those, not the motion;
 * ``placebo_test``: the same metrics at the run's own evaluation resolution with the
   conditioning given time-constant features (every frame the middle frame's,
   ``conditioning.placebo: time_constant``) at test time only: how much of the motion the
@@ -150,9 +154,14 @@ def analyse(
         out["arm"] = arm_tracking(model, synthetic, scene.train.times)
     if model.conditioner is not None:
         out["fusion"] = fusion_spread(model, scene.train.times)
+    eps2d = getattr(model.renderer, "eps2d", None)
     for res in resolutions:
         other = dataclasses.replace(synthetic, eval_resolution=res)
+        if eps2d is not None:
+            model.renderer.eps2d = eps2d * (res / synthetic.resolution) ** 2
         out[f"eval_{res}"] = _score(model, make_synthetic_scene(other), scene.name)
+    if eps2d is not None:
+        model.renderer.eps2d = eps2d
     if placebo and model.conditioner is not None:
         model.conditioner.cfg = dataclasses.replace(model.conditioner.cfg, placebo="time_constant")
         model.prepare_conditioning(scene.train, cache)
