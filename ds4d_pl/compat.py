@@ -26,8 +26,8 @@ def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
     * ``conditioning.da_combine`` / ``ga_scorer`` were always stored with their defaults
       (``sum`` / ``own``) and now exist only for their fusion mode;
     * the CPU renderer ``torch_tiled`` is called ``torch``;
-    * ``field.fusion_norm`` did not exist: those fields concatenated their inputs as they were
-      (``none``), whatever today's default.
+    * ``field.fusion_norm`` and ``field.cond_gate`` did not exist: those fields concatenated
+      their inputs as they were (``none``, no gate), whatever today's defaults.
     """
     h = copy.deepcopy(hparams)
     loss = h.get("loss")
@@ -43,8 +43,9 @@ def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
             cond["ga_scorer"] = None
     if "field" in h and h["field"] is None:
         h["field"] = {}  # stored as "defaults": those of the version that wrote it
-    if isinstance(h.get("field"), dict) and "fusion_norm" not in h["field"]:
-        h["field"]["fusion_norm"] = "none"
+    if isinstance(h.get("field"), dict):
+        h["field"].setdefault("fusion_norm", "none")
+        h["field"].setdefault("cond_gate", False)
     if h.get("renderer") == "torch_tiled":
         h["renderer"] = "torch"
     return h

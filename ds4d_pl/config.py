@@ -282,6 +282,9 @@ class FieldConfig:
             (encoding and conditioning) with its own LayerNorm first, so neither starts out
             louder. Unnormalised, the conditioning branch of a trained model was 30x the
             HexPlane's RMS and the field stopped carrying time itself (docs/design.md §5).
+        cond_gate: Multiply the conditioning branch by a learnable per-channel gate that starts
+            at zero: a fresh field then deforms from its encoding alone (as without
+            conditioning) and lets the image features in only as far as they help.
     """
 
     encoding: Literal["hexplane", "hashgrid"] = "hexplane"
@@ -301,6 +304,7 @@ class FieldConfig:
     deform_color: bool = False
     hash_backend: Literal["auto", "torch", "tcnn"] = "auto"
     fusion_norm: Literal["none", "layernorm"] = "none"
+    cond_gate: bool = False
 
     def __post_init__(self) -> None:
         if self.fusion_norm not in ("none", "layernorm"):

@@ -274,15 +274,32 @@ def test_layernorm_fusion_keeps_identity_start_gradients_and_parameter_groups() 
         small_cfg(fusion_norm="batchnorm")
 
 
+def test_zero_gate_starts_the_field_on_its_encoding_alone_and_learns_to_open() -> None:
+    cfg = small_cfg(fusion_norm="layernorm", cond_gate=True)
+    field = build_field(cfg, cond_dim=4)
+    with torch.no_grad():
+        for head in field.heads.values():
+            head[-1].weight.normal_()  # non-zero outputs, so a dependence on cond would show
+    x, t = torch.rand(30, 3) * 2 - 1, torch.rand(30, 1)
+    a = field(x, t, torch.randn(30, 4))["means"]
+    b = field(x, t, torch.randn(30, 4) * 100)["means"]
+    torch.testing.assert_close(a, b, rtol=0, atol=0)  # features ignored at the start
+    field(x, t, torch.randn(30, 4))["means"].square().sum().backward()
+    assert field.cond_gate.grad is not None and field.cond_gate.grad.abs().sum() > 0
+    assert id(field.cond_gate) in {id(p) for p in field.mlp_parameters()}
+    assert build_field(small_cfg(cond_gate=True), cond_dim=0).cond_gate is None
+
+
 def test_checkpoints_from_before_fusion_norm_keep_their_plain_concatenation() -> None:
     old = {"field": {"encoding": "hexplane", "hidden": 64}}
     assert upgrade_hparams(old)["field"] == {
         "encoding": "hexplane",
         "hidden": 64,
         "fusion_norm": "none",
+        "cond_gate": False,
     }
-    assert upgrade_hparams({"field": None})["field"] == {"fusion_norm": "none"}
-    current = {"field": {"fusion_norm": "layernorm"}}
+    assert upgrade_hparams({"field": None})["field"] == {"fusion_norm": "none", "cond_gate": False}
+    current = {"field": {"fusion_norm": "layernorm", "cond_gate": True}}
     assert upgrade_hparams(current) == current
     assert "field" in UPGRADED_HPARAMS
 

@@ -75,6 +75,8 @@ class DeformationField(nn.Module):
         fusion_norms: With ``cfg.fusion_norm == "layernorm"`` and ``cond_dim > 0``, the
             LayerNorms of the encoding and conditioning branches (``encoding``, ``cond``); else
             ``None``.
+        cond_gate: With ``cfg.cond_gate`` and ``cond_dim > 0``, the ``(cond_dim,)`` gate the
+            conditioning branch is multiplied by (zero at init); else ``None``.
         mlp: ``depth`` × (``Linear`` → ``ReLU``) of width ``hidden``.
         heads: One MLP per delta key, last layer zero-initialised.
         cond_dim: Expected conditioning width.
@@ -94,6 +96,7 @@ class DeformationField(nn.Module):
         self.encoding = build_encoding(cfg, bounds)
         width = self.encoding.out_dim
         self.fusion_norms: nn.ModuleDict | None = None
+        self.cond_gate: nn.Parameter | None = None
         if cond_dim > 0:
             self.fusion: nn.Linear | None = nn.Linear(width + cond_dim, cfg.hidden)
             if cfg.fusion_norm == "layernorm":
@@ -103,6 +106,10 @@ class DeformationField(nn.Module):
                 self.fusion_norms = nn.ModuleDict(
                     {"encoding": nn.LayerNorm(width), "cond": nn.LayerNorm(cond_dim)}
                 )
+            if cfg.cond_gate:
+                # Zero: a fresh field reads its encoding alone and opens the feature branch
+                # only as far as the loss asks (the gate's gradient is not zero at zero).
+                self.cond_gate = nn.Parameter(torch.zeros(cond_dim))
             width = cfg.hidden
         else:
             self.fusion = None
@@ -136,7 +143,10 @@ class DeformationField(nn.Module):
         return self.encoding.parameters()
 
     def mlp_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters of the fusion layer (and its input norms), shared MLP and heads."""
+        """Parameters of the fusion layer (with its input norms and gate), shared MLP and
+        heads."""
+        if self.cond_gate is not None:
+            yield self.cond_gate
         for module in (self.fusion_norms, self.fusion, self.mlp, self.heads):
             if module is not None:
                 yield from module.parameters()
@@ -163,11 +173,14 @@ class DeformationField(nn.Module):
 
     def fusion_inputs(self, feat: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
         """The two inputs of the fusion layer: the encoding and conditioning features, each
-        layer-normalised when ``fusion_norm`` is ``layernorm``."""
+        layer-normalised when ``fusion_norm`` is ``layernorm``, the latter gated when
+        ``cond_gate`` is on."""
         cond = cond.to(feat.dtype)
-        if self.fusion_norms is None:
-            return feat, cond
-        return self.fusion_norms["encoding"](feat), self.fusion_norms["cond"](cond)
+        if self.fusion_norms is not None:
+            feat, cond = self.fusion_norms["encoding"](feat), self.fusion_norms["cond"](cond)
+        if self.cond_gate is not None:
+            cond = cond * self.cond_gate
+        return feat, cond
 
     def forward(
         self, means: Tensor, t: Tensor | float, cond: Tensor | None = None
