@@ -13,14 +13,17 @@ import sys
 
 #: Every command: the module that runs it and its one-line summary (``ds4d --help``).
 COMMANDS: dict[str, tuple[str, str]] = {
-    "fit": ("train", "train a 4D asset (then test it when evaluation views exist)"),
+    "fit": ("train", "train a 4D asset from a video, then test it"),
     "validate": ("train", "score a checkpoint on the validation frames"),
-    "test": ("train", "score a checkpoint on the benchmark protocol; writes metrics.json"),
+    "test": ("train", "score a checkpoint (benchmark protocol, held-out frames); metrics.json"),
     "predict": ("train", "render the evaluation views of a checkpoint to PNG files"),
     "prepare": ("prepare", "turn your own video or frames into a dataset folder"),
+    "render": ("render", "render videos of a trained run at any size, view and frame rate"),
+    "export": ("export", "write a trained run's Gaussians per frame as PLY or .splat files"),
     "synth": ("synth", "write the embedded synthetic object in a dataset layout"),
     "eval": ("evaluate", "score renders of any method against ground truth"),
     "weights": ("weights", "list the pretrained networks: found or missing, and where"),
+    "view": ("view", "look at a run in the browser: time slider, cameras, dynamic energy"),
 }
 
 

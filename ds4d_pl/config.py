@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Literal, get_args
 
+from ds4d_pl.gaussians.hull import HullConfig
+
 
 @dataclass
 class LossWeights:
@@ -222,18 +224,25 @@ class DensifyConfig:
 
 @dataclass
 class GaussianInit:
-    """Sizes of the canonical Gaussians at the start.
+    """Where the canonical Gaussians start, and their sizes.
 
-    Whether they start from random points or from points of the middle frame is an ablation
-    choice, ``model.ablation.init`` (:class:`AblationConfig`), read in one place.
+    Whether they start from a random sphere or from points of the middle frame is an ablation
+    choice, ``model.ablation.init`` (:class:`AblationConfig`); for ``points`` init, ``source``
+    says which points.
 
     Attributes:
-        num: Number of Gaussians for ``random`` init, surface samples drawn from a mesh file.
+        num: Number of Gaussians for ``random`` init, surface samples drawn from a mesh file,
+            points sampled on the visual hull.
         radius: Sphere radius for ``random`` init, and the radius a mesh file is normalised
             into.
-        path: Optional point-cloud / mesh file (PLY, OBJ, GLB) of the middle frame for
-            ``points`` init, e.g. an image-to-3D model's output; without it the scene's own
-            init points are used (the synthetic object provides them).
+        source: Points of the middle frame to start from (``points`` init): ``mesh`` (the file
+            ``path``, e.g. an image-to-3D model's output), ``hull`` (the visual hull carved from
+            the input and pseudo views' silhouettes, for a video without a mesh), ``sphere``
+            (random points, as ``random`` init), or ``auto``: ``path`` when given, else the
+            scene's own points (synthetic data, COLMAP points of a scene), else the hull.
+        hull: Settings of the visual hull (``gaussians/hull.py``).
+        path: Point-cloud / mesh file (PLY, OBJ, GLB) of the middle frame for ``source: mesh``
+            (and ``auto``).
         normalize: Recentre and rescale the file's points into a ball of ``radius``: an
             image-to-3D model's mesh comes in its own units, not the object protocol's.
         sh_degree: Spherical-harmonics degree of the colour.
@@ -242,6 +251,8 @@ class GaussianInit:
 
     num: int = 2000
     radius: float = 0.5
+    source: Literal["auto", "mesh", "hull", "sphere"] = "auto"
+    hull: HullConfig = field(default_factory=HullConfig)
     path: str | None = None
     normalize: bool = True
     sh_degree: int = 0
@@ -252,6 +263,10 @@ class GaussianInit:
             raise ValueError("GaussianInit.sh_degree must be in 0..3")
         if self.num < 1:
             raise ValueError("GaussianInit.num must be >= 1")
+        if isinstance(self.hull, dict):
+            self.hull = HullConfig(**self.hull)
+        if self.source == "mesh" and self.path is None:
+            raise ValueError("model.init.source='mesh' needs model.init.path (a mesh or points)")
 
 
 @dataclass

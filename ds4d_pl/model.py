@@ -20,6 +20,8 @@ Spec: ``tests/test_model.py``.
 
 from __future__ import annotations
 
+import dataclasses
+import warnings
 from pathlib import Path
 
 import torch
@@ -32,6 +34,7 @@ from ds4d_pl.config import AblationConfig, ConditioningConfig, FieldConfig, Gaus
 from ds4d_pl.data.types import Scene4D, ViewSet
 from ds4d_pl.fields import build_field
 from ds4d_pl.gaussians.canonical import CanonicalGaussians
+from ds4d_pl.gaussians.hull import hull_points_from_views
 from ds4d_pl.render import build_renderer
 from ds4d_pl.render.base import GaussianParams, RenderOutput
 
@@ -84,6 +87,10 @@ class DS4DModel(nn.Module):
         self._last_deformed: tuple[int, Tensor] | None = None
         #: ``(V, N)`` TSSF view weights of the last conditioned forward (for logging).
         self.last_fusion_weights: Tensor | None = None
+        #: Which points the Gaussians started from (``sphere``, ``mesh:<path>``,
+        #: ``scene_points``, ``hull``); ``None`` until :meth:`initialise` (and after loading a
+        #: checkpoint, which restores it from the checkpoint).
+        self.init_record: str | None = None
 
     # ------------------------------------------------------------------ set-up
     @property
@@ -98,18 +105,20 @@ class DS4DModel(nn.Module):
     def initialise(self, scene: Scene4D, generator: torch.Generator) -> None:
         """Place the canonical Gaussians for ``scene`` and fit the field's box to them.
 
-        ``random`` init samples a sphere; ``points`` init takes ``model.init.path`` (a mesh or
-        point cloud) when given, else the scene's own points of the middle frame.
+        ``random`` init (ablation row A) samples a sphere. ``points`` init takes the points
+        ``model.init.source`` names (see :class:`~ds4d_pl.config.GaussianInit`); which ones were
+        used is :attr:`init_record`.
 
         Raises:
-            ValueError: ``points`` init without a file and without scene points.
+            ValueError: A source that cannot be used for this scene or ablation row.
         """
         cfg = self.init_cfg
-        if self.init_source == "random":
+        source = self._resolve_source(scene)
+        if source == "sphere":
             gaussians = CanonicalGaussians.random_in_sphere(
                 cfg.num, cfg.radius, cfg.sh_degree, cfg.init_opacity, generator=generator
             )
-        elif cfg.path is not None:
+        elif source == "mesh":
             gaussians = CanonicalGaussians.from_file(
                 cfg.path,
                 cfg.num,
@@ -118,18 +127,56 @@ class DS4DModel(nn.Module):
                 normalize_radius=cfg.radius if cfg.normalize else None,
                 generator=generator,
             )
-        elif scene.init_points is not None:
+        elif source == "scene_points":
             gaussians = CanonicalGaussians.from_points(
                 scene.init_points, scene.init_colors, cfg.sh_degree, cfg.init_opacity
             )
         else:
-            raise ValueError(
-                f"model.ablation.init='points' but scene {scene.name!r} has no init points and "
-                "model.init.path is not set; give a point cloud or mesh file"
+            seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+            hull_cfg = dataclasses.replace(cfg.hull, num_points=cfg.num, seed=seed)
+            points, colors = hull_points_from_views(
+                scene.train, None, hull_cfg, num_input_views=scene.num_input_views
             )
+            gaussians = CanonicalGaussians.from_points(
+                points, colors, cfg.sh_degree, cfg.init_opacity
+            )
+        self.init_record = f"mesh:{cfg.path}" if source == "mesh" else source
         self.gaussians = gaussians.to(self.extent.device)
         self.extent.fill_(max(float(self.gaussians.extent()), 1e-3))
         self.field.set_bounds(self.gaussians.means.detach())
+
+    def _resolve_source(self, scene: Scene4D) -> str:
+        """``sphere``, ``mesh``, ``scene_points`` or ``hull`` for this scene."""
+        source = self.init_cfg.source
+        if self.init_source == "random":
+            if source not in ("auto", "sphere"):
+                raise ValueError(
+                    f"model.ablation.init='random' starts from a sphere; model.init.source="
+                    f"{source!r} needs model.ablation.init='points'"
+                )
+            return "sphere"
+        if source == "auto":
+            if self.init_cfg.path is not None:
+                return "mesh"
+            if scene.init_points is not None:
+                return "scene_points"
+            if scene.train.num_views < 2 or scene.train.per_frame_cameras:
+                # One view, or one view per instant, carves no hull (a cone, not an object).
+                warnings.warn(
+                    f"model.init.source='auto': scene {scene.name!r} has no mesh, no points and "
+                    "a single view of each instant, so no visual hull can be carved; starting "
+                    "from a random sphere (give model.init.path for a better start)",
+                    stacklevel=2,
+                )
+                return "sphere"
+            source = "hull"
+        if source == "hull" and scene.train.per_frame_cameras:
+            raise ValueError(
+                f"model.init.source='hull': scene {scene.name!r} is seen by a moving camera "
+                "(one view per instant), which cannot carve a visual hull; give "
+                "model.init.path (e.g. COLMAP points) or use model.init.source='sphere'"
+            )
+        return source
 
     @property
     def needs_features(self) -> bool:

@@ -37,12 +37,25 @@ from ds4d_pl.config import (
     OptimConfig,
     StageSchedule,
 )
+from ds4d_pl.data.datamodule import SPLITS
 from ds4d_pl.data.sampler import FrameSampler, step_generator
 from ds4d_pl.data.types import FrameBatch, composite
 from ds4d_pl.gaussians.densify import DensifyStrategy
 from ds4d_pl.logging import fusion_statistics
 from ds4d_pl.losses import PseudoViewLoss, photometric_terms, scale_ratio_term, weigh
-from ds4d_pl.metrics.protocol import BenchmarkConfig, score_model, write_report
+from ds4d_pl.metrics.noref import (
+    flicker_scores,
+    novel_view_clip,
+    real_view_lpips,
+    unavailable_metrics,
+)
+from ds4d_pl.metrics.protocol import (
+    NO_EVAL_VIEWS,
+    BenchmarkConfig,
+    score_model,
+    unavailable_protocol,
+    write_report,
+)
 from ds4d_pl.metrics.stage import StageMetrics
 from ds4d_pl.model import DS4DModel
 from ds4d_pl.optim import build_optimizer, check_table, group_table, set_learning_rates
@@ -142,7 +155,9 @@ class DS4DSystem(pl.LightningModule):
             background=tuple(background),
             deformable=self.schedule.fine_steps > 0,
         )
-        self.metrics = nn.ModuleDict({"val": StageMetrics(), "test": StageMetrics()})
+        self.metrics = nn.ModuleDict(
+            {f"{stage}_{split}": StageMetrics() for stage in ("val", "test") for split in SPLITS}
+        )
         # The frozen Zero123 is loaded in setup() when loss.sds > 0; outside the module tree
         # (never checkpointed, never handed to the optimiser or DDP).
         self._sds: list[Zero123SDS] = []
@@ -187,6 +202,16 @@ class DS4DSystem(pl.LightningModule):
         if self.model.needs_features:
             # Under DDP every rank encodes the same frames; the cache file is written atomically.
             self.model.prepare_conditioning(self.scene.train, feature_cache_dir(self.cond_cfg))
+        if stage in ("fit", "test"):
+            # A weights path given for a benchmark network must exist: fail now, not after
+            # hours of training; and say in one line what this scene cannot be scored on.
+            self.benchmark_cfg.check_weights()
+            missing = unavailable_metrics(self.scene, self.benchmark_cfg)
+            rank_zero_info(
+                "ds4d: unavailable metrics: " + "; ".join(missing)
+                if missing
+                else "ds4d: every metric is available"
+            )
         if stage == "fit" and self.loss_cfg.sds > 0 and not self._sds:
             # Fails here, before any step, when the weights are missing (MissingWeightsError).
             guidance = Zero123Guidance.from_pretrained(self.sds_cfg, device=self.device)
@@ -442,43 +467,66 @@ class DS4DSystem(pl.LightningModule):
 
     # ------------------------------------------------------------- evaluation
     def _evaluate(self, batch: dict, stage: str) -> None:
-        views = self.scene.eval
+        split = batch["split"]
+        views = self.trainer.datamodule.split_views(split)
         with torch.no_grad():
             out = self.render(views.cameras_at(int(batch["frame"])), batch["time"])
         target = composite(batch["rgb"], batch["alpha"], self.model.background)
-        self.metrics[stage].update(out.rgb.clamp(0.0, 1.0), target, batch["dyn_mask"])
+        self.metrics[f"{stage}_{split}"].update(
+            out.rgb.clamp(0.0, 1.0), target, batch["dyn_mask"], batch["alpha"] > 0.5
+        )
 
     def _finish(self, stage: str) -> dict[str, float]:
-        values = self.metrics[stage].compute_and_reset()
+        """Log and return the stage's values: ``psnr`` etc. for the evaluation views (the keys
+        runs have always logged) and ``<split>/psnr`` etc. for the other splits."""
+        values = {}
+        for split in self.trainer.datamodule.splits(stage):
+            for key, value in self.metrics[f"{stage}_{split}"].compute_and_reset().items():
+                values[key if split == "eval" else f"{split}/{key}"] = value
         # The metrics are already gathered over ranks by torchmetrics, so every rank holds the
         # same values; averaging them again only silences Lightning's DDP warning.
         self.log_dict({f"{stage}/{k}": v for k, v in values.items()}, batch_size=1, sync_dist=True)
         return values
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluate(batch, "val")
 
     def on_validation_epoch_end(self) -> None:
         self._finish("val")
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> None:
         self._evaluate(batch, "test")
 
     def on_test_epoch_end(self) -> None:
-        self._finish("test")
-        if self.trainer.is_global_zero:
+        values = self._finish("test")
+        if not self.trainer.is_global_zero:
+            return
+        scene = self.scene
+        if scene.eval is not None:
             results = score_model(
                 self.render,
-                self.scene.eval,
+                scene.eval,
                 self.benchmark_cfg,
                 self.model.background,
-                self.scene.name,
+                scene.name,
                 device=self.device,
             )
-            results["num_gaussians"] = self.model.gaussians.num_gaussians
-            results["num_frames"] = self.scene.eval.num_frames
-            results["num_views"] = self.scene.eval.num_views
-            write_report(self.trainer.default_root_dir, results, title=self.scene.name)
+            results["num_frames"] = scene.eval.num_frames
+            results["num_views"] = scene.eval.num_views
+        else:
+            results = unavailable_protocol(NO_EVAL_VIEWS.format(name=scene.name))
+        results.update({k: v for k, v in values.items() if "/" in k})
+        bg, dm = self.model.background, self.trainer.datamodule
+        for split in ("holdout", "input"):
+            if split in dm.splits("test"):
+                views = dm.split_views(split)
+                cfg = self.benchmark_cfg
+                results.update(real_view_lpips(self.render, views, cfg, bg, split, self.device))
+        results.update(flicker_scores(self.render, scene, bg))
+        results.update(novel_view_clip(self.render, scene, self.benchmark_cfg, bg, self.device))
+        results["num_gaussians"] = self.model.gaussians.num_gaussians
+        results["init_source"] = self.model.init_record
+        write_report(self.trainer.default_root_dir, results, title=scene.name)
 
     def predict_step(self, batch: dict, batch_idx: int) -> tuple[int, Tensor]:
         """Every evaluation view at one frame as straight RGBA (written by
@@ -495,6 +543,7 @@ class DS4DSystem(pl.LightningModule):
             "densify_totals": dict(self._densify_totals),
             "visibility_depth": self.model.visibility,
             "renderer": self.model.renderer.name,
+            "init_source": self.model.init_record,
             "scene": self.scene.name if self.scene else None,
             "configs": {
                 "init": asdict(self.init_cfg),
@@ -513,3 +562,4 @@ class DS4DSystem(pl.LightningModule):
             self.strategy.load_state_dict(checkpoint["densify_state"])
         self._densify_totals.update(checkpoint.get("ds4d", {}).get("densify_totals", {}))
         self.model.visibility = checkpoint.get("ds4d", {}).get("visibility_depth")
+        self.model.init_record = checkpoint.get("ds4d", {}).get("init_source")

@@ -63,7 +63,7 @@ def no_weights(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     """No pretrained weights anywhere: an empty ``DS4D_WEIGHTS_DIR`` (``tmp_path/weights``), an
     empty torch hub cache and no Hugging Face cache, so nothing is found by accident on a
     machine that has real weights. Returns ``tmp_path``."""
-    from ds4d_pl.metrics import weights
+    from ds4d_pl import weights
 
     (tmp_path / "weights").mkdir()
     monkeypatch.setenv("DS4D_WEIGHTS_DIR", str(tmp_path / "weights"))

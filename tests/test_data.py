@@ -117,11 +117,14 @@ def test_datamodule_serves_eval_frames_with_dynamic_masks() -> None:
         synthetic=SyntheticConfig(num_frames=4, resolution=16, eval_resolution=16), val_frames=2
     )
     dm.setup("fit")
-    val = list(dm.val_dataloader())
+    assert dm.splits("val") == ["eval"] and dm.splits("test") == ["eval", "input"]
+    (val_loader,) = dm.val_dataloader()
+    val = list(val_loader)
     assert [b["frame"] for b in val] == [0, 3]
     item = val[0]
     assert item["rgb"].shape == (4, 16, 16, 3) and item["dyn_mask"].dtype == torch.bool
-    assert len(list(dm.test_dataloader())) == 4
+    eval_loader, input_loader = dm.test_dataloader()
+    assert len(list(eval_loader)) == 4 and len(list(input_loader)) == 4
     steps = iter(dm.train_dataloader())
     assert [next(steps) for _ in range(3)] == [0, 1, 2]
 

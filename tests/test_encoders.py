@@ -24,6 +24,7 @@ from ds4d_pl.cameras import orbit_cameras
 from ds4d_pl.conditioning.encoders import (
     EFFICIENTNET_STAGES,
     ENCODERS,
+    BadWeightsError,
     Dinov2Encoder,
     EfficientNetLite0,
     EfficientNetLite0Encoder,
@@ -356,6 +357,24 @@ def test_dinov2_missing_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert str(tmp_path / "weights" / "dinov2-small") in message
     with pytest.raises(MissingWeightsError, match=str(tmp_path / "absent")):
         Dinov2Encoder(weights=str(tmp_path / "absent"))
+
+
+def test_dinov2_directory_holding_none_of_its_parameters_is_refused(
+    tiny_dinov2: Path, tmp_path: Path
+) -> None:
+    """The issue: such a directory loaded with every key "newly initialized" and the run went
+    on with random features."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    broken = Path(shutil.copytree(tiny_dinov2, tmp_path / "dinov2-small"))
+    save_file({"unrelated.weight": torch.zeros(2, 2)}, str(broken / "model.safetensors"))
+    with pytest.raises(BadWeightsError, match="holds none of the") as info:
+        Dinov2Encoder(weights=str(broken), input_size=28)
+    assert str(broken / "model.safetensors") in str(info.value)
+    with pytest.raises(ValueError, match="unknown DINOv2 variant 'dinov3-small'"):
+        Dinov2Encoder(variant="dinov3-small")
 
 
 def test_dinov2_from_hf_cache(

@@ -22,7 +22,7 @@ from ds4d_pl.metrics.fid_vid import FIDVID, split_clips
 from ds4d_pl.metrics.fvd import frechet_distance
 from ds4d_pl.metrics.inception import InceptionV3
 from ds4d_pl.metrics.r3d import R3D50
-from ds4d_pl.metrics.weights import MissingWeightsError, load_strict, sha256_file
+from ds4d_pl.weights import MissingWeightsError, load_strict, sha256_file
 
 SIZE = 32
 NOISE = (0.03, 0.1, 0.3)
@@ -242,6 +242,25 @@ def test_frame_fid_averages_per_frame_fids_over_clips(inception: InceptionV3) ->
     assert metric.last_num_clips == 3
     with pytest.raises(ValueError, match="same feature shape"):
         metric.update(a[:, :2], b[:, :2], features=True)
+
+
+def test_pooling_is_per_frame_index_across_all_clips_and_counts_every_sample(
+    inception: InceptionV3,
+) -> None:
+    """What frame_fid pools: the t-th frames of every clip; each clip is a sample, so listing
+    clips twice changes the value (the protocol therefore refuses duplicates)."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(4, 3, 6, generator=g), torch.randn(4, 3, 6, generator=g) + 0.3
+    metric = FIDVID(inception, "frame_fid")
+    assert (metric.num_clips(), metric.num_frames()) == (0, None)
+    metric.update(a, b, features=True)
+    once = float(metric.compute())
+    assert (metric.num_clips(), metric.num_frames()) == (4, 3)
+    expected = sum(frechet_distance(a[:, t], b[:, t]) for t in range(3)) / 3
+    assert once == pytest.approx(expected, rel=1e-6)
+    metric.update(a, b, features=True)
+    twice = float(metric.compute())
+    assert metric.num_clips() == 8 and abs(twice - once) > 1e-3 * once
 
 
 @pytest.mark.parametrize("n", [3, 6])

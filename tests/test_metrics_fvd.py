@@ -25,7 +25,7 @@ from ds4d_pl.metrics.fvd import (
     preprocess_clip,
 )
 from ds4d_pl.metrics.i3d import InceptionI3d, same_padding
-from ds4d_pl.metrics.weights import MissingWeightsError, load_strict, sha256_file
+from ds4d_pl.weights import MissingWeightsError, load_strict, sha256_file
 
 T, SIZE = 2, 32
 

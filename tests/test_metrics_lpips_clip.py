@@ -3,6 +3,7 @@ properties on random-init networks, missing-weights errors, and DDP-style state 
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from ds4d_pl.metrics.clip import (
     load_clip_vision,
 )
 from ds4d_pl.metrics.lpips import LPIPS, LPIPSHeads, LPIPSNet, VGG16Features
-from ds4d_pl.metrics.weights import MissingWeightsError, load_strict, sha256_file
+from ds4d_pl.weights import BadWeightsError, MissingWeightsError, load_strict, sha256_file
 
 # ---------------------------------------------------------------- fixtures
 
@@ -133,15 +134,15 @@ def test_vgg_checkpoint_with_a_missing_or_extra_features_key_fails_naming_it(
     state = torch.load(lpips_files["vgg16"], weights_only=True)
     missing = {k: v for k, v in state.items() if k != "features.28.bias"}
     torch.save(missing, tmp_path / "missing.pth")
-    with pytest.raises(ValueError, match=r"missing\.pth.*missing \['features\.28\.bias'\]"):
+    with pytest.raises(BadWeightsError, match=r"missing\.pth.*missing \['features\.28\.bias'\]"):
         VGG16Features().load_checkpoint(tmp_path / "missing.pth")
     extra = {**state, "features.31.weight": torch.zeros(1)}
     torch.save(extra, tmp_path / "extra.pth")
-    with pytest.raises(ValueError, match=r"unexpected \['features\.31\.weight'\]"):
+    with pytest.raises(BadWeightsError, match=r"unexpected \['features\.31\.weight'\]"):
         VGG16Features().load_checkpoint(tmp_path / "extra.pth")
     wrong = {**state, "features.0.bias": torch.zeros(3)}
     torch.save(wrong, tmp_path / "wrong.pth")
-    with pytest.raises(ValueError, match=r"shape mismatch \['features\.0\.bias'\]"):
+    with pytest.raises(BadWeightsError, match=r"shape mismatch \['features\.0\.bias'\]"):
         VGG16Features().load_checkpoint(tmp_path / "wrong.pth")
 
 
@@ -153,10 +154,10 @@ def test_heads_round_trip_and_reject_missing_or_extra_keys(
     assert torch.equal(heads.lin3.model[1].weight, lpips_net.heads.lin3.model[1].weight)
     state = torch.load(lpips_files["lpips_vgg"], weights_only=True)
     torch.save({k: v for k, v in state.items() if not k.startswith("lin4")}, tmp_path / "m.pth")
-    with pytest.raises(ValueError, match=r"missing \['lin4\.model\.1\.weight'\]"):
+    with pytest.raises(BadWeightsError, match=r"missing \['lin4\.model\.1\.weight'\]"):
         load_strict(LPIPSHeads(), tmp_path / "m.pth")
     torch.save({**state, "lin5.model.1.weight": torch.ones(1, 8, 1, 1)}, tmp_path / "x.pth")
-    with pytest.raises(ValueError, match=r"unexpected \['lin5\.model\.1\.weight'\]"):
+    with pytest.raises(BadWeightsError, match=r"unexpected \['lin5\.model\.1\.weight'\]"):
         load_strict(LPIPSHeads(), tmp_path / "x.pth")
 
 
@@ -207,15 +208,76 @@ def test_clip_preprocess_resizes_shortest_side_crops_centre_and_normalises() -> 
     x = torch.rand(2, 3, 48, 96)
     out = clip_preprocess(x, size=32)
     assert out.shape == (2, 3, 32, 32)
-    # An image already at the model size is only normalised.
+    # An image already at the model size is only quantised to 8 bits and normalised.
     y = torch.rand(1, 3, 32, 32)
     mean = torch.tensor(OPENAI_CLIP_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(OPENAI_CLIP_STD).view(1, 3, 1, 1)
-    torch.testing.assert_close(clip_preprocess(y, size=32), (y - mean) / std)
+    y8 = (y * 255).round() / 255
+    torch.testing.assert_close(clip_preprocess(y, size=32), (y8 - mean) / std)
     # Centre crop: a wide image keeps its middle columns.
     z = torch.zeros(1, 3, 32, 64)
     z[..., 16:48] = 1.0
     assert torch.allclose(clip_preprocess(z, 32, (0, 0, 0), (1, 1, 1)), torch.ones(1, 3, 32, 32))
+    with pytest.raises(ValueError, match=r"\(B, 3, H, W\)"):
+        clip_preprocess(torch.rand(1, 32, 32, 3))
+
+
+def _real_looking(seed: int, h: int, w: int) -> torch.Tensor:
+    """An object-like render: smooth shaded discs with hard edges and fine texture on white."""
+    g = torch.Generator().manual_seed(seed)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    img = torch.ones(3, h, w)
+    for _ in range(12):
+        cy, cx, r = torch.rand(3, generator=g) * torch.tensor([1.0, 1.0, 0.3])
+        colour = torch.rand(3, 1, 1, generator=g)
+        inside = ((yy - cy) ** 2 + (xx - cx) ** 2) < r**2
+        shade = 0.6 + 0.4 * torch.cos(20 * xx + 13 * yy)  # texture finer than the 224 grid
+        img = torch.where(inside, (colour * shade).clamp(0, 1), img)
+    return img[None]
+
+
+@pytest.mark.parametrize(
+    ("kind", "h", "w"),
+    [("random", 100, 150), ("random", 512, 512), ("render", 512, 512), ("render", 300, 480)],
+)
+def test_clip_preprocess_is_the_reference_processor_bit_for_bit(kind: str, h: int, w: int) -> None:
+    """Equal to transformers' CLIPImageProcessor (PIL backend) run on the 8-bit PNG of the
+    image, as the reference evaluation does; a float torch resize differed by up to 0.038."""
+    from PIL import Image
+
+    from ds4d_pl.data.io import write_rgb
+    from ds4d_pl.metrics.clip import _pil_processor_class
+
+    x = (
+        torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(h))
+        if kind == "random"
+        else _real_looking(w, h, w)
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        write_rgb(Path(tmp) / "frame.png", x[0].permute(1, 2, 0))
+        with Image.open(Path(tmp) / "frame.png") as png:
+            reference = _pil_processor_class()()(images=png.convert("RGB"), return_tensors="np")
+    ours = clip_preprocess(x)
+    assert ours.shape == (1, 3, 224, 224)
+    assert torch.equal(ours, torch.from_numpy(reference["pixel_values"]))
+
+
+def test_clip_processor_follows_the_model_directory_config(tmp_path: Path) -> None:
+    from ds4d_pl.metrics.clip import clip_processor
+
+    (tmp_path / "preprocessor_config.json").write_text(
+        '{"crop_size": {"height": 32, "width": 32}, "size": {"shortest_edge": 40}, '
+        '"image_mean": [0.5, 0.5, 0.5], "image_std": [0.5, 0.5, 0.5]}'
+    )
+    proc = clip_processor(tmp_path)
+    out = clip_preprocess(torch.full((1, 3, 64, 80), 0.75), processor=proc)
+    assert out.shape == (1, 3, 32, 32)
+    torch.testing.assert_close(out, torch.full_like(out, (191 / 255 - 0.5) / 0.5))
+    (tmp_path / "preprocessor_config.json").write_text("{size: 3")
+    with pytest.raises(
+        BadWeightsError, match="preprocessor_config.json: the preprocessor config is not valid JSON"
+    ):
+        clip_processor(tmp_path)
 
 
 def test_clip_round_trip_records_checksum_and_reads_the_preprocessor_config(
@@ -223,7 +285,8 @@ def test_clip_round_trip_records_checksum_and_reads_the_preprocessor_config(
 ) -> None:
     clip_model.save_pretrained(tmp_path / "clip")
     (tmp_path / "clip" / "preprocessor_config.json").write_text(
-        '{"image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25]}'
+        '{"image_mean": [0.5, 0.5, 0.5], "image_std": [0.25, 0.25, 0.25], '
+        '"size": {"shortest_edge": 64}, "crop_size": {"height": 64, "width": 64}}'
     )
     metric = CLIPSimilarity.from_pretrained(tmp_path / "clip")
     assert metric.weights_sha256 == {
@@ -251,7 +314,7 @@ def test_clip_checkpoint_with_missing_or_extra_key_fails_naming_it(
         d.mkdir()
         (d / "config.json").write_text((tmp_path / "ok" / "config.json").read_text())
         save_file(bad, d / "model.safetensors", metadata={"format": "pt"})
-        with pytest.raises(ValueError, match=pattern):
+        with pytest.raises(BadWeightsError, match=pattern):
             load_clip_vision(d)
 
 

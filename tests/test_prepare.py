@@ -170,3 +170,41 @@ def test_prepare_cli_segments_and_writes_zero123pp_views_the_reader_loads(tmp_pa
         16,
         4,
     )
+
+
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["0.png", "1.png", "2.png"],
+        ["0001.png", "0002.png", "0003.png"],
+        ["f_07.JPG", "f_08.JPG", "f_09.JPG"],
+    ],
+)
+def test_frame_folders_as_users_have_them(tmp_path: Path, names: list[str]) -> None:
+    """ffmpeg numbers from 1 (``%04d``), cameras add prefixes: any start, one prefix, no gaps."""
+    from ds4d_pl.data.prepare import user_frames
+
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "notes.txt").write_text("not a frame")
+    assert [p.name for p in user_frames(tmp_path)] == names
+
+
+@pytest.mark.parametrize(
+    ("names", "match"),
+    [
+        (["1.png", "3.png"], r"skip \[2\]"),
+        (["1.png", "01.png"], "both frame 1"),
+        (["a1.png", "b2.png"], "several numbered sequences"),
+        (["readme.md"], "no frames named like"),
+    ],
+)
+def test_frame_folders_that_are_ambiguous_are_refused(
+    tmp_path: Path, names: list[str], match: str
+) -> None:
+    from ds4d_pl.data.prepare import user_frames
+
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        user_frames(tmp_path)

@@ -28,7 +28,6 @@ from ds4d_pl.cameras import orbit_cameras
 from ds4d_pl.cli import main
 from ds4d_pl.data.types import ViewSet
 from ds4d_pl.gaussians.canonical import CanonicalGaussians
-from ds4d_pl.metrics.weights import MissingWeightsError
 from ds4d_pl.priors.sds import (
     SDSConfig,
     Zero123Condition,
@@ -41,6 +40,7 @@ from ds4d_pl.priors.sds import (
 )
 from ds4d_pl.priors.tiny import write_tiny_zero123
 from ds4d_pl.render import build_renderer
+from ds4d_pl.weights import BadWeightsError, MissingWeightsError
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +115,8 @@ def test_nonsense_settings_fail_at_construction(kwargs: dict) -> None:
 
 
 # ---------------------------------------------------------------------------- loading errors
-def test_missing_path_or_directory_names_what_to_get(tmp_path: Path) -> None:
-    with pytest.raises(MissingWeightsError, match="model.sds.path is not set.*zero123"):
+def test_missing_path_or_directory_names_what_to_get(no_weights: Path, tmp_path: Path) -> None:
+    with pytest.raises(MissingWeightsError, match="(?s)model.sds.path is not set.*zero123-xl"):
         check_zero123_dir(None)
     with pytest.raises(MissingWeightsError, match=r"nowhere.*does not exist.*zero123-xl"):
         check_zero123_dir(tmp_path / "nowhere")
@@ -360,5 +360,13 @@ def test_weights_missing_parameters_are_refused_not_filled_with_noise(
     state = load_file(str(weights))
     state.pop(next(k for k in state if k.startswith("conv_in")))
     save_file(state, str(weights))
-    with pytest.raises(MissingWeightsError, match=r"unet: Zero123 component failed.*conv_in"):
+    named = r"unet/diffusion_pytorch_model\.safetensors: .*missing \['conv_in"
+    with pytest.raises(BadWeightsError, match=named):
         Zero123Guidance.from_pretrained(SDSConfig(path=str(broken)))
+
+
+def test_without_a_path_the_directory_is_found_in_the_weights_dir(
+    no_weights: Path, zero123_dir: Path
+) -> None:
+    shutil.copytree(zero123_dir, no_weights / "weights" / "zero123-xl-diffusers")
+    assert check_zero123_dir(None) == no_weights / "weights" / "zero123-xl-diffusers"

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from ds4d_pl.data.segment import SegmenterConfig, load_segmenter
-from ds4d_pl.metrics.weights import MissingWeightsError
+from ds4d_pl.weights import BadWeightsError, MissingWeightsError
 
 
 class DarkIsForeground(nn.Module):
@@ -73,7 +73,7 @@ def test_missing_or_wrong_file_is_named(tmp_path: Path) -> None:
         load_segmenter(tmp_path / "nothere.pt")
     bad = tmp_path / "weights.pt"
     torch.save({"w": torch.zeros(1)}, bad)
-    with pytest.raises(ValueError, match=r"weights\.pt: not a TorchScript model"):
+    with pytest.raises(BadWeightsError, match=r"weights\.pt: not a TorchScript model"):
         load_segmenter(bad)
     with pytest.raises(ValueError, match="normalize"):
         SegmenterConfig(normalize="clip")

@@ -18,7 +18,6 @@ import torch
 from ds4d_pl.cameras import ZERO123PP_V11_POSES, ZERO123PP_V12_POSES, zero123pp_cameras
 from ds4d_pl.data.alpha import background_alpha
 from ds4d_pl.data.parsers.multiview_sequence import load_multiview_sequence
-from ds4d_pl.metrics.weights import MissingWeightsError
 from ds4d_pl.priors.tiny import write_tiny_zero123pp
 from ds4d_pl.priors.zero123pp import (
     Zero123pp,
@@ -27,6 +26,7 @@ from ds4d_pl.priors.zero123pp import (
     load_zero123pp,
     split_grid,
 )
+from ds4d_pl.weights import BadWeightsError, MissingWeightsError, WeightsError
 
 R = 16  # side of each tiny view; the sampled grid is 32 wide, 48 tall
 
@@ -191,8 +191,11 @@ def test_missing_or_incomplete_directory_names_the_part_and_the_source(
     elif damage != "nodir":
         target = d / damage
         shutil.rmtree(target) if target.is_dir() else target.unlink()
-    with pytest.raises(MissingWeightsError) as err:
+    with pytest.raises(WeightsError) as err:
         load_zero123pp(d, Zero123ppConfig(resolution=R, version="v1.2"))
+    # A damaged file is "bad weights", an absent part "missing weights".
+    kind = BadWeightsError if damage == "truncated" else MissingWeightsError
+    assert isinstance(err.value, kind)
     msg = str(err.value)
     assert str(d) in msg and named in msg
     assert "huggingface.co/sudo-ai/zero123plus-v1.2" in msg

@@ -7,7 +7,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
-from ds4d_pl.cameras import NAMED_VIEWS, orbit_cameras, turntable_cameras
+from ds4d_pl.export.assets import OrbitSettings, render_orbit_videos, render_view_videos
 from ds4d_pl.export.video import write_video
 
 
@@ -64,35 +64,15 @@ class RenderVideos(pl.Callback):
             if hasattr(trainer.logger, "log_video"):
                 trainer.logger.log_video(f"renders/{name}", [str(path)])
 
-    @torch.no_grad()
     def render(self, pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:
         """Render every video as ``(T, H, W, 3)`` tensors, keyed by name."""
         videos: dict[str, torch.Tensor] = {}
+        model, scene = pl_module.model, pl_module.scene
         if self.orbit:
-            videos.update(self._orbit(pl_module))
-        ev = pl_module.scene.eval
-        if self.eval_views and ev is not None:
-            for k in range(ev.num_views):
-                videos[f"eval_{k}"] = torch.cat(
-                    [
-                        pl_module.render(ev.cameras_at(f)[k], ev.times[f]).rgb.cpu()
-                        for f in range(ev.num_frames)
-                    ]
-                )
-        return {k: v.clamp(0.0, 1.0) for k, v in videos.items()}
-
-    def _orbit(self, pl_module: pl.LightningModule) -> dict[str, torch.Tensor]:
-        res = self.resolution
-        times = pl_module.scene.train.times
-        n = max(self.turntable_frames, len(times))
-        cams = turntable_cameras(n, res, res, self.elevation, radius=self.radius)
-        orbit_times = torch.linspace(0.0, 1.0, n)
-        videos = {
-            "turntable": torch.cat(
-                [pl_module.render(cams[i], orbit_times[i]).rgb.cpu() for i in range(n)]
+            settings = OrbitSettings(
+                self.resolution, self.turntable_frames, self.elevation, self.radius
             )
-        }
-        for name, azimuth in NAMED_VIEWS.items():
-            cam = orbit_cameras([self.elevation], [azimuth], res, res, radius=self.radius)
-            videos[name] = torch.cat([pl_module.render(cam, t).rgb.cpu() for t in times])
+            videos.update(render_orbit_videos(model, scene.train.times, settings))
+        if self.eval_views and scene.eval is not None:
+            videos.update(render_view_videos(model, scene.eval))
         return videos

@@ -37,6 +37,7 @@ def run_info(pl_module: pl.LightningModule) -> dict:
     model, scene = pl_module.model, pl_module.scene
     return {
         "ablation": asdict(pl_module.ablation),
+        "init_source": model.init_record,
         "renderer": model.renderer.name,
         "encoder": encoder_record(model.encoder) if model.encoder is not None else None,
         "scene": scene.name,

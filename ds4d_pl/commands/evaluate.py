@@ -3,19 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
 def main(argv: list[str]) -> int:
-    """``ds4d eval``: score renders in the eval_gt layout against ground truth."""
+    """``ds4d eval``: score renders in the eval_gt layout against ground truth.
+
+    Returns 0 on success and 2 on bad input (layout, frame counts, sizes, weights paths or
+    files), after printing one line-wrapped message that names the file or folder at fault.
+    """
     from ds4d_pl.metrics.evaluate import evaluate_dirs
     from ds4d_pl.metrics.protocol import BenchmarkConfig, write_report
+    from ds4d_pl.weights import REGISTRY, WeightsError
 
     p = argparse.ArgumentParser(
         prog="ds4d eval",
         description="Score any method's renders laid out like Consistent4D's eval_gt "
         "(DIR/<obj>/eval_{k}/{t}.png) against the ground truth, with the same metrics as "
-        "ds4d test. Writes metrics.json and metrics.md to --out.",
+        "ds4d test. Writes metrics.json and metrics.md to --out. Exit status 2 on bad input.",
     )
     p.add_argument("--pred", required=True, help="predicted renders: <obj>/eval_{k}/{t}.png")
     p.add_argument("--gt", required=True, help="ground truth in the same layout (eval_gt)")
@@ -25,27 +31,42 @@ def main(argv: list[str]) -> int:
     p.add_argument("--fvd_mode", default="consistent4d", choices=["consistent4d", "set"])
     p.add_argument("--fid_vid_variant", default="frame_fid", choices=["frame_fid", "r3d50"])
     p.add_argument(
+        "--scene_protocol",
+        default="standard",
+        choices=["standard", "4dgs"],
+        help="PSNR/SSIM/LPIPS as usual, or exactly as 4D-GS's metrics.py computes them",
+    )
+    p.add_argument(
         "--weights",
         action="append",
         default=[],
         metavar="NAME=PATH",
-        help="explicit weights path of a network (see ds4d weights), repeatable",
+        help="explicit weights path of a network (see ds4d weights), repeatable; a path given "
+        "here must exist (it is never reported as n/a)",
     )
     p.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
     explicit = {}
     for item in a.weights:
-        if "=" not in item:
+        name, sep, path = item.partition("=")
+        if not sep or not path:
             p.error(f"--weights expects NAME=PATH, got {item!r}")
-        name, path = item.split("=", 1)
+        if name not in REGISTRY:
+            p.error(f"--weights: unknown network {name!r}; known: {', '.join(REGISTRY)}")
         explicit[name] = path
-    cfg = BenchmarkConfig(
-        fvd_mode=a.fvd_mode,
-        fid_vid_variant=a.fid_vid_variant,
-        resolution=a.resolution,
-        weights=explicit,
-    )
-    results = evaluate_dirs(a.pred, a.gt, cfg, objects=a.objects, device=a.device)
+    try:
+        cfg = BenchmarkConfig(
+            fvd_mode=a.fvd_mode,
+            fid_vid_variant=a.fid_vid_variant,
+            resolution=a.resolution,
+            weights=explicit,
+            scene_protocol=a.scene_protocol,
+        )
+        results = evaluate_dirs(a.pred, a.gt, cfg, objects=a.objects, device=a.device)
+    except (OSError, ValueError, WeightsError) as err:
+        # Bad input, not a bug: one message naming the path at fault, no traceback.
+        print(f"ds4d eval: error: {err}", file=sys.stderr)
+        return 2
     out = Path(a.out or a.pred)
     write_report(out, results, title=f"ds4d eval: {a.pred}")
     print((out / "metrics.md").read_text())

@@ -71,7 +71,8 @@ class DS4DCLI(LightningCLI):
             "--test_after_fit",
             type=bool,
             default=True,
-            help="After fit, evaluate on the evaluation views and write metrics.json.",
+            help="After fit, evaluate (evaluation views when the dataset has them, held-out and "
+            "training frames, no-reference scores) and write metrics.json.",
         )
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults(
@@ -146,8 +147,9 @@ class DS4DCLI(LightningCLI):
         if self.datamodule.scene is None:
             # ddp_spawn: the scene was loaded in the worker processes, not in this one.
             self.datamodule.setup("test")
-        scene = self.datamodule.scene
-        if cfg.get("test_after_fit") and not self.trainer.interrupted and scene.eval is not None:
+        # Every scene can be tested: without evaluation views (a user's own video) the report
+        # holds the held-out frames, the input reconstruction and the no-reference scores.
+        if cfg.get("test_after_fit") and not self.trainer.interrupted:
             self.trainer.test(self.model, datamodule=self.datamodule, verbose=False)
         if self.trainer.is_global_zero:
             print(f"run directory: {os.path.realpath(self.trainer.default_root_dir)}")

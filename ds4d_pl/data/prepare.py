@@ -40,15 +40,54 @@ if TYPE_CHECKING:
 
 __all__ = ["prepare_video", "write_pseudo_views"]
 
-_FRAME = re.compile(r"^(\d+)\.(?:png|jpg|jpeg)$", re.IGNORECASE)
+# A user's frames: any common prefix and a number (0.png, 0001.png, frame_001.jpg, img12.PNG).
+_FRAME = re.compile(r"^(?P<prefix>.*?)(?P<num>\d+)\.(?:png|jpg|jpeg)$", re.IGNORECASE)
 _MASK = re.compile(r"^(\d+)\.png$", re.IGNORECASE)
 _VIDEO_SUFFIXES = (".mp4", ".mov", ".webm", ".mkv", ".avi", ".gif")
+
+
+def user_frames(folder: Path, what: str = "frames") -> list[Path]:
+    """The numbered images of a user's folder, in order.
+
+    Names are a common prefix and a number (``0.png``, ``0001.png`` as ffmpeg writes them,
+    ``frame_001.jpg``): numbering may start anywhere but must not skip, and one folder holds one
+    sequence.
+
+    Raises:
+        FileNotFoundError: The folder is missing or holds no numbered image.
+        ValueError: Two prefixes, a repeated number or a gap (each named).
+    """
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: {what} folder does not exist")
+    found: dict[str, dict[int, Path]] = {}
+    for p in sorted(folder.iterdir()):
+        m = _FRAME.match(p.name)
+        if not m or p.is_dir():
+            continue
+        numbers = found.setdefault(m["prefix"], {})
+        n = int(m["num"])
+        if n in numbers:
+            raise ValueError(f"{folder}: {numbers[n].name} and {p.name} are both {what[:-1]} {n}")
+        numbers[n] = p
+    if not found:
+        raise FileNotFoundError(
+            f"{folder}: no {what} named like '0.png', '0001.png' or 'frame_001.jpg'"
+        )
+    if len(found) > 1:
+        examples = ", ".join(f"{prefix}{min(n)}" for prefix, n in sorted(found.items()))
+        raise ValueError(f"{folder}: holds several numbered sequences ({examples}); keep one")
+    numbers = next(iter(found.values()))
+    first, last = min(numbers), max(numbers)
+    missing = sorted(set(range(first, last + 1)) - set(numbers))
+    if missing:
+        raise ValueError(f"{folder}: {what} numbers skip {missing[:10]}")
+    return [numbers[n] for n in range(first, last + 1)]
 
 
 def _read_input(path: Path) -> tuple[Tensor, bool, list[str]]:
     """``(T, H, W, 4)`` frames, whether they carry alpha, and a name per frame for errors."""
     if path.is_dir():
-        files = numbered_frames(path, _FRAME, hint="'0.png', '1.png', ... (or .jpg)")
+        files = user_frames(path)
         frames, alphas = [], []
         for f in files:
             rgba = read_rgba(f, require_alpha=False)
@@ -70,7 +109,7 @@ def _read_input(path: Path) -> tuple[Tensor, bool, list[str]]:
 
 
 def _read_masks(folder: Path, frames: Tensor) -> Tensor:
-    files = numbered_frames(folder, _MASK, hint="'0.png', '1.png', ...")
+    files = user_frames(folder, "masks")
     if len(files) != len(frames):
         raise ValueError(f"{folder}: {len(files)} masks but the input has {len(frames)} frames")
     masks = []

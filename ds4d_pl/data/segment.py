@@ -15,7 +15,10 @@ BiRefNet, U²-Net, RMBG or ISNet). Its contract:
   it otherwise (probabilities); ``"sigmoid"`` / ``"none"`` force either.
 
 The alpha is kept soft (a matte); callers threshold it where they need a hard mask. Nothing is
-downloaded: a missing file raises :class:`~ds4d_pl.metrics.weights.MissingWeightsError`.
+downloaded: the file is found like every other network (:func:`ds4d_pl.weights.resolve`,
+registry name ``segmenter``: the path given, else ``$DS4D_WEIGHTS_DIR/segmenter.pt``); a
+missing file raises :class:`~ds4d_pl.weights.MissingWeightsError`, an empty, truncated or
+non-TorchScript one :class:`~ds4d_pl.weights.BadWeightsError`, each naming the file.
 
 Tests: ``tests/test_segment.py``.
 """
@@ -29,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ds4d_pl.metrics.weights import MissingWeightsError
+from ds4d_pl.weights import MissingWeightsError, load_torchscript, resolve
 
 __all__ = ["Segmenter", "SegmenterConfig", "load_segmenter"]
 
@@ -128,26 +131,21 @@ class Segmenter:
         return out[0, 0].clamp(0, 1).cpu()
 
 
-def load_segmenter(path: str | Path, cfg: SegmenterConfig | None = None) -> Segmenter:
+def load_segmenter(path: str | Path | None, cfg: SegmenterConfig | None = None) -> Segmenter:
     """Load a TorchScript foreground model from a local file.
+
+    Args:
+        path: The TorchScript file; ``None`` looks for ``$DS4D_WEIGHTS_DIR/segmenter.pt``.
+        cfg: How the model is fed and read.
 
     Raises:
         MissingWeightsError: The file does not exist.
-        ValueError: The file is not a TorchScript archive.
+        BadWeightsError: The file is empty, truncated or not a TorchScript archive.
     """
     cfg = SegmenterConfig() if cfg is None else cfg
-    p = Path(path)
-    if not p.is_file():
-        raise MissingWeightsError(
-            f"{p}: segmentation model not found. Give a TorchScript file (torch.jit.save of a "
-            "background-removal model such as BiRefNet, RMBG or U²-Net) taking a (1, 3, H, W) "
-            "RGB batch in [0, 1] and returning foreground logits or probabilities"
-        )
     try:
-        model = torch.jit.load(str(p), map_location="cpu")
-    except (RuntimeError, ValueError) as err:
-        raise ValueError(
-            f"{p}: not a TorchScript model ({err.__class__.__name__}: {str(err)[:200]}); export "
-            "the segmentation model with torch.jit.trace/script and torch.jit.save"
-        ) from err
-    return Segmenter(model, cfg, p)
+        p = resolve("segmenter", path)
+    except MissingWeightsError as err:
+        where = Path(path) if path is not None else "segmenter.pt"
+        raise MissingWeightsError(f"{where}: segmentation model not found.\n{err}") from err
+    return Segmenter(load_torchscript(p, "segmentation model"), cfg, p)

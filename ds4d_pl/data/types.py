@@ -110,6 +110,22 @@ class ViewSet:
         """Colour composited over ``background`` ``(3,)``: ``(V, T, H, W, 3)``."""
         return composite(self.rgb, self.alpha, background)
 
+    def select(self, views: list[int] | None = None, frames: list[int] | None = None) -> ViewSet:
+        """A sub-table of some views and frames (``None``: all), cameras following along.
+
+        Times keep their values (a subset of frames is not re-spaced over ``[0, 1]``).
+        """
+        v_idx = torch.arange(self.num_views) if views is None else torch.as_tensor(views)
+        f_idx = torch.arange(self.num_frames) if frames is None else torch.as_tensor(frames)
+        if self.per_frame_cameras:
+            cams = self.cameras[(v_idx[:, None] * self.num_frames + f_idx[None]).reshape(-1)]
+        else:
+            cams = self.cameras[v_idx]
+        rgb = self.rgb[v_idx][:, f_idx]
+        alpha = self.alpha[v_idx][:, f_idx]
+        dyn = None if self.dyn_mask is None else self.dyn_mask[v_idx][:, f_idx]
+        return ViewSet(rgb, alpha, cams, self.times[f_idx], dyn, self.source)
+
     def dynamic_mask(self, threshold: float = 0.02) -> Tensor:
         """The dataset's moving-pixel mask, or one derived from the images themselves.
 
@@ -121,7 +137,7 @@ class ViewSet:
             return self.dyn_mask
         if self.per_frame_cameras:
             return torch.zeros_like(self.alpha, dtype=torch.bool)
-        return motion_mask(self.rgb * self.alpha, threshold)
+        return motion_mask(self.rgb, self.alpha, threshold=threshold)
 
 
 @dataclass
@@ -138,6 +154,9 @@ class Scene4D:
         init_points: Optional ``(P, 3)`` points (and ``init_colors`` ``(P, 3)``) to seed the
             Gaussians from.
         meta: Free-form provenance recorded in the run directory.
+        holdout: Real views at frames held out of training (``data.holdout_every``): scored,
+            never trained on, so they measure temporal interpolation on data without ground
+            truth of novel views.
     """
 
     name: str
@@ -147,6 +166,7 @@ class Scene4D:
     init_points: Tensor | None = None
     init_colors: Tensor | None = None
     meta: dict = field(default_factory=dict)
+    holdout: ViewSet | None = None
 
     def intended_background(self) -> Tensor | None:
         """The ``(3,)`` background colour the dataset's images are meant to be composited on
@@ -205,16 +225,30 @@ class FrameBatch:
         )
 
 
-def motion_mask(frames: Tensor, threshold: float = 0.02) -> Tensor:
-    """Pixels whose colour changes over time anywhere in the clip.
+def motion_mask(rgb: Tensor, alpha: Tensor | None = None, *, threshold: float = 0.02) -> Tensor:
+    """The dynamic region of each view: pixels whose appearance changes anywhere in the clip.
+
+    The one definition ``ds4d test`` (through :meth:`ViewSet.dynamic_mask`) and ``ds4d eval``
+    share: a pixel is dynamic when, in some frame, its premultiplied colour ``rgb * alpha`` or
+    its ``alpha`` differs from that pixel's temporal median by more than ``threshold`` (largest
+    absolute difference over the four values). Premultiplied colour and alpha fix the pixel
+    on every background, so the mask does not depend on the background the frames are shown
+    on: a dark object moving over an empty background is dynamic on black and on white alike
+    (premultiplied colour alone missed it, a white composite alone caught it). Opaque frames
+    (``alpha=None``, e.g. RGB files) are judged by their colour.
 
     Args:
-        frames: ``(V, T, H, W, 3)`` premultiplied colour.
-        threshold: Max absolute deviation from the temporal median that counts as motion.
+        rgb: ``(V, T, H, W, 3)`` straight colour in ``[0, 1]``.
+        alpha: ``(V, T, H, W, 1)`` coverage, or ``None`` for opaque frames.
+        threshold: Largest deviation from the temporal median that still counts as static.
 
     Returns:
         ``(V, T, H, W, 1)`` boolean, the same mask repeated for every frame of a view.
     """
-    median = frames.median(dim=1, keepdim=True).values
-    moving = (frames - median).abs().amax(dim=-1, keepdim=True).amax(dim=1, keepdim=True)
-    return (moving > threshold).expand(*frames.shape[:-1], 1)
+    if alpha is not None and not isinstance(alpha, Tensor):
+        # The former signature was motion_mask(frames, threshold): make that call fail loudly.
+        raise TypeError("motion_mask(rgb, alpha=None, *, threshold=0.02): alpha must be a tensor")
+    values = rgb if alpha is None else torch.cat([rgb * alpha, alpha], dim=-1)
+    median = values.median(dim=1, keepdim=True).values
+    moving = (values - median).abs().amax(dim=-1, keepdim=True).amax(dim=1, keepdim=True)
+    return (moving > threshold).expand(*rgb.shape[:-1], 1)

@@ -3,41 +3,54 @@
 The Consistent4D protocol (docs/design.md §7) scores a rendered view by the cosine similarity of its
 CLIP image embedding with that of the ground-truth view. torchmetrics' ``CLIPScore`` is broken
 against transformers 5 (docs/design.md §2), so the image tower is transformers'
-``CLIPVisionModelWithProjection``, loaded offline from the directory
-:func:`~ds4d_pl.metrics.weights.resolve` finds for ``clip_vit_b32`` (the published
+``CLIPVisionModelWithProjection``, loaded offline and strictly from the directory
+:func:`~ds4d_pl.weights.resolve` finds for ``clip_vit_b32`` (the published
 ``openai/clip-vit-base-patch32`` holds the full CLIP model; its text tower is ignored, every
 other key must match).
 
-Preprocessing is done in torch at metric time, no PIL / ``CLIPImageProcessor``: resize the
-shortest side to the model's input size (224) with antialiased bicubic, centre crop, normalise
-with the CLIP mean / std (from the model directory's ``preprocessor_config.json`` when present).
-The processor resizes 8-bit images with PIL; on float images this differs from it only by that
-quantisation and the resampling kernel's implementation.
+Preprocessing is the reference processor itself, not a re-implementation: transformers'
+``CLIPImageProcessor`` with its PIL backend (``CLIPImageProcessorPil`` in transformers 5,
+which is what ``CLIPImageProcessor`` falls back to without torchvision, and what the reference
+evaluation scripts ran on PNG files): the image as 8 bits, shortest side to 224 with PIL
+bicubic, centre crop, rescale, CLIP mean / std; configured from the model directory's
+``preprocessor_config.json`` when it has one. Float images are first quantised to 8 bits the
+way :func:`ds4d_pl.data.io.write_rgba` writes them (``round(255 x)``), so scoring a render in
+memory gives exactly the number its PNG file would. A torch re-implementation (antialiased
+float bicubic) differed from the processor by up to 0.038 normalised units. The cost is a CPU
+round trip and no gradient, which neither the metric nor SDS's conditioning image needs.
 
 Tests: ``tests/test_metrics_lpips_clip.py``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
 
 from ds4d_pl.metrics.lpips import PerImageNetworkMetric
-from ds4d_pl.metrics.weights import find_file, quiet_hub_loading, resolve, sha256_file
+from ds4d_pl.weights import (
+    BadWeightsError,
+    hub_weights_file,
+    load_pretrained,
+    read_json,
+    resolve,
+    sha256_file,
+)
 
 __all__ = [
     "OPENAI_CLIP_MEAN",
     "OPENAI_CLIP_STD",
     "CLIPSimilarity",
     "clip_preprocess",
+    "clip_processor",
     "load_clip_vision",
     "read_normalisation",
 ]
@@ -49,27 +62,72 @@ OPENAI_CLIP_STD: tuple[float, float, float] = (0.26862954, 0.26130258, 0.2757771
 # Keys of the full CLIP checkpoint that belong to the text side; the image tower does not use
 # them, so they are the only unexpected keys tolerated when loading.
 _TEXT_TOWER = ("text_model.", "text_projection.", "logit_scale")
-# Weight files in the order transformers prefers them (safetensors first).
-_WEIGHT_FILES = (
-    "model.safetensors",
-    "model.safetensors.index.json",
-    "pytorch_model.bin",
-    "pytorch_model.bin.index.json",
-)
+
+
+def _pil_processor_class() -> Any:
+    """transformers' PIL-backed ``CLIPImageProcessor`` (the class is split in transformers 5;
+    before that the only one was PIL-backed)."""
+    try:
+        from transformers import CLIPImageProcessorPil
+
+        return CLIPImageProcessorPil
+    except ImportError:  # transformers < 5
+        from transformers import CLIPImageProcessor
+
+        return CLIPImageProcessor
 
 
 def read_normalisation(
     model_dir: str | os.PathLike | None,
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """CLIP image mean and std: the model directory's ``preprocessor_config.json`` if it has
-    them, else :data:`OPENAI_CLIP_MEAN` / :data:`OPENAI_CLIP_STD`."""
+    them, else :data:`OPENAI_CLIP_MEAN` / :data:`OPENAI_CLIP_STD`.
+
+    Raises:
+        BadWeightsError: The preprocessor config is not JSON.
+    """
     if model_dir is not None:
         cfg = Path(model_dir) / "preprocessor_config.json"
         if cfg.is_file():
-            data = json.loads(cfg.read_text())
+            data = read_json(cfg, "preprocessor config")
             if "image_mean" in data and "image_std" in data:
                 return tuple(map(float, data["image_mean"])), tuple(map(float, data["image_std"]))
     return OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+
+
+def clip_processor(
+    model_dir: str | os.PathLike | None = None,
+    size: int = 224,
+    mean: Sequence[float] = OPENAI_CLIP_MEAN,
+    std: Sequence[float] = OPENAI_CLIP_STD,
+) -> Any:
+    """The reference CLIP image processor (PIL backend).
+
+    Args:
+        model_dir: A model directory; its ``preprocessor_config.json``, when present, configures
+            the processor exactly as ``CLIPImageProcessor.from_pretrained`` would (the class
+            defaults overlaid with the file), and ``size`` / ``mean`` / ``std`` are ignored.
+        size: Shortest side and crop size without a config file.
+        mean: Normalisation mean without a config file.
+        std: Normalisation std without a config file.
+
+    Raises:
+        BadWeightsError: The preprocessor config is not JSON or not a processor config.
+    """
+    cls = _pil_processor_class()
+    cfg = None if model_dir is None else Path(model_dir) / "preprocessor_config.json"
+    if cfg is not None and cfg.is_file():
+        data = read_json(cfg, "preprocessor config")
+        try:
+            return cls.from_dict(data)
+        except (TypeError, ValueError, KeyError) as err:
+            raise BadWeightsError(f"{cfg}: not a CLIP image processor config ({err})") from err
+    return cls(
+        size={"shortest_edge": int(size)},
+        crop_size={"height": int(size), "width": int(size)},
+        image_mean=list(mean),
+        image_std=list(std),
+    )
 
 
 def clip_preprocess(
@@ -77,42 +135,49 @@ def clip_preprocess(
     size: int = 224,
     mean: Sequence[float] = OPENAI_CLIP_MEAN,
     std: Sequence[float] = OPENAI_CLIP_STD,
+    processor: Any | None = None,
 ) -> Tensor:
-    """CLIP's image preprocessing in torch (differentiable, any device).
+    """CLIP's image preprocessing, by the reference processor on the 8-bit image.
+
+    Not differentiable (the processor works on 8-bit PIL images); nothing that calls it needs
+    a gradient.
 
     Args:
-        images: ``(B, 3, H, W)`` RGB in ``[0, 1]`` (already composited on a background).
-        size: Model input size: the shortest side is resized to it, then centre cropped.
-        mean: Per-channel mean subtracted after cropping.
-        std: Per-channel std divided by after cropping.
+        images: ``(B, 3, H, W)`` RGB in ``[0, 1]`` (already composited on a background), any
+            device.
+        size: Shortest side resized to, then the centre crop (without ``processor``).
+        mean: Per-channel mean (without ``processor``).
+        std: Per-channel std (without ``processor``).
+        processor: A processor from :func:`clip_processor` (built from ``size`` / ``mean`` /
+            ``std`` when ``None``).
 
     Returns:
-        ``(B, 3, size, size)`` normalised pixel values.
+        ``(B, 3, S, S)`` normalised pixel values on ``images``' device and dtype.
     """
     if images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"expected (B, 3, H, W) images, got {tuple(images.shape)}")
-    h, w = images.shape[-2:]
-    # Shortest side to ``size``, the long side truncated like the HF processor does.
-    nh, nw = (size, int(size * w / h)) if h <= w else (int(size * h / w), size)
-    if (nh, nw) != (h, w):
-        images = F.interpolate(
-            images, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True
-        )
-        # Bicubic overshoots; the reference pipeline works on 8-bit images, which clip.
-        images = images.clamp(0.0, 1.0)
-    top, left = (nh - size) // 2, (nw - size) // 2
-    images = images[..., top : top + size, left : left + size]
-    m = torch.tensor(mean, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    s = torch.tensor(std, device=images.device, dtype=images.dtype).view(1, 3, 1, 1)
-    return (images - m) / s
+    if not torch.isfinite(images).all():
+        raise ValueError("CLIP preprocessing: images contain NaN or inf")
+    processor = processor or clip_processor(None, size, mean, std)
+    # round(255 x), as data.io.write_rgba writes PNGs: a render scores like its file.
+    u8 = (images.detach().float().clamp(0.0, 1.0) * 255.0).round().to(torch.uint8)
+    arrays = list(u8.permute(0, 2, 3, 1).cpu().numpy())
+    out = processor(images=arrays, return_tensors="np", input_data_format="channels_last")
+    pixels = np.asarray(out["pixel_values"], dtype=np.float32)
+    return torch.from_numpy(pixels).to(device=images.device, dtype=images.dtype)
 
 
 def _vision_config(model_dir: Path) -> CLIPVisionConfig:
     """The image tower's config. For a full CLIP config, ``projection_dim`` lives at the top
     level and the vision sub-config may not repeat it; take it from there so the projection's
     shape matches the checkpoint."""
-    config = CLIPVisionConfig.from_pretrained(model_dir, local_files_only=True)
-    raw = json.loads((model_dir / "config.json").read_text())
+    raw = read_json(model_dir / "config.json", "model config")
+    try:
+        config = CLIPVisionConfig.from_pretrained(model_dir, local_files_only=True)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise BadWeightsError(
+            f"{model_dir / 'config.json'}: not a CLIP config ({type(err).__name__}: {err})"
+        ) from err
     if raw.get("model_type") == "clip" and "projection_dim" in raw:
         config.projection_dim = int(raw["projection_dim"])
     return config
@@ -121,40 +186,29 @@ def _vision_config(model_dir: Path) -> CLIPVisionConfig:
 def load_clip_vision(path: str | os.PathLike | None = None) -> CLIPVisionModelWithProjection:
     """The CLIP ViT-B/32 image tower with projection, offline, strictly, in eval mode.
 
-    The directory is found with :func:`~ds4d_pl.metrics.weights.resolve` (``clip_vit_b32``):
-    ``path`` if given, else ``$DS4D_WEIGHTS_DIR/clip-vit-base-patch32``, else the HF cache.
-    Either a full CLIP checkpoint (text tower ignored) or an image-tower one loads. The returned
-    model carries ``weights_sha256 = {"clip_vit_b32": <sha256 of the weights file>}``
+    The directory is found with :func:`~ds4d_pl.weights.resolve` (``clip_vit_b32``): ``path``
+    if given, else ``$DS4D_WEIGHTS_DIR/clip-vit-base-patch32``, else the HF cache. Either a
+    full CLIP checkpoint (text tower ignored) or an image-tower one loads. The returned model
+    carries ``weights_sha256 = {"clip_vit_b32": <sha256 of the weights file>}``
     (``model.safetensors``, else ``pytorch_model.bin``; the index file for sharded models).
 
     Args:
         path: Model directory (``config.json`` and weights), as written by ``save_pretrained``.
 
     Raises:
-        MissingWeightsError: No model directory found; the message names it.
-        ValueError: The checkpoint lacks an image-tower key, has keys of neither tower, or
-            has a mismatched shape.
+        MissingWeightsError: No model directory or weights file found; the message names it.
+        BadWeightsError: The config is not JSON, the weights file is unreadable, or the
+            checkpoint lacks an image-tower key, has keys of neither tower, or has a mismatched
+            shape.
     """
     model_dir = resolve("clip_vit_b32", path)
-    with quiet_hub_loading():
-        model, info = CLIPVisionModelWithProjection.from_pretrained(
-            model_dir,
-            config=_vision_config(model_dir),
-            local_files_only=True,
-            output_loading_info=True,
-            # Reported by us below, with the file named, instead of transformers' RuntimeError.
-            ignore_mismatched_sizes=True,
-        )
-    missing = sorted(info["missing_keys"])
-    unexpected = sorted(k for k in info["unexpected_keys"] if not k.startswith(_TEXT_TOWER))
-    mismatched = sorted(str(k[0] if isinstance(k, tuple) else k) for k in info["mismatched_keys"])
-    if missing or unexpected or mismatched:
-        raise ValueError(
-            f"{model_dir}: does not match CLIPVisionModelWithProjection (missing {missing[:5]}"
-            f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
-            f"{'...' if len(unexpected) > 5 else ''}, shape mismatch {mismatched[:5]})"
-        )
-    weights_file = find_file(model_dir, _WEIGHT_FILES)
+    model = load_pretrained(
+        CLIPVisionModelWithProjection,
+        model_dir,
+        config=_vision_config(model_dir),
+        allow_unexpected=_TEXT_TOWER,
+    )
+    weights_file = hub_weights_file(model_dir)
     model.weights_sha256 = (
         {} if weights_file is None else {"clip_vit_b32": sha256_file(weights_file)}
     )
@@ -172,9 +226,11 @@ class CLIPSimilarity(PerImageNetworkMetric):
 
     Args:
         model: A ``CLIPVisionModelWithProjection`` (pretrained, or random for tests); its
-            ``config.image_size`` is the preprocessing size.
+            ``config.image_size`` is the preprocessing size when no ``processor`` is given.
         image_mean: Normalisation mean; OpenAI CLIP's by default.
         image_std: Normalisation std; OpenAI CLIP's by default.
+        processor: The image processor (:func:`clip_processor`); built from the model's image
+            size, ``image_mean`` and ``image_std`` when ``None``.
         **kwargs: Passed to :class:`torchmetrics.Metric`.
     """
 
@@ -187,12 +243,16 @@ class CLIPSimilarity(PerImageNetworkMetric):
         model: CLIPVisionModelWithProjection,
         image_mean: Sequence[float] | None = None,
         image_std: Sequence[float] | None = None,
+        processor: Any | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(model, **kwargs)
         self.image_size = int(model.config.image_size)
         self.image_mean = tuple(image_mean) if image_mean is not None else OPENAI_CLIP_MEAN
         self.image_std = tuple(image_std) if image_std is not None else OPENAI_CLIP_STD
+        self.processor = processor or clip_processor(
+            None, self.image_size, self.image_mean, self.image_std
+        )
 
     @property
     def weights_sha256(self) -> dict[str, str]:
@@ -201,7 +261,7 @@ class CLIPSimilarity(PerImageNetworkMetric):
 
     def embed(self, images: Tensor) -> Tensor:
         """Unit-norm projected embeddings ``(B, D)`` of ``(B, 3, H, W)`` images in ``[0, 1]``."""
-        x = clip_preprocess(images, self.image_size, self.image_mean, self.image_std)
+        x = clip_preprocess(images, processor=self.processor)
         emb = self.net(pixel_values=x).image_embeds
         return F.normalize(emb.float(), dim=-1)
 
@@ -235,9 +295,12 @@ class CLIPSimilarity(PerImageNetworkMetric):
 
         Raises:
             MissingWeightsError: The model directory is absent (the message names it).
-            ValueError: The checkpoint does not match the architecture.
+            BadWeightsError: The directory's files are unreadable or do not match the
+                architecture.
         """
         # Resolved once here so the model and its preprocessor config come from one directory.
         model_dir = resolve("clip_vit_b32", path)
+        model = load_clip_vision(model_dir)
         mean, std = read_normalisation(model_dir)
-        return cls(load_clip_vision(model_dir), image_mean=mean, image_std=std, **kwargs)
+        processor = clip_processor(model_dir, int(model.config.image_size), mean, std)
+        return cls(model, image_mean=mean, image_std=std, processor=processor, **kwargs)

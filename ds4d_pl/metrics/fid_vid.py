@@ -1,20 +1,35 @@
 """FID-VID, in both of its meanings in the literature (docs/design.md §7), as one DDP-synced metric.
 
 ``variant="frame_fid"`` (STAG4D's FID-VID)
-    Per-frame Inception FID averaged over frames. STAG4D publishes no evaluation code; its
-    authors' description (zeng-yifei/STAG4D issue #24, 2025-01-07) is "the average of FID
-    scores calculated from all the frames", computed with torchmetrics'
-    ``FrechetInceptionDistance`` on the Consistent4D test views. An FID needs a *set* of
-    images on each side, and each frame index has one predicted and one GT image per clip, so
-    for every frame index ``t`` the sets are the ``t``-th frames of all predicted clips and the
-    ``t``-th frames of all GT clips given to the metric. The value is the mean over ``t`` of
-    those FIDs. On the Consistent4D protocol a clip is one evaluation view of one object, so
-    one metric per object compares 4 views per frame (reset or use a new metric per object and
-    average over objects); one metric over all objects compares all their views. Features are
-    the 2048-d pool features of the FID Inception (:class:`~ds4d_pl.metrics.inception.
-    InceptionV3`, the same ``pt_inception-2015-12-05`` weights torchmetrics loads), with
-    pytorch-fid's preprocessing (bilinear resize to 299, ``2x - 1``) rather than torchmetrics'
-    8-bit quantisation and TF1 resize grid.
+    Per-frame Inception FID averaged over frames. What is pooled, exactly:
+
+    * **samples**: the clips given to one metric, each one evaluation view of one object, with
+      ``T`` frames (every clip must have the same ``T``). In the benchmark protocol
+      (:class:`~ds4d_pl.metrics.protocol.ProtocolScorer`, ``ds4d test`` / ``ds4d eval``) that is
+      every view of every object, pooled across objects: Consistent4D's 7 objects x 4 views
+      give ``N = 28`` clips per set. Per object there would be only 4 samples per set, and the
+      estimate would be dominated by its small-sample bias.
+    * **sets**: for each frame index ``t`` in ``0 .. T-1``, the ``t``-th frames of the ``N``
+      predicted clips and the ``t``-th frames of the ``N`` ground-truth clips;
+    * **value**: the FID of those two sets of ``N`` images, averaged over the ``T`` frame
+      indices (:attr:`FIDVID.last_per_frame` holds the ``T`` FIDs).
+
+    Each clip counts once: a duplicated clip is a repeated sample, which changes both
+    covariances and so the value (``tests/test_metrics_fid_vid.py`` shows it), so the protocol
+    refuses to score an ``(object, view)`` twice. The other reading of STAG4D's one-line
+    description (zeng-yifei/STAG4D issue #24, 2025-01-07: "the average of FID scores calculated
+    from all the frames"), one FID per view between that view's predicted and ground-truth
+    frames, averaged over views, gives other numbers on the same renders. It compares images
+    from different instants of one clip as if they were samples of one distribution, and with
+    a handful of frames per view it is even more biased, so it is not offered. STAG4D
+    publishes no evaluation code.
+
+    Preprocessing differs from STAG4D's: they used torchmetrics' ``FrechetInceptionDistance``,
+    which feeds torch-fidelity's Inception 8-bit images resized with TF1's bilinear sampling
+    grid, while this metric uses pytorch-fid's (float images, ``torch`` bilinear resize to 299,
+    ``2x - 1``). The network weights are the same TF 2015-12-05 graph. The feature difference
+    this causes is measured in ``benchmarks/results/metrics_parity.md``; compare numbers
+    across the two implementations with that in mind.
 
 ``variant="r3d50"`` (DisCo's FID-VID)
     The Fréchet distance between the set of predicted and the set of GT video embeddings from
@@ -259,6 +274,19 @@ class FIDVID(FrozenNetworkMetric):
             )
         self.pred_feats.append(pred_feats.detach().double().to(self.device))
         self.target_feats.append(target_feats.detach().double().to(self.device))
+
+    def num_clips(self) -> int:
+        """Clips per set accumulated so far (the sample size of the distance)."""
+        return _num_rows(self.pred_feats)
+
+    def num_frames(self) -> int | None:
+        """``frame_fid``: frames per clip (the number of per-frame FIDs averaged); ``None``
+        before any update or for ``r3d50``."""
+        if self.variant != "frame_fid" or self.num_clips() == 0:
+            return None
+        stored = self.pred_feats
+        first = stored if isinstance(stored, Tensor) else stored[0]
+        return int(first.shape[1])
 
     def compute(self) -> Tensor:
         """FID-VID over all clips seen; sets :attr:`last_num_clips` (and :attr:`last_per_frame`).

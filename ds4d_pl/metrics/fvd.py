@@ -270,7 +270,7 @@ class FVD(FrozenNetworkMetric):
         Args:
             path: The checkpoint or a directory holding it; ``None`` searches
                 ``$DS4D_WEIGHTS_DIR`` and the torch hub cache
-                (:func:`~ds4d_pl.metrics.weights.resolve`).
+                (:func:`~ds4d_pl.weights.resolve`).
             mode: ``"consistent4d"`` or ``"set"``.
             **kwargs: Passed to :class:`torchmetrics.Metric`.
 

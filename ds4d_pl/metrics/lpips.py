@@ -10,7 +10,7 @@ module with the parameter names of their public checkpoints and loaded strictly:
   and requires every one of ours to be there, nothing more, with matching shapes.
 * :class:`LPIPSHeads` are the five 1x1 "linear" layers of LPIPS v0.1, keyed exactly like the
   official ``lpips/weights/v0.1/vgg.pth`` (``lin{k}.model.1.weight``, shape ``(1, C, 1, 1)``,
-  no bias), so that file loads with :func:`~ds4d_pl.metrics.weights.load_strict` as is.
+  no bias), so that file loads with :func:`~ds4d_pl.weights.load_strict` as is.
 
 :class:`LPIPSNet` is the distance itself on ``(B, 3, H, W)`` images in ``[-1, 1]``;
 :class:`LPIPS` is the metric on the package's ``(B, H, W, 3)`` images in ``[0, 1]`` (the layout
@@ -33,13 +33,7 @@ import torch
 from torch import Tensor, nn
 
 from ds4d_pl.metrics.frozen import FrozenNetworkMetric
-from ds4d_pl.metrics.weights import (
-    MissingWeightsError,
-    load_state_dict,
-    load_strict,
-    resolve,
-    sha256_file,
-)
+from ds4d_pl.weights import MissingWeightsError, load_strict, resolve
 
 __all__ = [
     "LPIPS",
@@ -120,27 +114,10 @@ class VGG16Features(nn.Module):
             path: Checkpoint file (``vgg16-397923af.pth`` or a ``.safetensors`` equivalent).
 
         Raises:
-            ValueError: Missing / extra ``features.`` keys or mismatched shapes, naming them.
+            BadWeightsError: Unreadable file, missing / extra ``features.`` keys or mismatched
+                shapes, naming them.
         """
-        state = {k: v for k, v in load_state_dict(path).items() if k.startswith("features.")}
-        _check_keys(self, state, path)
-        self.load_state_dict(state, strict=True)
-        return sha256_file(path)
-
-
-def _check_keys(module: nn.Module, state: dict[str, Tensor], path: str | os.PathLike) -> None:
-    """Raise a ValueError listing missing / unexpected / mis-shaped keys (what ``strict`` checks,
-    but with the file name and all three problems in one message)."""
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    shapes = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or shapes:
-        raise ValueError(
-            f"{path}: does not match {type(module).__name__} (missing {missing[:5]}"
-            f"{'...' if len(missing) > 5 else ''}, unexpected {unexpected[:5]}"
-            f"{'...' if len(unexpected) > 5 else ''}, shape mismatch {shapes[:5]})"
-        )
+        return load_strict(self, path, keep=lambda key: key.startswith("features."))
 
 
 class _LinearHead(nn.Module):
@@ -261,7 +238,7 @@ class LPIPSNet(nn.Module):
     ) -> LPIPSNet:
         """The LPIPS network with the public VGG16 and LPIPS v0.1 weights, in eval mode.
 
-        Both files are found with :func:`~ds4d_pl.metrics.weights.resolve` (registry names
+        Both files are found with :func:`~ds4d_pl.weights.resolve` (registry names
         ``vgg16`` and ``lpips_vgg``): the explicit path first, then ``$DS4D_WEIGHTS_DIR``, then
         the torch hub cache. Nothing is downloaded.
 
@@ -271,7 +248,7 @@ class LPIPSNet(nn.Module):
 
         Raises:
             MissingWeightsError: Either file is absent; the message covers every missing one.
-            ValueError: A file does not match the architecture.
+            BadWeightsError: A file is unreadable or does not match the architecture.
         """
         paths, errors = {}, []
         # Resolve both before loading anything, so one run reports every missing file.
@@ -339,11 +316,15 @@ class LPIPS(PerImageNetworkMetric):
     """Mean LPIPS (VGG, v0.1) over images; lower is better.
 
     Inputs are the package's ``(B, H, W, 3)`` images in ``[0, 1]`` (as in
-    :mod:`ds4d_pl.metrics.image`), mapped to ``[-1, 1]`` internally (the Consistent4D protocol,
-    docs/design.md §7). Composite onto the background before calling. States: ``total``, ``count``.
+    :mod:`ds4d_pl.metrics.image`), mapped to ``[-1, 1]`` internally, the range LPIPS was
+    trained on (the Consistent4D protocol, docs/design.md §7). Composite onto the background before
+    calling. States: ``total``, ``count``.
 
     Args:
         net: An :class:`LPIPSNet` (from :meth:`LPIPSNet.from_pretrained`, or random for tests).
+        rescale: Map ``[0, 1]`` inputs to ``[-1, 1]`` (correct). ``False`` feeds them as they
+            are, which is what 4D-GS's ``metrics.py`` does (its LPIPS receives ``[0, 1]``
+            tensors); only the ``4dgs`` scene protocol uses it, to reproduce those tables.
         **kwargs: Passed to :class:`torchmetrics.Metric`.
     """
 
@@ -351,8 +332,9 @@ class LPIPS(PerImageNetworkMetric):
     is_differentiable = False
     full_state_update = False
 
-    def __init__(self, net: LPIPSNet, **kwargs: Any) -> None:
+    def __init__(self, net: LPIPSNet, rescale: bool = True, **kwargs: Any) -> None:
         super().__init__(net, **kwargs)
+        self.rescale = rescale
 
     @property
     def weights_sha256(self) -> dict[str, str]:
@@ -362,8 +344,10 @@ class LPIPS(PerImageNetworkMetric):
     def scores(self, pred: Tensor, target: Tensor) -> Tensor:
         """``(B,)`` LPIPS of ``(B, H, W, 3)`` images in ``[0, 1]`` (no state change)."""
         p, t = self._prepare(pred, target)
+        if self.rescale:
+            p, t = p * 2.0 - 1.0, t * 2.0 - 1.0
         with torch.no_grad():
-            return self.net(p * 2.0 - 1.0, t * 2.0 - 1.0)
+            return self.net(p, t)
 
     def update(self, pred: Tensor, target: Tensor) -> None:
         """Accumulate the LPIPS of each ``pred`` / ``target`` pair.
@@ -379,11 +363,13 @@ class LPIPS(PerImageNetworkMetric):
         cls,
         vgg_path: str | os.PathLike | None = None,
         lpips_path: str | os.PathLike | None = None,
+        rescale: bool = True,
         **kwargs: Any,
     ) -> LPIPS:
         """The metric with the public weights (see :meth:`LPIPSNet.from_pretrained`).
 
         Raises:
             MissingWeightsError: A weights file is absent (the message names it).
+            BadWeightsError: A weights file is unreadable or does not match.
         """
-        return cls(LPIPSNet.from_pretrained(vgg_path, lpips_path), **kwargs)
+        return cls(LPIPSNet.from_pretrained(vgg_path, lpips_path), rescale=rescale, **kwargs)

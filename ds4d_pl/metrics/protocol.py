@@ -10,12 +10,23 @@ One :class:`ProtocolScorer` is fed ``(object, view)`` clips of predicted and gro
   clips (all views and frames) pooled into one PSNR, then averaged over objects; views that see
   no motion drop out instead of weighing as much as the views that do;
 * per-clip FVD (``consistent4d`` mode, averaged over views then objects) or set FVD;
-* FID-VID over all clips (``frame_fid`` or ``r3d50``).
+* FID-VID pooled over every clip of every object (``frame_fid`` or ``r3d50``; what exactly is
+  pooled is in :mod:`ds4d_pl.metrics.fid_vid`), with the number of clips (and frames) it used.
+
+Each ``(object, view)`` clip may be added once: a clip listed twice would count twice in the
+averages and, worse, in FID-VID's covariances.
 
 A metric whose network weights are not on the machine is reported as
-``"n/a (missing weights: FILE)"``, never as a number. ``ds4d test`` (through the system) and
-``ds4d eval`` (two directories of PNGs) use this same scorer and write the same
+``"n/a (missing weights: FILE)"``, never as a number, *unless* its weights path was given
+explicitly (``BenchmarkConfig.weights``): a path the user asked for that does not exist is an
+error naming it, and so is a weights file that exists but is damaged. ``ds4d test`` (through the
+system) and ``ds4d eval`` (two directories of PNGs) use this same scorer and write the same
 ``metrics.json`` + ``metrics.md``.
+
+``scene_protocol`` chooses how PSNR / SSIM / LPIPS are computed: ``standard`` (torchmetrics
+SSIM, LPIPS on ``[-1, 1]``) or ``4dgs``, which reproduces 4D-GS's ``metrics.py`` (images
+through its 8-bit PNG round trip, zero-padded whole-map SSIM, LPIPS fed ``[0, 1]``); it is
+recorded in the results.
 
 Tests: ``tests/test_metrics_protocol.py``.
 """
@@ -27,7 +38,7 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
@@ -35,16 +46,20 @@ from torch import Tensor
 from ds4d_pl.atomic import atomic_path, write_json
 from ds4d_pl.cameras import Cameras
 from ds4d_pl.data.types import ViewSet, composite
-from ds4d_pl.metrics.image import psnr_from_mse, ssim
-from ds4d_pl.metrics.weights import REGISTRY, MissingWeightsError, resolve
+from ds4d_pl.metrics.image import psnr_from_mse, ssim, ssim_zero_padded, to_8bit
 from ds4d_pl.render.base import RenderOutput
+from ds4d_pl.weights import REGISTRY, MissingWeightsError, resolve
 
 __all__ = [
     "COLUMNS",
+    "NO_EVAL_VIEWS",
     "BenchmarkConfig",
     "ProtocolScorer",
     "resize_frames",
+    "missing_weights",
+    "pretrained_metric",
     "score_model",
+    "unavailable_protocol",
     "write_report",
 ]
 
@@ -60,14 +75,9 @@ COLUMNS = (
     ("dyn_psnr_pooled", "dyn PSNR pooled↑"),
 )
 
-#: Networks each pretrained metric needs (keys of ``metrics.weights.REGISTRY``).
-_NETWORKS = {
-    "clip": ("clip_vit_b32",),
-    "lpips": ("vgg16", "lpips_vgg"),
-    "fvd": ("i3d",),
-    "fid_vid/frame_fid": ("inception_fid",),
-    "fid_vid/r3d50": ("r3d50",),
-}
+
+#: How PSNR / SSIM / LPIPS are computed (see the module docstring).
+SceneProtocol = Literal["standard", "4dgs"]
 
 
 @dataclass
@@ -89,18 +99,23 @@ class BenchmarkConfig:
             protocol); ``False`` keeps the model's background (scenes such as N3DV).
         weights: Explicit weight paths by network name (``vgg16``, ``lpips_vgg``, ``i3d``,
             ``inception_fid``, ``r3d50``, ``clip_vit_b32``); others are resolved from
-            ``$DS4D_WEIGHTS_DIR`` and the caches (see ``ds4d weights``).
+            ``$DS4D_WEIGHTS_DIR`` and the caches (see ``ds4d weights``). A path given here for
+            a network an enabled metric needs must exist: it is never reported as "n/a".
+        scene_protocol: ``standard`` or ``4dgs`` (reproduces 4D-GS's ``metrics.py``: 8-bit
+            round trip, zero-padded SSIM, LPIPS on ``[0, 1]``), for comparing scene numbers
+            with 4D-GS-style tables.
     """
 
     clip: bool = True
     lpips: bool = True
     fvd: bool = True
     fid_vid: bool = True
-    fvd_mode: str = "consistent4d"
-    fid_vid_variant: str = "frame_fid"
+    fvd_mode: Literal["consistent4d", "set"] = "consistent4d"
+    fid_vid_variant: Literal["frame_fid", "r3d50"] = "frame_fid"
     resolution: int | None = None
     white_background: bool = True
     weights: dict[str, str] = field(default_factory=dict)
+    scene_protocol: SceneProtocol = "standard"
 
     def __post_init__(self) -> None:
         if self.fvd_mode not in ("consistent4d", "set"):
@@ -109,6 +124,10 @@ class BenchmarkConfig:
             raise ValueError(
                 f"fid_vid_variant must be 'frame_fid' or 'r3d50', got {self.fid_vid_variant!r}"
             )
+        if self.scene_protocol not in ("standard", "4dgs"):
+            raise ValueError(
+                f"scene_protocol must be 'standard' or '4dgs', got {self.scene_protocol!r}"
+            )
         if self.resolution is not None and self.resolution < 16:
             raise ValueError(f"resolution must be >= 16 or None, got {self.resolution}")
         unknown = set(self.weights) - set(REGISTRY)
@@ -116,6 +135,29 @@ class BenchmarkConfig:
             raise ValueError(
                 f"weights: unknown networks {sorted(unknown)}; known: {sorted(REGISTRY)}"
             )
+
+    def networks(self) -> dict[str, tuple[str, ...]]:
+        """Registry names of the networks each enabled pretrained metric needs."""
+        wanted = {
+            "clip": ("clip_vit_b32",),
+            "lpips": ("vgg16", "lpips_vgg"),
+            "fvd": ("i3d",),
+            "fid_vid": ("inception_fid",) if self.fid_vid_variant == "frame_fid" else ("r3d50",),
+        }
+        return {k: v for k, v in wanted.items() if getattr(self, k)}
+
+    def check_weights(self) -> None:
+        """Fail now if a weights path given in :attr:`weights` for a network an enabled metric
+        needs does not exist (cheap: no file is read). Call it before a long run; the scorer
+        checks again when it loads.
+
+        Raises:
+            MissingWeightsError: Naming the path given and the network.
+        """
+        for names in self.networks().values():
+            for name in names:
+                if self.weights.get(name):
+                    resolve(name, self.weights[name])
 
 
 def resize_frames(frames: Tensor, size: tuple[int, int]) -> Tensor:
@@ -128,13 +170,66 @@ def resize_frames(frames: Tensor, size: tuple[int, int]) -> Tensor:
 
 
 def _missing_files(networks: tuple[str, ...], explicit: dict[str, str]) -> list[str]:
+    """Published file names of the networks not found, for the "n/a" report. A network whose
+    path was given explicitly is never "missing": its absence raises."""
     missing = []
     for name in networks:
+        if explicit.get(name):
+            resolve(name, explicit[name])  # raises MissingWeightsError naming that path
+            continue
         try:
-            resolve(name, explicit.get(name))
+            resolve(name)
         except MissingWeightsError:
             missing.append(REGISTRY[name].filename)
     return missing
+
+
+def _load_metric(cfg: BenchmarkConfig, key: str) -> Any:
+    w = cfg.weights
+    if key == "clip":
+        from ds4d_pl.metrics.clip import CLIPSimilarity
+
+        return CLIPSimilarity.from_pretrained(w.get("clip_vit_b32"))
+    if key == "lpips":
+        from ds4d_pl.metrics.lpips import LPIPS
+
+        # 4D-GS's metrics.py feeds LPIPS [0, 1] images; reproduced only in that protocol.
+        rescale = cfg.scene_protocol == "standard"
+        return LPIPS.from_pretrained(w.get("vgg16"), w.get("lpips_vgg"), rescale=rescale)
+    if key == "fvd":
+        from ds4d_pl.metrics.fvd import FVD
+
+        return FVD.from_pretrained(w.get("i3d"), mode=cfg.fvd_mode)
+    from ds4d_pl.metrics.fid_vid import FIDVID
+
+    variant = cfg.fid_vid_variant
+    path = w.get("inception_fid" if variant == "frame_fid" else "r3d50")
+    return FIDVID.from_pretrained(variant, path)
+
+
+def missing_weights(cfg: BenchmarkConfig, key: str) -> str | None:
+    """Why the pretrained metric ``key`` (``clip``, ``lpips``, ``fvd``, ``fid_vid``) cannot be
+    computed (``"n/a (missing weights: FILE)"``), or ``None`` when its weights are found. An
+    explicit path that does not exist raises instead (it is never reported as "n/a")."""
+    missing = _missing_files(cfg.networks()[key], cfg.weights)
+    return f"n/a (missing weights: {', '.join(missing)})" if missing else None
+
+
+def pretrained_metric(
+    cfg: BenchmarkConfig, key: str, device: str | torch.device = "cpu"
+) -> tuple[Any | None, str | None]:
+    """The pretrained metric ``key`` loaded on ``device``, or ``None`` and why it is not
+    available. The metric scores on one process (no DDP gathering): callers score every item
+    themselves."""
+    reason = missing_weights(cfg, key)
+    if reason is not None:
+        return None, reason
+    net = _load_metric(cfg, key).to(device)
+    # A scorer sees every clip itself (under DDP, ``ds4d test`` scores on rank 0 alone), so its
+    # metrics must not gather states from other ranks: they would never answer.
+    net.sync_on_compute = False
+    net._to_sync = False
+    return net, None
 
 
 class ProtocolScorer:
@@ -161,49 +256,18 @@ class ProtocolScorer:
         # object → [summed squared error over moving pixels, number of values summed]
         self._pooled: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
         self._num_clips = 0
+        self._clips: set[tuple[str, int]] = set()
 
     # ------------------------------------------------------------------ set-up
-    def _want(self, key: str) -> tuple[str, ...] | None:
-        if key == "fid_vid":
-            return _NETWORKS[f"fid_vid/{self.cfg.fid_vid_variant}"]
-        return _NETWORKS[key]
-
     def _build(self) -> None:
-        cfg, w = self.cfg, self.cfg.weights
-        for key in ("clip", "lpips", "fvd", "fid_vid"):
-            if not getattr(cfg, key):
+        self.cfg.check_weights()  # every explicit path first, before any network is loaded
+        for key in self.cfg.networks():
+            net, reason = pretrained_metric(self.cfg, key, self.device)
+            if net is None:
+                self.unavailable[key] = reason
                 continue
-            missing = _missing_files(self._want(key), w)
-            if missing:
-                self.unavailable[key] = f"n/a (missing weights: {', '.join(missing)})"
-                continue
-            net = self._load(key).to(self.device)
-            # A scorer sees every clip itself (under DDP, ``ds4d test`` scores on rank 0 alone),
-            # so its metrics must not gather states from other ranks: they would never answer.
-            net.sync_on_compute = False
-            net._to_sync = False
             self._nets[key] = net
-            self.checksums[key] = getattr(self._nets[key], "weights_sha256", None)
-
-    def _load(self, key: str) -> Any:
-        w = self.cfg.weights
-        if key == "clip":
-            from ds4d_pl.metrics.clip import CLIPSimilarity
-
-            return CLIPSimilarity.from_pretrained(w.get("clip_vit_b32"))
-        if key == "lpips":
-            from ds4d_pl.metrics.lpips import LPIPS
-
-            return LPIPS.from_pretrained(w.get("vgg16"), w.get("lpips_vgg"))
-        if key == "fvd":
-            from ds4d_pl.metrics.fvd import FVD
-
-            return FVD.from_pretrained(w.get("i3d"), mode=self.cfg.fvd_mode)
-        from ds4d_pl.metrics.fid_vid import FIDVID
-
-        variant = self.cfg.fid_vid_variant
-        path = w.get("inception_fid" if variant == "frame_fid" else "r3d50")
-        return FIDVID.from_pretrained(variant, path)
+            self.checksums[key] = getattr(net, "weights_sha256", None)
 
     # ---------------------------------------------------------------- scoring
     @torch.no_grad()
@@ -225,23 +289,36 @@ class ProtocolScorer:
             target: ``(T, H, W, 3)`` ground-truth frames, same size and background.
             dyn_mask: Optional ``(T, H, W, 1)`` boolean moving-region mask.
             chunk: Frames per network batch.
+
+        Raises:
+            ValueError: Shapes differ, or this ``(obj, view)`` clip was already added.
         """
         if pred.shape != target.shape or pred.ndim != 4 or pred.shape[-1] != 3:
             raise ValueError(
                 f"{obj}/eval_{view}: prediction {tuple(pred.shape)} and ground truth "
                 f"{tuple(target.shape)} must both be (T, H, W, 3)"
             )
+        if (obj, view) in self._clips:
+            raise ValueError(
+                f"{obj}/eval_{view}: this clip was already scored; each (object, view) counts "
+                "once (a duplicate would bias the averages and FID-VID's covariances)"
+            )
         if dyn_mask is not None and dyn_mask.shape[:3] != pred.shape[:3]:
             raise ValueError(f"{obj}/eval_{view}: dynamic mask {tuple(dyn_mask.shape)} mismatch")
         pred = pred.float().clamp(0.0, 1.0)
         target = target.float().clamp(0.0, 1.0)
+        self._clips.add((obj, view))
         values = self._values
+        scene_4dgs = self.cfg.scene_protocol == "4dgs"
         for s in range(0, pred.shape[0], chunk):
             p = pred[s : s + chunk].to(self.device)
             t = target[s : s + chunk].to(self.device)
+            if scene_4dgs:
+                # 4D-GS scores PNG files it wrote with torchvision's save_image.
+                p, t = to_8bit(p), to_8bit(t)
             mse = (p - t).pow(2).mean(dim=(1, 2, 3))
             values["psnr"][obj][view] += psnr_from_mse(mse).tolist()
-            values["ssim"][obj][view] += ssim(p, t).tolist()
+            values["ssim"][obj][view] += (ssim_zero_padded if scene_4dgs else ssim)(p, t).tolist()
             if dyn_mask is not None:
                 m = dyn_mask[s : s + chunk].to(self.device).float()
                 n = m.sum(dim=(1, 2, 3)) * 3
@@ -272,8 +349,10 @@ class ProtocolScorer:
 
     def results(self) -> dict[str, Any]:
         """Every requested metric: a number, ``None`` (nothing to score, e.g. no moving pixels)
-        or ``"n/a (missing weights: FILE)"``; plus ``num_objects``, ``num_clips`` and the
-        weights' checksums."""
+        or ``"n/a (missing weights: FILE)"``; plus ``num_objects``, ``num_clips``,
+        ``scene_protocol``, the sample counts of the set-level distances
+        (``fid_vid_num_clips``, ``fid_vid_num_frames`` for ``frame_fid``, ``fvd_num_clips`` in
+        ``set`` mode) and the weights' checksums."""
         out: dict[str, Any] = {}
         for key, _ in COLUMNS:
             if key in self.unavailable:
@@ -292,10 +371,17 @@ class ProtocolScorer:
                 out[key] = None
         out["num_objects"] = len(self._values["psnr"])
         out["num_clips"] = self._num_clips
+        out["scene_protocol"] = self.cfg.scene_protocol
         if self.cfg.fvd and "fvd" in self._nets:
             out["fvd_mode"] = self.cfg.fvd_mode
+            if self.cfg.fvd_mode == "set":
+                out["fvd_num_clips"] = self._nets["fvd"].last_num_clips
         if self.cfg.fid_vid and "fid_vid" in self._nets:
             out["fid_vid_variant"] = self.cfg.fid_vid_variant
+            # Set-level distances depend on the sample size; report it with the value.
+            out["fid_vid_num_clips"] = self._nets["fid_vid"].num_clips()
+            if self.cfg.fid_vid_variant == "frame_fid":
+                out["fid_vid_num_frames"] = self._nets["fid_vid"].num_frames()
         out["weights_sha256"] = self.checksums
         return out
 
@@ -328,21 +414,73 @@ def _cell(value: Any, digits: int) -> str:
     return f"{value:.{digits}f}"
 
 
+#: Why the benchmark columns are empty for a scene without evaluation views.
+NO_EVAL_VIEWS = (
+    "no evaluation views: scene {name!r} has no ground truth of novel views (e.g. no eval_gt "
+    "folder), as for any video of your own"
+)
+
+#: Per-split scores shown below the benchmark row: held-out frames and input reconstruction.
+SPLIT_COLUMNS = (
+    ("psnr", "PSNR↑"),
+    ("masked_psnr", "object PSNR↑"),
+    ("ssim", "SSIM↑"),
+    ("dyn_psnr", "dyn PSNR↑"),
+    ("lpips", "LPIPS↓"),
+)
+_SPLIT_LABELS = {"holdout": "held-out frames (input view)", "input": "training frames (input view)"}
+
+
+def unavailable_protocol(reason: str) -> dict[str, Any]:
+    """The benchmark columns, each ``"n/a (<reason>)"``: what ``metrics.json`` says when the
+    protocol cannot be scored at all."""
+    out: dict[str, Any] = {key: f"n/a ({reason})" for key, _ in COLUMNS}
+    out.update(num_objects=0, num_clips=0)
+    return out
+
+
+def _split_table(results: dict[str, Any]) -> str:
+    digits = {"psnr": 2, "masked_psnr": 2, "ssim": 4, "dyn_psnr": 2, "lpips": 4}
+    rows = []
+    for split, label in _SPLIT_LABELS.items():
+        if not any(k.startswith(f"{split}/") for k in results):
+            continue
+        cells = [_cell(results.get(f"{split}/{k}"), digits[k]) for k, _ in SPLIT_COLUMNS]
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    if not rows:
+        return ""
+    head = "| views | " + " | ".join(label for _, label in SPLIT_COLUMNS) + " |"
+    sep = "|---|" + "---|" * len(SPLIT_COLUMNS)
+    return "\n" + "\n".join([head, sep, *rows]) + "\n"
+
+
 def markdown_table(results: dict[str, Any], title: str) -> str:
-    """The paper's columns as a one-row markdown table."""
+    """The paper's columns as a one-row markdown table (an unavailable metric reads ``n/a`` in
+    its cell and its reason once below the table), then the per-split scores."""
     digits = {"clip": 4, "lpips": 4, "fvd": 2, "fid_vid": 2, "psnr": 2, "ssim": 4, "dyn_psnr": 2}
     digits["dyn_psnr_pooled"] = 2
     keys = [k for k, _ in COLUMNS if k in results]
-    head = "| " + " | ".join(label for k, label in COLUMNS if k in results) + " |"
+    labels = dict(COLUMNS)
+    head = "| " + " | ".join(labels[k] for k in keys) + " |"
     sep = "|" + "---|" * len(keys)
-    row = "| " + " | ".join(_cell(results[k], digits[k]) for k in keys) + " |"
+    reasons: dict[str, list[str]] = {}
+    cells = []
+    for k in keys:
+        value = results[k]
+        if isinstance(value, str) and value.startswith("n/a ("):
+            reasons.setdefault(value, []).append(labels[k].rstrip("↑↓"))
+            value = "n/a"
+        cells.append(_cell(value, digits[k]))
+    row = "| " + " | ".join(cells) + " |"
     notes = []
     if "fvd_mode" in results:
         notes.append(f"FVD mode: {results['fvd_mode']}")
     if "fid_vid_variant" in results:
         notes.append(f"FID-VID variant: {results['fid_vid_variant']}")
     notes.append(f"{results.get('num_objects', 0)} object(s), {results.get('num_clips', 0)} clips")
-    return f"# {title}\n\n{head}\n{sep}\n{row}\n\n" + "; ".join(notes) + "\n"
+    unavailable = "".join(f"\n- {', '.join(cols)}: {reason}" for reason, cols in reasons.items())
+    body = f"# {title}\n\n{head}\n{sep}\n{row}\n\n" + "; ".join(notes) + "\n" + unavailable
+    return body + ("\n" if unavailable else "") + _split_table(results)
 
 
 def write_report(out_dir: str | Path, results: dict[str, Any], title: str = "Metrics") -> None:

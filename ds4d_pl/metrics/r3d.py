@@ -4,7 +4,7 @@ The ``r3d50`` FID-VID variant (:mod:`ds4d_pl.metrics.fid_vid`) embeds a video cl
 2048-d globally pooled output of a Kinetics-trained 3D ResNet-50 from kenshohara's
 3D-ResNets-PyTorch. The layout here is that repository's ``models/resnet.py``
 (``generate_model(50)`` with its defaults), so its checkpoints load with
-:func:`~ds4d_pl.metrics.weights.load_strict`:
+:func:`~ds4d_pl.weights.load_strict`:
 
 * ``conv1`` 7x7x7, stride ``(1, 2, 2)``, padding 3, 64 channels, no bias; ``bn1``; ReLU;
   3x3x3 max-pool, stride 2 (also in time), padding 1;
@@ -23,7 +23,7 @@ Checkpoints (see :meth:`R3D50.from_pretrained`):
 ``r3d50_K_200ep.pth`` (2020 release; pass it explicitly)
     Kinetics-700, ``n_classes=700`` (the repository README: ``--n_pretrain_classes 700``). A
     training checkpoint ``{"epoch", "arch", "state_dict", "optimizer", "scheduler"}``; the
-    ``state_dict`` is unwrapped by :func:`~ds4d_pl.metrics.weights.load_state_dict` and a
+    ``state_dict`` is unwrapped by :func:`~ds4d_pl.weights.read_state_dict` and a
     ``module.`` prefix (DataParallel) is stripped with ``rename={"module.": ""}``. Trained on
     RGB in [0, 1] normalised with the Kinetics mean/std of that repository's ``mean.py``:
     normalisation ``"kinetics"``.
@@ -55,7 +55,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ds4d_pl.metrics.weights import load_state_dict, load_strict, resolve
+from ds4d_pl.weights import (
+    BadWeightsError,
+    check_state_dict,
+    load_strict,
+    read_state_dict,
+    resolve,
+)
 
 __all__ = ["CLIP_FRAMES", "CLIP_SIZE", "NORMALIZATIONS", "R3D50", "Normalization"]
 
@@ -209,21 +215,24 @@ class R3D50(nn.Module):
         Args:
             path: The checkpoint or a directory holding ``resnet-50-kinetics.pth``; ``None``
                 searches ``$DS4D_WEIGHTS_DIR`` and the torch hub cache
-                (:func:`~ds4d_pl.metrics.weights.resolve`).
+                (:func:`~ds4d_pl.weights.resolve`).
             normalization: Override of the input normalisation.
 
         Raises:
             MissingWeightsError: The file is not on this machine (the message names it).
-            ValueError: The file is not a 3D ResNet-50 checkpoint.
+            BadWeightsError: The file is unreadable or not a 3D ResNet-50 checkpoint.
         """
         file = resolve("r3d50", path)
         # The classifier's size decides the network; the strict load below reads the file
         # again, a second or two once per run, to keep one loading path for every network.
-        state = load_state_dict(file)
+        state = read_state_dict(file)
         fc = state.get("fc.weight", state.get("module.fc.weight"))
-        del state
         if fc is None or fc.ndim != 2:
-            raise ValueError(f"{file}: no fc.weight; not a 3D-ResNets-PyTorch checkpoint")
+            # Report every difference to the default network, not only the classifier.
+            plain = {k.removeprefix("module."): v for k, v in state.items()}
+            check_state_dict(cls(), plain, file)
+            raise BadWeightsError(f"{file}: no 2-D fc.weight; not a 3D-ResNets-PyTorch checkpoint")
+        del state
         n_classes = int(fc.shape[0])
         if normalization is None:
             normalization = "disco" if n_classes == 400 else "kinetics"

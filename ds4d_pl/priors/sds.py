@@ -26,7 +26,11 @@ terms. The timestep range anneals linearly from ``[min, max]_step_percent`` to t
 ``anneal_*`` range, which moves from coarse shape guidance to detail as training proceeds.
 
 Nothing is downloaded: a missing directory, component, config or weights file raises
-:class:`~ds4d_pl.metrics.weights.MissingWeightsError` naming it.
+:class:`~ds4d_pl.weights.MissingWeightsError` naming it; an unreadable config or weights file,
+or weights that do not hold exactly a component's parameters, raise
+:class:`~ds4d_pl.weights.BadWeightsError` naming the file. Without ``model.sds.path`` the
+directory is looked up like every other network (``$DS4D_WEIGHTS_DIR/zero123-xl-diffusers``,
+then the Hugging Face cache; registry name ``zero123``).
 
 Tests: ``tests/test_sds.py``.
 """
@@ -46,8 +50,17 @@ from torch import Tensor, nn
 from ds4d_pl.cameras import Cameras, orbit_cameras
 from ds4d_pl.data.types import ViewSet, composite
 from ds4d_pl.metrics.clip import clip_preprocess
-from ds4d_pl.metrics.weights import MissingWeightsError, find_file, load_pretrained
 from ds4d_pl.render.base import RenderOutput
+from ds4d_pl.weights import (
+    BadWeightsError,
+    MissingWeightsError,
+    check_state_dict,
+    find_file,
+    load_pretrained,
+    read_json,
+    read_state_dict,
+    resolve,
+)
 
 __all__ = [
     "CCProjection",
@@ -82,7 +95,9 @@ class SDSConfig:
 
     Attributes:
         path: Local Zero123 / zero123-xl diffusers directory (``vae``, ``unet``,
-            ``image_encoder``, ``scheduler``, ``cc_projection``). Required when ``loss.sds > 0``.
+            ``image_encoder``, ``scheduler``, ``cc_projection``). ``None``: looked up like every
+            network (``$DS4D_WEIGHTS_DIR/zero123-xl-diffusers``, then the Hugging Face cache);
+            a missing directory stops ``loss.sds > 0`` runs before the first step.
         guidance_scale: Classifier-free guidance scale.
         resolution: Side of the square renders scored by the UNet (Zero123 was trained at 256).
         views_per_step: Random views rendered for SDS per training step (at one sampled frame).
@@ -191,45 +206,51 @@ class CCProjection(nn.Module):
     @classmethod
     def from_pretrained(cls, path: str | Path) -> CCProjection:
         """Load from a ``cc_projection`` folder; the width comes from the weights themselves
-        (some conversions store no ``in_channel`` / ``out_channel`` in their config)."""
+        (some conversions store no ``in_channel`` / ``out_channel`` in their config).
+
+        Raises:
+            MissingWeightsError: No weights file in the folder.
+            BadWeightsError: It is unreadable or does not hold exactly the projection.
+        """
         path = Path(path)
-        state = _read_weights(path)
-        if "projection.weight" not in state or "projection.bias" not in state:
+        f = find_file(path, _WEIGHT_FILES)
+        if f is None:
             raise MissingWeightsError(
-                f"{path}: cc_projection weights lack 'projection.weight' / 'projection.bias' "
-                f"(found {sorted(state)[:6]})"
+                f"{path}: no weights file (one of {', '.join(_WEIGHT_FILES)})"
             )
-        out_ch, in_ch = state["projection.weight"].shape
+        state = read_state_dict(f)
+        weight = state.get("projection.weight")
+        if weight is None or weight.ndim != 2:
+            raise BadWeightsError(
+                f"{f}: cc_projection weights lack a 2-D 'projection.weight' (found "
+                f"{sorted(state)[:6]})"
+            )
+        out_ch, in_ch = weight.shape
         module = cls(in_ch, out_ch)
-        module.load_state_dict(state, strict=True)
+        module.load_state_dict(check_state_dict(module, state, f), strict=True)
         return module
-
-
-def _read_weights(folder: Path) -> dict[str, Tensor]:
-    f = find_file(folder, _WEIGHT_FILES)
-    if f is None:
-        raise MissingWeightsError(f"{folder}: no weights file (one of {', '.join(_WEIGHT_FILES)})")
-    if f.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        return load_file(str(f))
-    return torch.load(f, map_location="cpu", weights_only=True)
 
 
 def check_zero123_dir(path: str | Path | None) -> Path:
     """The directory, checked to hold every Zero123 component with its config and weights.
 
+    Args:
+        path: ``model.sds.path``; ``None`` looks it up in the registry (``zero123``:
+            ``$DS4D_WEIGHTS_DIR/zero123-xl-diffusers``, then the Hugging Face cache).
+
     Raises:
-        MissingWeightsError: No path given, the directory is missing, or a component, its config
+        MissingWeightsError: The directory is missing or not found, or a component, its config
             or its weights are; the message names each missing part and where Zero123 is
             published.
     """
     if path is None:
-        raise MissingWeightsError(
-            "Zero123 SDS is on (loss.sds > 0) but model.sds.path is not set: give a local "
-            f"Zero123 diffusers directory (published as {ZERO123_SOURCES}); nothing is "
-            "downloaded"
-        )
+        try:
+            return check_zero123_dir(resolve("zero123"))
+        except MissingWeightsError as err:
+            raise MissingWeightsError(
+                "Zero123 SDS is on (loss.sds > 0) but model.sds.path is not set and no Zero123 "
+                f"directory was found by default.\n{err}"
+            ) from err
     root = Path(path).expanduser()
     if not root.is_dir():
         raise MissingWeightsError(
@@ -363,6 +384,8 @@ class Zero123Guidance(nn.Module):
 
         Raises:
             MissingWeightsError: See :func:`check_zero123_dir`.
+            BadWeightsError: A config or weights file is unreadable, or a component's weights do
+                not hold exactly its parameters (the message names the file).
         """
         from diffusers import AutoencoderKL, DDIMScheduler, UNet2DConditionModel
         from transformers import CLIPVisionModelWithProjection
@@ -377,17 +400,23 @@ class Zero123Guidance(nn.Module):
         ):
             try:
                 loaded[name] = load_pretrained(model_class, root / name, dtype)
-            except (OSError, ValueError, RuntimeError) as err:
-                raise MissingWeightsError(
-                    f"{root / name}: Zero123 component failed to load ({type(err).__name__}: "
-                    f"{str(err).splitlines()[0][:300] if str(err) else ''}); a complete "
-                    f"directory is published as {ZERO123_SOURCES}"
+            except BadWeightsError as err:
+                raise BadWeightsError(
+                    f"{err}\n(Zero123 component {root / name}; a complete directory is "
+                    f"published as {ZERO123_SOURCES})"
                 ) from err
         vae, unet, image_encoder = loaded["vae"], loaded["unet"], loaded["image_encoder"]
         cc = CCProjection.from_pretrained(root / "cc_projection").to(dtype)
         # The noise schedule is all SDS needs of the scheduler; DDIM reads every SD-family
         # scheduler config (DDPM/PNDM/DDIM share beta_schedule and the beta range).
-        scheduler = DDIMScheduler.from_pretrained(root / "scheduler", local_files_only=True)
+        read_json(root / "scheduler" / "scheduler_config.json", "scheduler config")
+        try:
+            scheduler = DDIMScheduler.from_pretrained(root / "scheduler", local_files_only=True)
+        except Exception as err:  # noqa: BLE001 - any library failure on a readable config
+            raise BadWeightsError(
+                f"{root / 'scheduler' / 'scheduler_config.json'}: not a diffusers scheduler "
+                f"config ({type(err).__name__}: {err})"
+            ) from err
         return cls(vae, unet, image_encoder, cc, scheduler, cfg).to(device)
 
     @property

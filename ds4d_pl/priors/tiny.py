@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from ds4d_pl.metrics.weights import quiet_hub_loading
+from ds4d_pl.weights import quiet_hub_loading
 
 __all__ = ["write_tiny_zero123", "write_tiny_zero123pp"]
 

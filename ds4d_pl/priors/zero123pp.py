@@ -43,7 +43,6 @@ Tests: ``tests/test_zero123pp.py`` (with the tiny components of :mod:`ds4d_pl.pr
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
@@ -57,7 +56,14 @@ import torch
 from torch import Tensor
 
 from ds4d_pl.data.alpha import background_alpha
-from ds4d_pl.metrics.weights import MissingWeightsError, find_file, load_pretrained
+from ds4d_pl.weights import (
+    BadWeightsError,
+    MissingWeightsError,
+    find_file,
+    load_pretrained,
+    read_json,
+    resolve,
+)
 
 if TYPE_CHECKING:
     from ds4d_pl.data.segment import SegmenterConfig
@@ -189,42 +195,45 @@ class Zero123ppConfig:
 # Locating and checking the directory
 
 
-def _missing(directory: Path, version: str, what: str) -> MissingWeightsError:
+def _source(version: str) -> str:
     repo = ZERO123PP_REPOS.get(version, ZERO123PP_REPOS["v1.1"])
-    return MissingWeightsError(
-        f"{directory}: {what}. Zero123++ {version} is published at "
-        f"https://huggingface.co/{repo}; download it (e.g. `huggingface-cli download {repo} "
-        f"--local-dir DIR`) and pass DIR. Nothing is downloaded at run time."
+    return (
+        f"Zero123++ {version} is published at https://huggingface.co/{repo}; download it (e.g. "
+        f"`huggingface-cli download {repo} --local-dir DIR`) and pass DIR. Nothing is "
+        "downloaded at run time."
+    )
+
+
+def _missing(directory: Path, version: str, what: str) -> MissingWeightsError:
+    return MissingWeightsError(f"{directory}: {what}. {_source(version)}")
+
+
+def _bad(directory: Path, version: str, err: Exception, part: str) -> BadWeightsError:
+    """A damaged component: the underlying message (which starts with the file) and the
+    source."""
+    text = str(err).strip()
+    detail = text.splitlines()[0][:400] if text else type(err).__name__
+    return BadWeightsError(
+        f"{directory}: component {part}/ failed to load: {detail}. {_source(version)}"
     )
 
 
 def resolve_zero123pp_dir(path: str | os.PathLike | None, version: str = "v1.1") -> Path:
-    """The local Zero123++ directory: ``path``, else ``$DS4D_WEIGHTS_DIR/zero123plus-<version>``,
-    else the HF hub cache (offline).
+    """The local Zero123++ directory (:func:`ds4d_pl.weights.resolve`, registry names
+    ``zero123plus-v1.1`` / ``zero123plus-v1.2``): ``path``, else
+    ``$DS4D_WEIGHTS_DIR/zero123plus-<version>``, else the HF hub cache (offline).
 
     Raises:
-        MissingWeightsError: None of them exists (names every place looked at).
+        MissingWeightsError: None of them holds it (names every place looked at).
     """
-    repo = ZERO123PP_REPOS[version]
+    if version not in ZERO123PP_REPOS:
+        raise ValueError(f"Zero123++ version must be 'v1.1' or 'v1.2', got {version!r}")
+    if path is not None and not Path(path).is_dir():
+        raise _missing(Path(path), version, "Zero123++ directory does not exist")
     if path is not None:
-        p = Path(path)
-        if not p.is_dir():
-            raise _missing(p, version, "Zero123++ directory does not exist")
-        return p
-    looked = []
-    env = os.environ.get("DS4D_WEIGHTS_DIR")
-    if env:
-        cand = Path(env) / repo.split("/")[1]
-        if cand.is_dir():
-            return cand
-        looked.append(str(cand))
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo, local_files_only=True))
-    except Exception:  # noqa: BLE001 - any failure means "not in the cache"
-        looked.append(f"HF hub cache ({repo})")
-    raise _missing(Path(looked[0]), version, f"no Zero123++ directory (looked at {looked})")
+        # An explicit directory is checked part by part by check_zero123pp_dir.
+        return Path(path)
+    return resolve(f"zero123plus-{version}")
 
 
 def check_zero123pp_dir(directory: str | os.PathLike, version: str = "v1.1") -> dict[str, str]:
@@ -237,6 +246,7 @@ def check_zero123pp_dir(directory: str | os.PathLike, version: str = "v1.1") -> 
         MissingWeightsError: The directory, ``model_index.json``, its
             ``ramping_coefficients``, a component folder, its config or its weights file is
             missing (the message names it).
+        BadWeightsError: ``model_index.json`` is not JSON.
     """
     d = Path(directory)
     if not d.is_dir():
@@ -245,9 +255,9 @@ def check_zero123pp_dir(directory: str | os.PathLike, version: str = "v1.1") -> 
     if not index.is_file():
         raise _missing(d, version, "model_index.json is missing (not a diffusers pipeline dir)")
     try:
-        ramp = json.loads(index.read_text()).get("ramping_coefficients")
-    except json.JSONDecodeError as err:
-        raise _missing(d, version, f"model_index.json is not valid JSON ({err})") from err
+        ramp = read_json(index, "pipeline index").get("ramping_coefficients")
+    except BadWeightsError as err:
+        raise BadWeightsError(f"{err}. {_source(version)}") from err
     if not ramp:
         raise _missing(d, version, "model_index.json has no ramping_coefficients")
     variants = {}
@@ -590,9 +600,11 @@ def load_zero123pp(
         segmenter_cfg: How ``cfg.segmenter`` is fed and read (with ``cfg.alpha="segmenter"``).
 
     Raises:
-        MissingWeightsError: The directory or a part of it is missing, or a component fails to
-            load (the message names the directory, the part, and where the weights are
-            published).
+        MissingWeightsError: The directory or a part of it is missing (the message names the
+            directory, the part, and where the weights are published).
+        BadWeightsError: A config is not JSON, a weights file is unreadable or does not hold
+            exactly its model's parameters, or a component fails to load (the message names
+            the file).
     """
     from diffusers import AutoencoderKL, EulerAncestralDiscreteScheduler, UNet2DConditionModel
     from transformers import CLIPTextModel, CLIPTokenizer, CLIPVisionModelWithProjection
@@ -600,7 +612,7 @@ def load_zero123pp(
     cfg = Zero123ppConfig() if cfg is None else cfg
     d = resolve_zero123pp_dir(path, cfg.version)
     variants = check_zero123pp_dir(d, cfg.version)
-    ramp = json.loads((d / "model_index.json").read_text())["ramping_coefficients"]
+    ramp = read_json(d / "model_index.json", "pipeline index")["ramping_coefficients"]
     _, dtype = _select(cfg)
     classes = {
         "vae": AutoencoderKL,
@@ -609,13 +621,16 @@ def load_zero123pp(
         "vision_encoder": CLIPVisionModelWithProjection,
     }
     comps: dict[str, Any] = {}
-    for name in COMPONENTS:
+    for name, (config, _) in COMPONENTS.items():
         sub = d / name
         try:
             if name in classes:
                 kw: dict[str, Any] = {"variant": variants[name]} if variants.get(name) else {}
                 comps[name] = load_pretrained(classes[name], sub, dtype, **kw)
-            elif name == "tokenizer":
+                continue
+            # Configs are read here first so a damaged one is named, not a library traceback.
+            read_json(sub / config, f"{name} config")
+            if name == "tokenizer":
                 comps[name] = CLIPTokenizer.from_pretrained(sub, local_files_only=True)
             elif name == "scheduler":
                 conf = EulerAncestralDiscreteScheduler.load_config(sub)
@@ -625,13 +640,10 @@ def load_zero123pp(
                 comps[name] = EulerAncestralDiscreteScheduler.from_config(conf, **extra)
             else:
                 comps[name] = _image_processor_class().from_pretrained(sub, local_files_only=True)
-        except (OSError, ValueError, RuntimeError, KeyError) as err:
-            raise _missing(
-                d,
-                cfg.version,
-                f"component {name}/ failed to load ({type(err).__name__}: "
-                f"{str(err).splitlines()[0][:300] if str(err) else ''})",
-            ) from err
+        except MissingWeightsError as err:
+            raise _missing(d, cfg.version, f"component {name}/: {err}") from err
+        except Exception as err:  # noqa: BLE001 - BadWeightsError or any library failure
+            raise _bad(d, cfg.version, err, name) from err
     return Zero123pp(comps, ramp, cfg, d, segmenter_cfg)
 
 

@@ -1,0 +1,137 @@
+"""What a trained model is turned into: orbit and fixed-view videos, evaluation-camera videos and
+per-frame Gaussian files. Plain functions of a :class:`~ds4d_pl.model.DS4DModel`, used by the
+end-of-fit callbacks and by ``ds4d render`` / ``ds4d export`` on a finished run."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+from ds4d_pl.cameras import NAMED_VIEWS, OBJECT_RADIUS, orbit_cameras, turntable_cameras
+from ds4d_pl.data.types import ViewSet
+from ds4d_pl.export.ply import save_ply
+from ds4d_pl.export.splat import write_splat
+from ds4d_pl.model import DS4DModel
+
+#: Gaussian file formats :func:`export_frames` writes.
+ExportFormat = Literal["ply", "splat"]
+
+
+@dataclass(frozen=True)
+class OrbitSettings:
+    """How the orbit videos are rendered.
+
+    Attributes:
+        resolution: Square size in pixels.
+        turntable_frames: Frames of the 360° orbit (at least the clip length is used).
+        elevation: Camera elevation in degrees.
+        radius: Orbit radius (2.0 is the object protocol).
+        loops: How many times the clip plays during the turntable's one orbit, and in the
+            fixed-view videos.
+    """
+
+    resolution: int = 256
+    turntable_frames: int = 48
+    elevation: float = 0.0
+    radius: float = OBJECT_RADIUS
+    loops: int = 1
+
+    def __post_init__(self) -> None:
+        for name in ("resolution", "turntable_frames", "loops"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if not self.radius > 0:
+            raise ValueError(f"radius must be > 0, got {self.radius}")
+
+
+def _looped(times: Tensor, loops: int) -> Tensor:
+    """``times`` played ``loops`` times, each pass complete."""
+    return times.repeat(loops)
+
+
+@torch.no_grad()
+def render_orbit_videos(
+    model: DS4DModel, times: Tensor, settings: OrbitSettings, views: Sequence[str] | None = None
+) -> dict[str, Tensor]:
+    """The turntable (one orbit while the clip plays) and the fixed named views.
+
+    Args:
+        model: The 4D asset.
+        times: The clip's frame times.
+        settings: Resolution, elevation, radius, orbit length, loops.
+        views: Which videos: ``turntable`` and any of ``front``/``right``/``back``/``left``
+            (``None``: all).
+
+    Returns:
+        ``(T, H, W, 3)`` frames in ``[0, 1]`` by video name.
+    """
+    res, s = settings.resolution, settings
+    wanted = ("turntable", *NAMED_VIEWS) if views is None else tuple(views)
+    unknown = set(wanted) - {"turntable", *NAMED_VIEWS}
+    if unknown:
+        known = ", ".join(("turntable", *NAMED_VIEWS))
+        raise ValueError(f"unknown orbit videos {sorted(unknown)}; known: {known}")
+    clip = _looped(times.cpu(), s.loops)
+    videos: dict[str, Tensor] = {}
+    if "turntable" in wanted:
+        n = max(s.turntable_frames, len(clip))
+        cams = turntable_cameras(n, res, res, s.elevation, radius=s.radius)
+        orbit_times = torch.linspace(0.0, 1.0, n // s.loops).repeat(s.loops + 1)[:n]
+        videos["turntable"] = torch.cat(
+            [model.render(cams[i], orbit_times[i]).rgb.cpu() for i in range(n)]
+        )
+    for name, azimuth in NAMED_VIEWS.items():
+        if name in wanted:
+            cam = orbit_cameras([s.elevation], [azimuth], res, res, radius=s.radius)
+            videos[name] = torch.cat([model.render(cam, t).rgb.cpu() for t in clip])
+    return {k: v.clamp(0.0, 1.0) for k, v in videos.items()}
+
+
+@torch.no_grad()
+def render_view_videos(model: DS4DModel, views: ViewSet, prefix: str = "eval") -> dict[str, Tensor]:
+    """Every view of ``views`` playing its frames from its own camera(s), at its resolution."""
+    videos = {}
+    for k in range(views.num_views):
+        frames = [
+            model.render(views.cameras_at(f)[k], views.times[f]).rgb.cpu()
+            for f in range(views.num_frames)
+        ]
+        videos[f"{prefix}_{k}"] = torch.cat(frames).clamp(0.0, 1.0)
+    return videos
+
+
+@torch.no_grad()
+def export_frames(
+    model: DS4DModel,
+    times: Tensor,
+    out: str | Path,
+    formats: Sequence[ExportFormat] = ("ply",),
+    per_frame: bool = True,
+) -> list[Path]:
+    """``canonical.<fmt>`` and ``frame_XXXX.<fmt>`` for every frame time, in each format.
+
+    PLY is the standard 3DGS layout most tools open; ``.splat`` is the 32-byte layout web splat
+    viewers load (``export/splat.py``). Frames are evaluated one at a time.
+    """
+    out = Path(out)
+    unknown = set(formats) - {"ply", "splat"}
+    if unknown:
+        raise ValueError(f"unknown export formats {sorted(unknown)}; choose from ply, splat")
+    writers = {"ply": save_ply, "splat": write_splat}
+    paths = []
+    canonical = model.at(0.0, deform=False)
+    for fmt in formats:
+        paths.append(out / f"canonical.{fmt}")
+        writers[fmt](paths[-1], canonical)
+    if per_frame:
+        for i, t in enumerate(times):
+            params = model.at(t)
+            for fmt in formats:
+                paths.append(out / f"frame_{i:04d}.{fmt}")
+                writers[fmt](paths[-1], params)
+    return paths
