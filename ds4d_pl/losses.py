@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from ds4d_pl.config import LossWeights
 from ds4d_pl.metrics.image import ssim
-from ds4d_pl.metrics.weights import MissingWeightsError
+from ds4d_pl.weights import MissingWeightsError
 
 #: Input-view terms, scaled together by ``LossWeights.input_view``.
 INPUT_VIEW_TERMS = ("rgb_mse", "rgb_l1", "rgb_ssim", "mask")

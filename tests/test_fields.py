@@ -274,8 +274,11 @@ def test_layernorm_fusion_keeps_identity_start_gradients_and_parameter_groups() 
         small_cfg(fusion_norm="batchnorm")
 
 
-def test_zero_gate_starts_the_field_on_its_encoding_alone_and_learns_to_open() -> None:
-    cfg = small_cfg(fusion_norm="layernorm", cond_gate=True)
+@pytest.mark.parametrize("fusion_norm", ["none", "layernorm"])
+def test_zero_gate_starts_the_field_on_its_encoding_alone_and_learns_to_open(
+    fusion_norm: str,
+) -> None:
+    cfg = small_cfg(fusion_norm=fusion_norm, cond_gate=True)
     field = build_field(cfg, cond_dim=4)
     with torch.no_grad():
         for head in field.heads.values():
@@ -286,6 +289,10 @@ def test_zero_gate_starts_the_field_on_its_encoding_alone_and_learns_to_open() -
     torch.testing.assert_close(a, b, rtol=0, atol=0)  # features ignored at the start
     field(x, t, torch.randn(30, 4))["means"].square().sum().backward()
     assert field.cond_gate.grad is not None and field.cond_gate.grad.abs().sum() > 0
+    with torch.no_grad():
+        field.cond_gate.fill_(1.0)  # once open, the features do steer the deformation
+    c = field(x, t, torch.randn(30, 4) * 100)["means"]
+    assert not torch.allclose(a, c)
     assert id(field.cond_gate) in {id(p) for p in field.mlp_parameters()}
     assert build_field(small_cfg(cond_gate=True), cond_dim=0).cond_gate is None
 
