@@ -13,7 +13,7 @@ import copy
 from typing import Any
 
 #: Hyper-parameters :func:`upgrade_hparams` may rewrite.
-UPGRADED_HPARAMS = ("loss", "ablation", "conditioning", "renderer", "field")
+UPGRADED_HPARAMS = ("loss", "ablation", "conditioning", "renderer", "field", "optim")
 
 #: State-dict entries that moved under ``model.`` when the asset became ``DS4DModel``.
 _LEGACY_PREFIXES = ("background", "extent", "gaussians.", "field.", "conditioner.")
@@ -27,7 +27,9 @@ def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
       (``sum`` / ``own``) and now exist only for their fusion mode;
     * the CPU renderer ``torch_tiled`` is called ``torch``;
     * ``field.fusion_norm`` and ``field.cond_gate`` did not exist: those fields concatenated
-      their inputs as they were (``none``, no gate), whatever today's defaults.
+      their inputs as they were (``none``, no gate), whatever today's defaults;
+    * ``optim.restart_at_fine`` did not exist: those runs decayed every rate over the whole run
+      (``False``), which matters when one is resumed.
     """
     h = copy.deepcopy(hparams)
     loss = h.get("loss")
@@ -46,6 +48,10 @@ def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
     if isinstance(h.get("field"), dict):
         h["field"].setdefault("fusion_norm", "none")
         h["field"].setdefault("cond_gate", False)
+    if "optim" in h and h["optim"] is None:
+        h["optim"] = {}
+    if isinstance(h.get("optim"), dict):
+        h["optim"].setdefault("restart_at_fine", False)
     if h.get("renderer") == "torch_tiled":
         h["renderer"] = "torch"
     return h

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from ds4d_pl.compat import UPGRADED_HPARAMS, upgrade_hparams
 from ds4d_pl.conditioning.build import feature_cache_dir
 from ds4d_pl.data.types import Scene4D
 from ds4d_pl.model import DS4DModel
@@ -127,11 +128,15 @@ def _build(config: Path) -> tuple[object, object]:
         raise RunLoadError(f"{config}: not a readable YAML file ({_first_line(e)})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict) or "data" not in raw:
         raise RunLoadError(f"{config}: not a ds4d run config (needs 'model:' and 'data:' sections)")
+    # A config written before a knob existed lacks it; read it as that version meant it, not
+    # with today's default (e.g. field.cond_gate: its checkpoint has no gate to load).
+    model = raw["model"]
+    model = {**model, **upgrade_hparams({k: model[k] for k in UPGRADED_HPARAMS if k in model})}
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(DS4DSystem, "model")
     parser.add_class_arguments(DS4DDataModule, "data")
     try:
-        cfg = parser.parse_object({"model": raw["model"], "data": raw["data"] or {}})
+        cfg = parser.parse_object({"model": model, "data": raw["data"] or {}})
         init = parser.instantiate(cfg)
     except Exception as e:  # noqa: BLE001 - any failure to rebuild is reported as one line
         raise RunLoadError(f"{config}: cannot rebuild the run ({_config_problem(e)})") from None

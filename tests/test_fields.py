@@ -243,7 +243,8 @@ def test_layernorm_fusion_gives_both_branches_comparable_scale_at_init() -> None
     cond = torch.randn(500, 32, generator=gen)
 
     def branch_rms(fusion_norm: str) -> tuple[float, float]:
-        field = build_field(FieldConfig(fusion_norm=fusion_norm), cond_dim=32)
+        # Ungated: the gate (zero at init) would hide the branch whose scale is measured.
+        field = build_field(FieldConfig(fusion_norm=fusion_norm, cond_gate=False), cond_dim=32)
         field.set_bounds(x)
         feat, c = field.fusion_inputs(field.encoding(x, t), cond)
         return float(feat.pow(2).mean().sqrt()), float(c.pow(2).mean().sqrt())
@@ -255,7 +256,8 @@ def test_layernorm_fusion_gives_both_branches_comparable_scale_at_init() -> None
 
 
 def test_layernorm_fusion_keeps_identity_start_gradients_and_parameter_groups() -> None:
-    field = build_field(small_cfg(fusion_norm="layernorm", depth=2), cond_dim=4)
+    # Ungated, so the conditioning norm gets a gradient at the first step.
+    field = build_field(small_cfg(fusion_norm="layernorm", depth=2, cond_gate=False), cond_dim=4)
     gen = torch.Generator().manual_seed(0)
     gaussians = canonical_gaussians(20, gen)
     deltas = field(gaussians.means, 0.4, torch.randn(20, 4, generator=gen))
