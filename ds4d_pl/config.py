@@ -344,6 +344,11 @@ class FieldConfig:
 TSSFMode = Literal["off", "mean", "ga", "da"]
 TSSF_MODES: tuple[str, ...] = get_args(TSSFMode)
 
+#: What the 4D asset is made of (``model.representation``): canonical Gaussians moved by a
+#: deformation field, or a dynamic NeRF (a space-time radiance field, volume-rendered).
+Representation = Literal["gaussians", "nerf"]
+REPRESENTATIONS: tuple[str, ...] = get_args(Representation)
+
 
 @dataclass
 class AblationConfig:

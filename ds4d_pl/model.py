@@ -1,5 +1,6 @@
 """The 4D asset as a plain ``nn.Module``: canonical Gaussians moved over time by a deformation
-field, optionally conditioned on frozen frame features (DS4D's DSFD + TSSF).
+field (or, with ``representation="nerf"``, a dynamic NeRF), optionally conditioned on frozen
+frame features (DS4D's DSFD + TSSF).
 
 :class:`DS4DModel` owns everything the asset needs to produce "the Gaussians at time t": the
 canonical tables, the field, the conditioner, the frozen frame encoder (kept out of the module
@@ -15,7 +16,13 @@ Lightning::
     out = model.render(cameras, t=0.5)          # RenderOutput
     params = model.at(0.5)                      # GaussianParams at t = 0.5
 
-Spec: ``tests/test_model.py``.
+With ``representation="nerf"`` the asset is a :class:`~ds4d_pl.fields.nerf.NeRFField` rendered by
+the :class:`~ds4d_pl.render.volume.VolumeRenderer`: :meth:`DS4DModel.at` then returns the field at
+time t (a :class:`~ds4d_pl.fields.nerf.NeRFAtTime`, conditioned at its ray samples) and
+:meth:`DS4DModel.render` the same :class:`RenderOutput`, so losses, SDS, videos and the test
+protocol read both representations alike.
+
+Spec: ``tests/test_model.py``, ``tests/test_nerf_fit.py``.
 """
 
 from __future__ import annotations
@@ -30,27 +37,66 @@ from torch import Tensor, nn
 from ds4d_pl.cameras import Cameras
 from ds4d_pl.conditioning.build import build_conditioner, init_source
 from ds4d_pl.conditioning.encoders import encode_views
-from ds4d_pl.config import AblationConfig, ConditioningConfig, FieldConfig, GaussianInit
+from ds4d_pl.config import (
+    REPRESENTATIONS,
+    AblationConfig,
+    ConditioningConfig,
+    FieldConfig,
+    GaussianInit,
+    Representation,
+)
+from ds4d_pl.data.sampler import step_generator
 from ds4d_pl.data.types import Scene4D, ViewSet
 from ds4d_pl.fields import build_field
+from ds4d_pl.fields.nerf import NeRFAtTime, NeRFConfig, NeRFField
 from ds4d_pl.gaussians.canonical import CanonicalGaussians
 from ds4d_pl.gaussians.hull import hull_points_from_views
 from ds4d_pl.render import build_renderer
 from ds4d_pl.render.base import GaussianParams, RenderOutput
+from ds4d_pl.render.volume import VolumeRenderer
+
+#: The time at which a NeRF is evaluated when it is not deforming (coarse stage, a run without a
+#: fine stage, the occlusion test's depth renders): the middle of the clip, where the coarse
+#: stage's middle frame lies. A NeRF has no time-free canonical state to fall back on.
+NERF_STATIC_TIME = 0.5
+
+# Seed of the NeRF renderer's jitter stream; with the global step it fixes every training
+# render's samples (resumed == uninterrupted), apart from the frame sampler's own stream.
+_JITTER_SEED = 4_242
 
 
 class DS4DModel(nn.Module):
-    """Canonical Gaussians + deformation field (+ frame-feature conditioning).
+    """Canonical Gaussians + deformation field, or a dynamic NeRF (+ frame-feature conditioning).
 
     Args:
-        init: Sizes of the canonical Gaussians at the start.
-        field: Deformation-field encoding and MLP.
+        init: Sizes of the canonical Gaussians at the start. For a NeRF only the initial points
+            (``ablation.init``, ``init.path``, ``init.radius``) are used, to fit the field's box;
+            the Gaussian sizes (``num`` of a random init aside, ``sh_degree``,
+            ``init_opacity``) do not apply.
+        field: Deformation-field encoding and MLP (Gaussians only; a NeRF's encoding is
+            ``nerf.grid``).
         ablation: Which parts of DS4D are on (read only through ``conditioning/build.py``).
         conditioning: Settings of the frame-feature conditioning.
-        renderer: ``auto``, ``torch`` or ``gsplat`` (see :func:`ds4d_pl.render.build_renderer`).
+        renderer: ``auto``, ``torch`` or ``gsplat`` (see :func:`ds4d_pl.render.build_renderer`);
+            a NeRF is always volume-rendered and ignores it.
         background: RGB background colour in ``[0, 1]`` the model renders over.
         deformable: Whether the field is used at all; a run without a fine stage stays static,
-            and :meth:`at` then returns the canonical Gaussians.
+            and :meth:`at` then returns the canonical Gaussians (a NeRF: the field at
+            :data:`NERF_STATIC_TIME`).
+        representation: ``gaussians`` or ``nerf``.
+        nerf: The NeRF's field and sampling settings (``None``: the defaults); only with
+            ``representation="nerf"``.
+
+    Raises:
+        ValueError: An unknown representation, ``nerf`` settings for Gaussians, or a setting
+            that means nothing for a NeRF (``conditioning.deformed_positions``).
+
+    Attributes:
+        gaussians: The canonical Gaussians; empty for a NeRF (its Gaussian count reads 0).
+        field: The deformation field, or the :class:`~ds4d_pl.fields.nerf.NeRFField`.
+        renderer: The Gaussian rasteriser, or the
+            :class:`~ds4d_pl.render.volume.VolumeRenderer` (a submodule, so ``train()`` /
+            ``eval()`` switch its jitter).
     """
 
     def __init__(
@@ -62,8 +108,26 @@ class DS4DModel(nn.Module):
         renderer: str = "auto",
         background: tuple[float, float, float] = (1.0, 1.0, 1.0),
         deformable: bool = True,
+        representation: Representation = "gaussians",
+        nerf: NeRFConfig | None = None,
     ) -> None:
         super().__init__()
+        if representation not in REPRESENTATIONS:
+            raise ValueError(
+                f"model.representation must be one of {REPRESENTATIONS}, got {representation!r}"
+            )
+        if representation == "gaussians" and nerf is not None:
+            raise ValueError(
+                "model.nerf is set but model.representation is 'gaussians'; set "
+                "model.representation: nerf (configs/model/nerf.yaml) or drop model.nerf"
+            )
+        if representation == "nerf" and conditioning.deformed_positions:
+            raise ValueError(
+                "conditioning.deformed_positions projects the deformed Gaussians of the previous "
+                "forward; a NeRF is conditioned at its ray samples, which are already where the "
+                "object is at time t: set conditioning.deformed_positions: false"
+            )
+        self.representation = representation
         self.init_cfg = init
         self.cond_cfg = conditioning
         self.init_source = init_source(ablation)
@@ -77,8 +141,14 @@ class DS4DModel(nn.Module):
         # The frozen encoder is used once, by prepare_conditioning; outside the module tree.
         self._encoder = [encoder] if encoder is not None else []
         cond_dim = self.conditioner.out_dim if self.conditioner is not None else 0
-        self.field = build_field(field, cond_dim=cond_dim)
-        self.renderer = build_renderer(renderer)
+        if representation == "nerf":
+            self.nerf_cfg = nerf if nerf is not None else NeRFConfig()
+            self.field = NeRFField(self.nerf_cfg, cond_dim=cond_dim)
+            # Raises a clear ImportError when nerfacc (the [cuda] / [dev] extra) is missing.
+            self.renderer = VolumeRenderer(self.nerf_cfg)
+        else:
+            self.field = build_field(field, cond_dim=cond_dim)
+            self.renderer = build_renderer(renderer)
         # Conditioner state: the training camera table its maps belong to, the canonical depth
         # renders of its occlusion test, and the last deformed positions (with the Gaussians'
         # table version they belong to) for ``conditioning.deformed_positions``.
@@ -99,7 +169,15 @@ class DS4DModel(nn.Module):
         return self._encoder[0] if self._encoder else None
 
     @property
+    def is_nerf(self) -> bool:
+        """Whether the asset is a dynamic NeRF (else canonical Gaussians)."""
+        return self.representation == "nerf"
+
+    @property
     def is_initialised(self) -> bool:
+        if self.is_nerf:
+            # The extent is set by initialise() and restored from checkpoints.
+            return bool(self.extent > 0)
         return self.gaussians.num_gaussians > 0
 
     def initialise(self, scene: Scene4D, generator: torch.Generator) -> None:
@@ -107,7 +185,8 @@ class DS4DModel(nn.Module):
 
         ``random`` init (ablation row A) samples a sphere. ``points`` init takes the points
         ``model.init.source`` names (see :class:`~ds4d_pl.config.GaussianInit`); which ones were
-        used is :attr:`init_record`.
+        used is :attr:`init_record`. A NeRF keeps no Gaussians: the same initial points fit its
+        box (``nerf.bounds_margin``), unless ``nerf.aabb`` fixes it.
 
         Raises:
             ValueError: A source that cannot be used for this scene or ablation row.
@@ -141,6 +220,12 @@ class DS4DModel(nn.Module):
                 points, colors, cfg.sh_degree, cfg.init_opacity
             )
         self.init_record = f"mesh:{cfg.path}" if source == "mesh" else source
+        if self.is_nerf:
+            self.extent.fill_(max(float(gaussians.extent()), 1e-3))
+            if self.nerf_cfg.aabb is None:
+                means = gaussians.means.detach().to(self.extent.device)
+                self.field.set_bounds(means, self.nerf_cfg.bounds_margin)
+            return
         self.gaussians = gaussians.to(self.extent.device)
         self.extent.fill_(max(float(self.gaussians.extent()), 1e-3))
         self.field.set_bounds(self.gaussians.means.detach())
@@ -210,8 +295,17 @@ class DS4DModel(nn.Module):
     # ------------------------------------------------------------------ time
     def begin_step(self, step: int, deform: bool) -> None:
         """Per-step upkeep: refresh the occlusion test's depth renders every
-        ``conditioning.visibility_every`` steps of the deforming stage."""
-        if deform and self.conditioner is not None and step % self.cond_cfg.visibility_every == 0:
+        ``conditioning.visibility_every`` steps of the stages that condition (the deforming
+        stage; a conditioned NeRF conditions in both), and reseed a NeRF's sample jitter from
+        the step."""
+        if self.is_nerf:
+            self.renderer.generator = step_generator(_JITTER_SEED, step)
+        conditions = deform or self.is_nerf
+        if (
+            conditions
+            and self.conditioner is not None
+            and step % self.cond_cfg.visibility_every == 0
+        ):
             self.refresh_visibility()
 
     @torch.no_grad()
@@ -220,11 +314,22 @@ class DS4DModel(nn.Module):
 
         Canonical positions do not depend on time, so one render per view serves every frame
         until the next refresh; a view where a Gaussian lies behind the rendered surface gives
-        it a zero feature (occlusion test of the point features).
+        it a zero feature (occlusion test of the point features). A NeRF has no canonical
+        state: its depth is rendered at :data:`NERF_STATIC_TIME` without jitter, conditioned
+        with the previous depth renders (none at the first refresh).
         """
         res = self.cond_cfg.visibility_resolution
         cams = self._training_cameras().resized(res, res)
-        out = self.renderer(self.gaussians.activated(), cams, self.background)
+        if self.is_nerf:
+            volume = self._volume(NERF_STATIC_TIME, self.visibility)
+            was_training = self.renderer.training
+            self.renderer.eval()
+            try:
+                out = self.renderer(volume, cams, self.background)
+            finally:
+                self.renderer.train(was_training)
+        else:
+            out = self.renderer(self.gaussians.activated(), cams, self.background)
         self.visibility = out.depth[..., 0].detach()
         return self.visibility
 
@@ -233,14 +338,23 @@ class DS4DModel(nn.Module):
             raise RuntimeError("DS4DModel.prepare_conditioning() has not been called")
         return self._cameras.to(self.extent.device)
 
-    def at(self, t: float | Tensor, deform: bool | None = None) -> GaussianParams:
-        """The activated Gaussians at normalised time ``t`` in ``[0, 1]``.
+    def at(self, t: float | Tensor, deform: bool | None = None) -> GaussianParams | NeRFAtTime:
+        """The activated Gaussians at normalised time ``t`` in ``[0, 1]`` (a NeRF: the field at
+        ``t``, a :class:`~ds4d_pl.fields.nerf.RadianceVolume` for the volume renderer and the
+        density exports).
 
         Args:
             t: Time.
             deform: Apply the field (default: whenever the model is deformable); ``False`` gives
-                the canonical Gaussians (coarse stage, ``canonical.ply``).
+                the canonical Gaussians (coarse stage, ``canonical.ply``), for a NeRF the field
+                at :data:`NERF_STATIC_TIME` whatever ``t``.
         """
+        if self.is_nerf:
+            static = not (self.deformable if deform is None else deform)
+            t_field = NERF_STATIC_TIME if static else t
+            if self.conditioner is not None and self.visibility is None:
+                self.refresh_visibility()
+            return self._volume(t_field, self.visibility)
         gs = self.gaussians
         if not (self.deformable if deform is None else deform):
             return gs.activated()
@@ -269,6 +383,22 @@ class DS4DModel(nn.Module):
         self.last_fusion_weights = fused.weights.detach()
         return cond
 
+    def _volume(self, t: float | Tensor, depth_maps: Tensor | None) -> NeRFAtTime:
+        """The NeRF at ``t``, conditioned at its query points with ``depth_maps`` as the
+        occlusion test (``None``: none)."""
+        if self.conditioner is None:
+            return self.field.at(t)
+        cameras = self._training_cameras()
+        conditioner = self.conditioner
+
+        def condition(points: Tensor) -> Tensor:
+            # Runs once per batch of ray samples (and per proposal pass): the NeRF's main cost.
+            feats, fused = conditioner(points, t, cameras, depth_maps)
+            self.last_fusion_weights = fused.weights.detach()
+            return feats
+
+        return self.field.at(t, condition)
+
     def render(
         self, cameras: Cameras, t: float | Tensor, deform: bool | None = None
     ) -> RenderOutput:
@@ -279,7 +409,8 @@ class DS4DModel(nn.Module):
     # ------------------------------------------------------------------ optimisation
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         """Trainable parameters by optimiser-table group (see :mod:`ds4d_pl.optim`)."""
-        groups = {name: [getattr(self.gaussians, name)] for name in self.gaussians.TABLES}
+        tables = () if self.is_nerf else self.gaussians.TABLES
+        groups = {name: [getattr(self.gaussians, name)] for name in tables}
         groups["field"] = list(self.field.encoding_parameters())
         groups["mlp"] = list(self.field.mlp_parameters())
         if self.conditioner is not None:

@@ -35,11 +35,13 @@ from ds4d_pl.config import (
     GaussianInit,
     LossWeights,
     OptimConfig,
+    Representation,
     StageSchedule,
 )
 from ds4d_pl.data.datamodule import SPLITS
 from ds4d_pl.data.sampler import FrameSampler, step_generator
 from ds4d_pl.data.types import FrameBatch, composite
+from ds4d_pl.fields.nerf import NeRFConfig
 from ds4d_pl.gaussians.densify import DensifyStrategy
 from ds4d_pl.logging import fusion_statistics
 from ds4d_pl.losses import PseudoViewLoss, photometric_terms, scale_ratio_term, weigh
@@ -96,6 +98,10 @@ class DS4DSystem(pl.LightningModule):
         renderer: ``auto`` (gsplat on CUDA, else the torch reference), ``torch``, ``gsplat``.
         background: RGB background colour in ``[0, 1]`` (white for the Consistent4D protocol).
         seed: Seed of the Gaussian initialisation and of the per-step sampling.
+        representation: ``gaussians`` (canonical Gaussians + deformation field) or ``nerf`` (a
+            dynamic NeRF, volume-rendered; ``configs/model/nerf.yaml``). A NeRF is not densified
+            and has no scale-ratio term.
+        nerf: The NeRF's field and sampling settings (``None``: defaults); only for ``nerf``.
     """
 
     def __init__(
@@ -113,6 +119,8 @@ class DS4DSystem(pl.LightningModule):
         renderer: Literal["auto", "torch", "gsplat"] = "auto",
         background: tuple[float, float, float] = (1.0, 1.0, 1.0),
         seed: int = 0,
+        representation: Representation = "gaussians",
+        nerf: NeRFConfig | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -146,6 +154,8 @@ class DS4DSystem(pl.LightningModule):
         # records the learning rates and loss weights a run actually used.
         self.hparams.update({name: asdict(cfg) for name, cfg in configs.items()})
         self.hparams.update(renderer=legacy["renderer"], background=list(background))
+        nerf_cfg = None if nerf is None and representation != "nerf" else _typed(NeRFConfig, nerf)
+        self.hparams.update(nerf=None if nerf_cfg is None else asdict(nerf_cfg))
         self.model = DS4DModel(
             self.init_cfg,
             self.field_cfg,
@@ -154,6 +164,8 @@ class DS4DSystem(pl.LightningModule):
             renderer=legacy["renderer"],
             background=tuple(background),
             deformable=self.schedule.fine_steps > 0,
+            representation=representation,
+            nerf=nerf_cfg,
         )
         self.metrics = nn.ModuleDict(
             {f"{stage}_{split}": StageMetrics() for stage in ("val", "test") for split in SPLITS}
@@ -307,7 +319,7 @@ class DS4DSystem(pl.LightningModule):
             for name, value in self.model.field.regularizers().items():
                 if getattr(self.loss_cfg, name) > 0:
                     terms[name] = value
-        if self.loss_cfg.scale_ratio > 0:
+        if self.loss_cfg.scale_ratio > 0 and not self.model.is_nerf:
             terms["scale_ratio"] = scale_ratio_term(
                 self.model.gaussians.log_scales, self.loss_cfg.max_scale_ratio
             )
@@ -379,6 +391,11 @@ class DS4DSystem(pl.LightningModule):
         renders: list[tuple[RenderOutput, int, int]],
     ) -> None:
         """Optimiser step and densification, with the Gaussians kept identical across ranks."""
+        if self.model.is_nerf:
+            # Nothing to densify or to sync by hand: the NeRF's fixed-size field is averaged
+            # over ranks by DDP's reducer like the deformation field.
+            wrapper.step()
+            return
         gaussians = self.model.gaussians
         sync = self.sync_gaussians and distributed.is_distributed()
         if sync:
@@ -457,6 +474,8 @@ class DS4DSystem(pl.LightningModule):
         # also covers inputs that are not bit-reproducible across devices, and fails with a
         # clear message if the ranks disagree on the Gaussian count (e.g. different checkpoints).
         gaussians = self.model.gaussians
+        if self.model.is_nerf:
+            return  # no Gaussian tables; DDP broadcasts the field's parameters itself
         distributed.broadcast_([getattr(gaussians, n) for n in gaussians.TABLES])
 
     def on_train_batch_start(self, batch: int, batch_idx: int) -> None:

@@ -53,6 +53,19 @@ def tiny_synthetic() -> list[str]:
     ]
 
 
+def tiny_nerf() -> list[str]:
+    """CLI overrides that shrink ``configs/model/nerf.yaml`` like :func:`tiny_overrides` shrinks
+    the Gaussians: few samples per ray, a small conditioning grid and small exports (every pixel
+    of a volume render costs a ray of field queries)."""
+    return [
+        "--model.nerf.samples_per_ray=8",
+        "--model.nerf.proposal_samples=8",
+        "--model.nerf.cond_resolution=8",
+        "--model.conditioning.visibility_resolution=16",
+        "--export.density_resolution=16",
+    ]
+
+
 @pytest.fixture
 def run_dir(tmp_path: Path) -> Path:
     return tmp_path / "run"

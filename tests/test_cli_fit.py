@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import CONFIGS, tiny_overrides, tiny_synthetic
+from conftest import CONFIGS, tiny_nerf, tiny_overrides, tiny_synthetic
 
 from ds4d_pl.cli import main
 from ds4d_pl.data.io import read_rgba
@@ -98,6 +98,8 @@ def preset_args(preset: str, roots: dict[str, Path]) -> list[str]:
         ]
     if "zero123_sds" in preset:
         return args + tiny_synthetic() + [f"--model.sds.path={roots['zero123']}", _SDS_SIZE]
+    if preset == "model/nerf.yaml":
+        return args + tiny_synthetic() + tiny_nerf()
     return args + tiny_synthetic()
 
 

@@ -31,9 +31,27 @@ DECLARED_NOT_IMPORTED = {
 }
 
 #: Imports that may be missing at run time: the import is guarded (a ``try`` catching
-#: ImportError) and the distribution is offered by the named extra (None: not on PyPI).
+#: ImportError) and the distribution is offered by the named extra (None: no extra offers it,
+#: because it is not on PyPI or is an alternative used only when already installed).
 OPTIONAL_IMPORTS = {
     "gsplat": ("gsplat", "cuda", "CUDA rasteriser; the CPU reference renderer runs without it"),
+    "nerfacc": (
+        "nerfacc",
+        "cuda",
+        "volume rendering of model.representation: nerf; VolumeRenderer raises an ImportError "
+        "naming the extra without it, and the Gaussian representation never imports it",
+    ),
+    "skimage": (
+        "scikit-image",
+        "mesh",
+        "marching cubes of a NeRF's density export; density points are written without it",
+    ),
+    "mcubes": (
+        None,
+        None,
+        "PyMCubes: an alternative marching-cubes backend used when already installed; the "
+        "[mesh] extra offers scikit-image",
+    ),
     "tinycudann": (
         None,
         None,
@@ -43,9 +61,7 @@ OPTIONAL_IMPORTS = {
 }
 
 #: Extras' distributions that ds4d_pl does not import (yet), and why they are declared.
-EXTRA_NOT_IMPORTED = {
-    "nerfacc": "declared for upcoming use (CUDA ray marching); not imported yet",
-}
+EXTRA_NOT_IMPORTED: dict[str, str] = {}
 
 # Handlers of a ``try`` that count as guarding an import.
 _GUARDS = {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"}

@@ -23,7 +23,7 @@ def main(argv: list[str]) -> int:
     p.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
 
-    from ds4d_pl.export.assets import export_frames
+    from ds4d_pl.export.assets import export_density_frames, export_frames
     from ds4d_pl.run import RunLoadError, load_run
 
     try:
@@ -32,8 +32,19 @@ def main(argv: list[str]) -> int:
         print(f"ds4d export: {e}", file=sys.stderr)
         return 2
     out = Path(a.out) if a.out else run.files.config.parent / "export"
-    paths = export_frames(
-        run.model, run.scene.train.times, out, a.formats or ["ply"], per_frame=not a.no_frames
-    )
+    times = run.scene.train.times
+    if run.model.is_nerf:
+        if a.formats:
+            print(
+                "ds4d export: a NeRF run has no Gaussians; --format does not apply to it "
+                "(it exports the density surface of each frame)",
+                file=sys.stderr,
+            )
+            return 2
+        paths = export_density_frames(run.model, times, out, per_frame=not a.no_frames)
+    else:
+        paths = export_frames(
+            run.model, times, out, a.formats or ["ply"], per_frame=not a.no_frames
+        )
     print(f"wrote {len(paths)} files to {out}")
     return 0

@@ -14,6 +14,7 @@ from torch import Tensor
 
 from ds4d_pl.cameras import NAMED_VIEWS, OBJECT_RADIUS, orbit_cameras, turntable_cameras
 from ds4d_pl.data.types import ViewSet
+from ds4d_pl.export.density import export_density
 from ds4d_pl.export.ply import save_ply
 from ds4d_pl.export.splat import write_splat
 from ds4d_pl.model import DS4DModel
@@ -117,7 +118,13 @@ def export_frames(
 
     PLY is the standard 3DGS layout most tools open; ``.splat`` is the 32-byte layout web splat
     viewers load (``export/splat.py``). Frames are evaluated one at a time.
+    A NeRF has no Gaussians to write: use :func:`export_density_frames` for it.
     """
+    if model.is_nerf:
+        raise ValueError(
+            "a NeRF run has no Gaussians to write as PLY/.splat; its export is the density "
+            "surface of each frame (export_density_frames)"
+        )
     out = Path(out)
     unknown = set(formats) - {"ply", "splat"}
     if unknown:
@@ -135,3 +142,25 @@ def export_frames(
                 paths.append(out / f"frame_{i:04d}.{fmt}")
                 writers[fmt](paths[-1], params)
     return paths
+
+
+@torch.no_grad()
+def export_density_frames(
+    model: DS4DModel,
+    times: Tensor,
+    out: str | Path,
+    per_frame: bool = True,
+    level: float = 10.0,
+    resolution: int = 64,
+    kind: Literal["auto", "points", "mesh"] = "auto",
+) -> list[Path]:
+    """A NeRF's density surface at every frame time (only the middle frame without
+    ``per_frame``): ``density_points_XXXX.ply`` or ``density_mesh_XXXX.ply`` (see
+    :func:`ds4d_pl.export.density.export_density`)."""
+    frames = range(len(times)) if per_frame else [len(times) // 2]
+    return [
+        export_density(
+            model.at(times[i]), Path(out), i, level=level, resolution=resolution, kind=kind
+        )
+        for i in frames
+    ]

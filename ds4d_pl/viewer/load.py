@@ -34,6 +34,12 @@ class RunSource:
 
     def __init__(self, run: LoadedRun, max_image_size: int = 128) -> None:
         scene, model = run.scene, run.model
+        if model.is_nerf:
+            # The viewer draws splats; a radiance field would need a volume renderer per frame.
+            raise RunLoadError(
+                f"{run.files.config}: a NeRF run (model.representation: nerf); the viewer shows "
+                "Gaussians only, watch its renders/*.mp4 and export/density_*.ply instead"
+            )
         self._model = model
         self.name = scene.name
         train = scene.train
@@ -117,8 +123,9 @@ def load_source(
         max_image_size: Longest side of the frustum images sent to the browser.
 
     Raises:
-        RunLoadError: On a path that is not a run, an unreadable file or a checkpoint that does
-            not fit the config; the message is one line.
+        RunLoadError: On a path that is not a run, an unreadable file, a checkpoint that does
+            not fit the config, or a NeRF run (the viewer shows Gaussians); the message is one
+            line.
     """
     run = load_run(path, checkpoint=checkpoint, config=config, device=device)
     return RunSource(run, max_image_size=max_image_size)
