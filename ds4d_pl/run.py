@@ -114,9 +114,15 @@ def _config_problem(error: BaseException) -> str:
     return f"{lines[0].rstrip(':')}: {detail}"
 
 
-def _build(config: Path) -> tuple[object, object]:
+def _build(config: Path, saved: dict | None = None) -> tuple[object, object]:
     """The run's system and data module, rebuilt from the ``model:`` and ``data:`` sections of
-    its config with the same typed parser LightningCLI uses (so every key is validated)."""
+    its config with the same typed parser LightningCLI uses (so every key is validated).
+
+    ``saved`` are the checkpoint's hyper-parameters. They complete the config's ``field`` and
+    ``optim`` sections, whose defaults have changed since older runs (``field.cond_gate``,
+    ``optim.restart_at_fine``): a config that says ``null`` or leaves a key out means the values
+    the run was trained with, which the checkpoint records; a key the config does give still
+    wins. Every section is then read in today's names (:func:`~ds4d_pl.compat.upgrade_hparams`)."""
     from jsonargparse import ArgumentParser
 
     from ds4d_pl.data.datamodule import DS4DDataModule
@@ -128,10 +134,13 @@ def _build(config: Path) -> tuple[object, object]:
         raise RunLoadError(f"{config}: not a readable YAML file ({_first_line(e)})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict) or "data" not in raw:
         raise RunLoadError(f"{config}: not a ds4d run config (needs 'model:' and 'data:' sections)")
-    # A config written before a knob existed lacks it; read it as that version meant it, not
-    # with today's default (e.g. field.cond_gate: its checkpoint has no gate to load).
-    model = raw["model"]
-    model = {**model, **upgrade_hparams({k: model[k] for k in UPGRADED_HPARAMS if k in model})}
+    model = dict(raw["model"])
+    trained = upgrade_hparams({k: v for k, v in (saved or {}).items() if k in UPGRADED_HPARAMS})
+    for key in ("field", "optim"):
+        if isinstance(trained.get(key), dict) and isinstance(model.get(key) or {}, dict):
+            model[key] = {**trained[key], **(model.get(key) or {})}
+    # Then today's names for what older versions wrote (e.g. a stale ga_scorer under DA).
+    model.update(upgrade_hparams({k: model[k] for k in UPGRADED_HPARAMS if k in model}))
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(DS4DSystem, "model")
     parser.add_class_arguments(DS4DDataModule, "data")
@@ -143,9 +152,8 @@ def _build(config: Path) -> tuple[object, object]:
     return init.model, init.data
 
 
-def _load_weights(system: torch.nn.Module, files: RunFiles) -> dict:
-    """Copy the checkpoint's weights into ``system``; a checkpoint of another configuration
-    (other field sizes, other ablation) is refused, naming the first disagreeing tensor."""
+def _read_checkpoint(files: RunFiles) -> dict:
+    """The checkpoint as a dict with a ``state_dict``, or one clear error."""
     try:
         # The checkpoint holds the run's typed hyper-parameters (dataclasses), which the
         # tensor-only unpickler refuses; it is the user's own run file.
@@ -156,6 +164,12 @@ def _load_weights(system: torch.nn.Module, files: RunFiles) -> dict:
         ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise RunLoadError(f"{files.checkpoint}: not a Lightning checkpoint (no state_dict)")
+    return ckpt
+
+
+def _load_weights(system: torch.nn.Module, files: RunFiles, ckpt: dict) -> dict:
+    """Copy the checkpoint's weights into ``system``; a checkpoint of another configuration
+    (other field sizes, other ablation) is refused, naming the first disagreeing tensor."""
     # Old checkpoints keep the asset's entries outside ``model.``; the system renames them
     # (and restores the state kept outside the state dict) before the weights are copied.
     system.on_load_checkpoint(ckpt)
@@ -220,8 +234,9 @@ def load_run(
             not fit the config; the message is one line.
     """
     files = find_run_files(path, checkpoint, config)
-    system, datamodule = _build(files.config)
-    _load_weights(system, files)
+    ckpt = _read_checkpoint(files)
+    system, datamodule = _build(files.config, ckpt.get("hyper_parameters"))
+    _load_weights(system, files, ckpt)
     try:
         datamodule.setup("test")
     except (OSError, ValueError) as e:
