@@ -29,7 +29,9 @@ def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
     * ``field.fusion_norm`` and ``field.cond_gate`` did not exist: those fields concatenated
       their inputs as they were (``none``, no gate), whatever today's defaults;
     * ``optim.restart_at_fine`` did not exist: those runs decayed every rate over the whole run
-      (``False``), which matters when one is resumed.
+      (``False``), which matters when one is resumed;
+    * ``conditioning.exclude_own_frame`` did not exist: those models were trained with a
+      moving camera's own frame among its views (``False``).
     """
     h = copy.deepcopy(hparams)
     loss = h.get("loss")
@@ -43,6 +45,7 @@ def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
             cond["da_combine"] = None
         if tssf != "ga" and cond.get("ga_scorer") == "own":
             cond["ga_scorer"] = None
+        cond.setdefault("exclude_own_frame", False)
     if "field" in h and h["field"] is None:
         h["field"] = {}  # stored as "defaults": those of the version that wrote it
     if isinstance(h.get("field"), dict):

@@ -427,6 +427,10 @@ class ConditioningConfig:
         temporal_views: For captures whose camera moves every frame (D-NeRF), the views fused
             at time ``t`` are each video's ``temporal_views`` frames nearest to ``t``, each with
             its own camera, the nearest first (it plays the input view of DA).
+        exclude_own_frame: With a camera per frame, leave out the frames taken at exactly
+            ``t``: a training image must not condition its own reconstruction (its features
+            would be DA's full-weight anchor in training and never at test time, when no image
+            of the test camera exists). Checkpoints from before the knob keep ``False``.
         deformed_positions: Project the deformed positions of the previous forward (stop-grad)
             instead of the canonical ones.
         cache_dir: Where features are cached on disk (``None``: ``$DS4D_CACHE_DIR`` or
@@ -454,6 +458,7 @@ class ConditioningConfig:
     visibility_resolution: int = 64
     visibility_every: int = 10
     temporal_views: int = 4
+    exclude_own_frame: bool = True
     deformed_positions: bool = False
     cache_dir: str | None = None
     placebo: Literal["none", "time_constant"] = "none"

@@ -118,9 +118,10 @@ def _build(config: Path, saved: dict | None = None) -> tuple[object, object]:
     """The run's system and data module, rebuilt from the ``model:`` and ``data:`` sections of
     its config with the same typed parser LightningCLI uses (so every key is validated).
 
-    ``saved`` are the checkpoint's hyper-parameters. They complete the config's ``field`` and
-    ``optim`` sections, whose defaults have changed since older runs (``field.cond_gate``,
-    ``optim.restart_at_fine``): a config that says ``null`` or leaves a key out means the values
+    ``saved`` are the checkpoint's hyper-parameters. They complete the config's ``field``,
+    ``optim`` and ``conditioning`` sections, whose defaults have changed since older runs
+    (``field.cond_gate``, ``optim.restart_at_fine``, ``conditioning.exclude_own_frame``): a
+    config that says ``null`` or leaves a key out means the values
     the run was trained with, which the checkpoint records; a key the config does give still
     wins. Every section is then read in today's names (:func:`~ds4d_pl.compat.upgrade_hparams`)."""
     from jsonargparse import ArgumentParser
@@ -136,7 +137,7 @@ def _build(config: Path, saved: dict | None = None) -> tuple[object, object]:
         raise RunLoadError(f"{config}: not a ds4d run config (needs 'model:' and 'data:' sections)")
     model = dict(raw["model"])
     trained = upgrade_hparams({k: v for k, v in (saved or {}).items() if k in UPGRADED_HPARAMS})
-    for key in ("field", "optim"):
+    for key in ("field", "optim", "conditioning"):
         if isinstance(trained.get(key), dict) and isinstance(model.get(key) or {}, dict):
             model[key] = {**trained[key], **(model.get(key) or {})}
     # Then today's names for what older versions wrote (e.g. a stale ga_scorer under DA).

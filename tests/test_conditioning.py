@@ -181,6 +181,42 @@ def test_moving_camera_capture_fuses_the_nearest_frames_each_with_its_own_camera
         cond(points, 0.5, cams[:3])
 
 
+def test_a_moving_camera_frame_never_conditions_its_own_time() -> None:
+    """At a training frame's time its own image is left out (it would anchor DA in training and
+    never at test time, when the test camera has no image); between frames nothing changes."""
+    feats = torch.rand(1, 5, C, H, H, generator=torch.Generator().manual_seed(2)) + 0.1
+    times = torch.linspace(0, 1, 5)
+    cond = Conditioner(C, ConditioningConfig(width=5, temporal_views=3), dsfd=True, tssf="da")
+    cond.set_features(feats, times, per_frame_cameras=True)
+    assert cond.views_at(0.5)[1].tolist() == [1, 3, 0]  # frame 2 (t=0.5) is left out
+    assert cond.views_at(0.74)[1].tolist() == [3, 2, 4]
+    # All other frames when fewer remain than temporal_views.
+    cond5 = Conditioner(C, ConditioningConfig(width=5, temporal_views=5), dsfd=True, tssf="da")
+    cond5.set_features(feats, times, per_frame_cameras=True)
+    assert sorted(cond5.views_at(1.0)[1].tolist()) == [0, 1, 2, 3]
+    # The old behaviour (checkpoints from before the knob): the own frame comes first.
+    old = Conditioner(
+        C, ConditioningConfig(width=5, temporal_views=3, exclude_own_frame=False), True, "da"
+    )
+    old.set_features(feats, times, per_frame_cameras=True)
+    assert old.views_at(0.5)[1].tolist() == [2, 1, 3]
+    # Fixed cameras (an object video, a camera rig) are untouched: every view at every time.
+    fixed = Conditioner(C, ConditioningConfig(width=5), dsfd=True, tssf="da")
+    fixed.set_features(torch.rand(3, 5, C, H, H) + 0.1, times)
+    assert fixed.views_at(0.5)[1].tolist() == [0, 1, 2]
+
+
+def test_checkpoints_from_before_the_knob_keep_their_own_frame() -> None:
+    from ds4d_pl.compat import upgrade_hparams
+
+    assert upgrade_hparams({"conditioning": {"width": 8}})["conditioning"] == {
+        "width": 8,
+        "exclude_own_frame": False,
+    }
+    kept = upgrade_hparams({"conditioning": {"exclude_own_frame": True}})
+    assert kept["conditioning"]["exclude_own_frame"] is True
+
+
 def test_feature_cache_dir_resolution(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     assert feature_cache_dir(ConditioningConfig(cache_dir="")) is None
     assert feature_cache_dir(ConditioningConfig(cache_dir=str(tmp_path))) == tmp_path

@@ -160,7 +160,11 @@ def test_upgrade_hparams_renames_and_drops_stale_mode_knobs() -> None:
     }
     new = upgrade_hparams(old)
     assert new["loss"] == {"rgb_mse": 2.0, "mask": 0.5}
-    assert new["conditioning"] == {"da_combine": None, "ga_scorer": "own"}
+    assert new["conditioning"] == {
+        "da_combine": None,
+        "ga_scorer": "own",
+        "exclude_own_frame": False,
+    }
     assert new["renderer"] == "torch"
     assert old["loss"] == {"rgb": 2.0, "mask": 0.5}  # the input is not modified
     assert upgrade_hparams(new) == new

@@ -22,6 +22,10 @@ from ds4d_pl.conditioning.encoders import build_encoder
 from ds4d_pl.conditioning.tssf import Fused, make_fusion, sample_point_features
 from ds4d_pl.config import AblationConfig, ConditioningConfig
 
+#: Frame times closer than this to ``t`` count as taken at ``t`` (times are normalised to [0, 1];
+#: a clip would need 10^6 frames for neighbours to be this close).
+_SAME_TIME = 1e-6
+
 
 class Conditioner(nn.Module):
     """Per-Gaussian frame-feature conditioning (``docs/design.md`` §5, "Point features" on).
@@ -125,15 +129,24 @@ class Conditioner(nn.Module):
         Fixed cameras: every view, its maps interpolated in time, camera ``v``. A camera per
         frame: each view's ``temporal_views`` frames nearest to ``t`` (maps are not interpolated
         across frames, which were seen from different cameras), nearest first so that view 0 of
-        the fusion, DA's anchor, is the observation closest in time.
+        the fusion, DA's anchor, is the observation closest in time. Frames taken at ``t``
+        itself are left out unless ``exclude_own_frame`` is off, so training (at the training
+        frames' times) and testing (new cameras, no image at ``t``) see the same kind of views.
         """
         v, n_t = self.maps.shape[:2]
         if not self.per_frame_cameras:
             return self.maps_at(t), torch.arange(v, device=self.maps.device)
         t = torch.as_tensor(t, dtype=self.times.dtype, device=self.times.device)
-        k = min(self.cfg.temporal_views, n_t)
+        distance = (self.times - t).abs()
+        available = n_t
+        if self.cfg.exclude_own_frame and n_t > 1:
+            # The frames taken at t itself go last and are never picked (see the config).
+            own = distance < _SAME_TIME
+            distance = distance.masked_fill(own, float("inf"))
+            available = n_t - int(own.sum())
+        k = min(self.cfg.temporal_views, max(available, 1))
         # Stable sort: ties (equal distance) keep the earlier frame first, deterministically.
-        order = torch.sort((self.times - t).abs(), stable=True).indices[:k]
+        order = torch.sort(distance, stable=True).indices[:k]
         frames = order.repeat(v)
         views = torch.arange(v, device=order.device).repeat_interleave(k)
         return self.maps[views, frames], views * n_t + frames
