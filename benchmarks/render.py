@@ -1,11 +1,16 @@
-"""Forward+backward speed of the CPU reference rasteriser on an object-like scene.
+"""Forward+backward speed of the CPU rasteriser on an object-like scene, per compositing kernel.
 
 Usage::
 
-    python benchmarks/render.py [--out benchmarks/results/render.json] [--repeats 7] [--threads 2]
+    python benchmarks/render.py [--out benchmarks/results/render.json] [--repeats 7] \
+        [--threads 2] [--kernels torch compiled]
 
-Writes ``{"<gaussians>@<pixels>": milliseconds, ..., "machine": {...}}`` and prints a markdown
-table. Times are the median over ``--repeats`` runs after one warm-up run, one camera per render.
+Writes ``{"<kernel>": {"<gaussians>@<pixels>": wall milliseconds, ...}, "<kernel> cpu":
+{... CPU milliseconds of the process}, "ratio": {...}, "machine": {...}}`` and the same
+tables as markdown next to it (``.md``). Times are the median over ``--repeats`` runs after one
+warm-up run, one camera per render. The kernels are timed back to back per grid cell (torch,
+compiled, torch, compiled, ...) so a change in the machine's load hits both alike; ``ratio`` is
+the first kernel's wall time over the last's.
 """
 
 from __future__ import annotations
@@ -16,7 +21,9 @@ import os
 import platform
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -48,8 +55,8 @@ def object_scene(n: int, seed: int = 0, sh_degree: int = 0) -> dict[str, torch.T
     return {name: t.requires_grad_(True) for name, t in params.items()}
 
 
-def time_step(renderer: TorchRasterizer, n: int, size: int, repeats: int) -> float:
-    """Median milliseconds of one forward+backward render of ``n`` Gaussians at ``size``²."""
+def make_step(renderer: TorchRasterizer, n: int, size: int) -> Callable[[], None]:
+    """One forward+backward render of ``n`` Gaussians at ``size``² (fresh leaf tensors)."""
     params = object_scene(n)
     cams = orbit_cameras([15.0], [30.0], size, size)
     background = torch.ones(3)
@@ -62,46 +69,101 @@ def time_step(renderer: TorchRasterizer, n: int, size: int, repeats: int) -> flo
         for t in params.values():
             t.grad = None
 
-    step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
+    return step
+
+
+def time_steps(
+    steps: dict[str, Callable[[], None]], repeats: int
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Median wall and CPU milliseconds of each step, interleaved run by run after one warm-up.
+
+    The CPU time (all threads of the process) is what the step costs when nothing else runs;
+    with one thread it stays close to the quiet machine's wall time when the machine is busy.
+    """
+    for step in steps.values():
         step()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
+    wall: dict[str, list[float]] = {name: [] for name in steps}
+    cpu: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(repeats):
+        for name, step in steps.items():
+            start, start_cpu = time.perf_counter(), time.process_time()
+            step()
+            wall[name].append((time.perf_counter() - start) * 1e3)
+            cpu[name].append((time.process_time() - start_cpu) * 1e3)
+    return (
+        {name: statistics.median(t) for name, t in wall.items()},
+        {name: statistics.median(t) for name, t in cpu.items()},
+    )
+
+
+def markdown(results: dict[str, Any], kernels: list[str]) -> str:
+    """One table per kernel and one of the ratios."""
+    lines = []
+    for kernel in [*kernels, *(f"{k} cpu" for k in kernels), "ratio"]:
+        if kernel == "ratio":
+            title = f"wall time {kernels[0]} / {kernels[-1]}"
+        elif kernel.endswith(" cpu"):
+            title = f"kernel={kernel[:-4]}, CPU time of the process (ms)"
+        else:
+            title = f"kernel={kernel}, wall time (ms)"
+        lines += [f"**{title}**", ""]
+        lines.append("| Gaussians | " + " | ".join(f"{s}²" for s in SIZES) + " |")
+        lines.append("|---|" + "---:|" * len(SIZES))
+        for n in GAUSSIANS:
+            cells = [results[kernel][f"{n}@{s}"] for s in SIZES]
+            fmt = "{:.2f}×" if kernel == "ratio" else "{:.1f}"
+            lines.append(f"| {n} | " + " | ".join(fmt.format(c) for c in cells) + " |")
+        lines.append("")
+    m = results["machine"]
+    lines.append(
+        f"torch {m['torch']}, {m['torch_threads']} threads, {m['cpu_count']} CPUs, median of "
+        f"{m['repeats']} after warm-up, 1-min load average before → after "
+        f"{m['loadavg_1min_before_after'][0]} → {m['loadavg_1min_before_after'][1]}."
+    )
+    return "\n".join(lines) + "\n"
 
 
 def main() -> None:
-    """Run the grid, write the JSON and print the table."""
+    """Run the grid, write the JSON and markdown and print the tables."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/render.json"))
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--kernels", nargs="+", default=["torch", "compiled"], choices=["torch", "compiled"]
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     load_before = os.getloadavg()[0]
-    renderer = TorchRasterizer()
-    results: dict[str, object] = {}
+    renderers = {k: TorchRasterizer(kernel=k, threads=args.threads) for k in args.kernels}
+    results: dict[str, Any] = {k: {} for k in args.kernels}
+    results.update({f"{k} cpu": {} for k in args.kernels})
+    results["ratio"] = {}
     for n in GAUSSIANS:
         for size in SIZES:
-            results[f"{n}@{size}"] = round(time_step(renderer, n, size, args.repeats), 2)
+            key = f"{n}@{size}"
+            steps = {k: make_step(r, n, size) for k, r in renderers.items()}
+            medians, cpu = time_steps(steps, args.repeats)
+            for k, ms in medians.items():
+                results[k][key] = round(ms, 2)
+                results[f"{k} cpu"][key] = round(cpu[k], 2)
+            results["ratio"][key] = round(medians[args.kernels[0]] / medians[args.kernels[-1]], 2)
     results["machine"] = {
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "cpu_count": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
-        "renderer": renderer.name,
+        "renderer": "torch",
         "repeats": args.repeats,
         # Other processes on a 2-core machine distort the timings; keep the evidence.
         "loadavg_1min_before_after": [round(load_before, 2), round(os.getloadavg()[0], 2)],
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print("| Gaussians | " + " | ".join(f"{s}² (ms)" for s in SIZES) + " |")
-    print("|---|" + "---|" * len(SIZES))
-    for n in GAUSSIANS:
-        print(f"| {n} | " + " | ".join(f"{results[f'{n}@{s}']:.1f}" for s in SIZES) + " |")
-    print(f"\nwritten to {args.out}")
+    table = markdown(results, args.kernels)
+    args.out.with_suffix(".md").write_text(table)
+    print(table)
+    print(f"written to {args.out} and {args.out.with_suffix('.md')}")
 
 
 if __name__ == "__main__":

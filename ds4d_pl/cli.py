@@ -51,6 +51,17 @@ def main(argv: list[str] | None = None) -> None:
     if name not in COMMANDS:
         print(f"ds4d: unknown command {name!r}\n\n{usage()}", file=sys.stderr)
         sys.exit(2)
+    # Before the command imports anything heavy: one thread per usable CPU, or the user's
+    # OMP_NUM_THREADS (ds4d_pl.threads says why). A program that calls main() after importing
+    # torch itself (a notebook, the tests) keeps the thread count it chose.
+    if "torch" not in sys.modules:
+        from ds4d_pl.threads import configure_threads
+
+        try:
+            configure_threads()
+        except ValueError as err:
+            print(f"ds4d: {err}", file=sys.stderr)
+            sys.exit(2)
     module = importlib.import_module(f"ds4d_pl.commands.{COMMANDS[name][0]}")
     if COMMANDS[name][0] == "train":
         module.run(args)

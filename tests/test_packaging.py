@@ -24,6 +24,23 @@ def test_every_source_folder_is_a_regular_package() -> None:
     assert not missing, f"folders without __init__.py: {missing}"
 
 
+def test_every_non_python_source_file_is_package_data() -> None:
+    """A wheel carries only the ``.py`` files of a package unless pyproject names the others."""
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text())
+    declared = meta["tool"]["setuptools"].get("package-data", {})
+    files = [
+        p
+        for p in (REPO / "ds4d_pl").rglob("*")
+        if p.is_file() and p.suffix not in (".py", ".pyc") and "__pycache__" not in p.parts
+    ]
+    missing = []
+    for f in files:
+        package = ".".join(f.parent.relative_to(REPO).parts)
+        if not any(f.match(pattern) for pattern in declared.get(package, [])):
+            missing.append(str(f.relative_to(REPO)))
+    assert files and not missing, f"not in [tool.setuptools.package-data]: {missing}"
+
+
 def test_forbidden_heavy_dependencies_are_absent() -> None:
     """torchvision, torch-fidelity and lpips each pull a CUDA torch on CPU machines. The one
     exception is the extra ``weights-test``, wheels read only for the real weights inside them,

@@ -1,10 +1,23 @@
-"""Pure-PyTorch Gaussian-splatting rasteriser: the CPU reference backend.
+"""Gaussian-splatting rasteriser for CPU: the reference backend (``torch``).
 
 The pipeline follows 3DGS / gsplat's conventions (EWA projection with the 1.3×-FoV clamp on the
 Jacobian, ``eps2d`` low-pass dilation, conic ``[a, b, c]`` with
 ``power = ½(a dx² + c dy²) + b dx dy``, alpha clamp 0.99, min-alpha 1/255, pixel centres at +0.5).
 
-How it is made fast on CPU without custom kernels:
+Projection and colours are always PyTorch (autograd). Compositing has two implementations that
+give the same image and gradients to float rounding (``kernel`` knob):
+
+* **compiled** (``cpu_raster.cpp``, built on first use and cached, see
+  :mod:`ds4d_pl.render.cpu_raster`): 3DGS's tile rasteriser on CPU threads. Visible Gaussians
+  are depth-sorted once per camera and binned into ``tile_size`` tiles by the exact pixel box of
+  their ``alpha >= alpha_threshold`` region; each tile composites its list front to back over
+  only the pixels of each Gaussian's box, stops when every pixel has saturated, and the backward
+  pass walks the list back to front undoing each Gaussian's factor on the transmittance (as the
+  CUDA rasterisers do). About 4× faster than the pure-PyTorch path on 2 cores.
+* **torch** (below): the same function from vectorised PyTorch ops, used on other devices, for
+  other dtypes, when no C++ compiler is available, or on request.
+
+How the pure-PyTorch compositing is made fast without custom kernels:
 
 * **Exact per-pixel binning instead of padded tiles.** A Gaussian's alpha can only reach the
   ``alpha_threshold`` inside the ellipse ``power <= ln(opacity / threshold)``; its axis-aligned
@@ -42,12 +55,22 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from ds4d_pl.cameras import Cameras
 from ds4d_pl.render.base import GaussianParams, RenderOutput, eval_sh, quat_to_rotmat
+from ds4d_pl.render.cpu_raster import (
+    CompiledComposite,
+    KernelUnavailable,
+    TileBins,
+    bin_tiles,
+    kernel_from_env,
+    load_kernel,
+    warn_unavailable_once,
+)
 
 #: Number of per-(camera, Gaussian) feature columns gathered per pair (see ``_rasterize``).
 _FEATS = 10
@@ -184,9 +207,9 @@ class TorchRasterizer:
     """CPU reference rasteriser implementing the :class:`~ds4d_pl.render.base.Renderer` protocol.
 
     Args:
-        tile_size: Tile edge in pixels of the gsplat backend. Accepted for configuration
-            parity; this backend bins exactly per pixel (see the module docstring), which is the
-            limit ``tile_size = 1`` and needs no padding.
+        tile_size: Tile edge in pixels of the compiled kernel (as in gsplat). The pure-PyTorch
+            path bins exactly per pixel (see the module docstring), which is the limit
+            ``tile_size = 1`` and needs no padding. Does not change the result.
         near: Near-plane depth; Gaussians at or in front of it are culled.
         far: Far-plane depth.
         eps2d: Low-pass dilation (px²) added to every 2D covariance, as in 3DGS.
@@ -197,8 +220,16 @@ class TorchRasterizer:
             bounds peak memory; projection and SH are always batched.
         min_transmittance: Early stop: a pixel ignores every Gaussian after the one that brings
             its transmittance below this (3DGS uses 1e-4); 0 disables it.
-        chunk_pairs: Candidate (pixel, Gaussian) pairs per depth chunk; smaller chunks skip more
-            occluded work but pay more per-chunk overhead. Does not change the result.
+        chunk_pairs: Candidate (pixel, Gaussian) pairs per depth chunk of the pure-PyTorch
+            path; smaller chunks skip more occluded work but pay more per-chunk overhead. Does
+            not change the result.
+        kernel: Compositing implementation for float32/float64 tensors on CPU: ``compiled``
+            (the C++ kernel; an error when it cannot be built), ``torch`` (pure PyTorch), or
+            ``auto`` (the environment variable ``DS4D_CPU_KERNEL=compiled|torch`` decides when
+            set; otherwise compiled when it builds, else torch after one warning per process).
+            Other devices and dtypes always use the pure-PyTorch path.
+        threads: Threads of the compiled kernel (``None``: ``torch.get_num_threads()`` at each
+            call, which the ``ds4d`` command sets from the CPUs the process may use).
     """
 
     name = "torch"
@@ -214,6 +245,8 @@ class TorchRasterizer:
         camera_chunk: int | None = 1,
         min_transmittance: float = 1e-4,
         chunk_pairs: int = 1 << 18,
+        kernel: Literal["auto", "compiled", "torch"] = "auto",
+        threads: int | None = None,
     ) -> None:
         if tile_size <= 0:
             raise ValueError(f"tile_size must be positive, got {tile_size}")
@@ -232,6 +265,10 @@ class TorchRasterizer:
             raise ValueError(f"chunk_pairs must be positive, got {chunk_pairs}")
         if camera_chunk is not None and camera_chunk <= 0:
             raise ValueError(f"camera_chunk must be positive or None, got {camera_chunk}")
+        if kernel not in ("auto", "compiled", "torch"):
+            raise ValueError(f"kernel must be 'auto', 'compiled' or 'torch', got {kernel!r}")
+        if threads is not None and threads <= 0:
+            raise ValueError(f"threads must be positive or None, got {threads}")
         self.tile_size = tile_size
         self.near = near
         self.far = far
@@ -241,6 +278,38 @@ class TorchRasterizer:
         self.camera_chunk = camera_chunk
         self.min_transmittance = min_transmittance
         self.chunk_pairs = chunk_pairs
+        self.kernel = kernel
+        self.threads = threads
+        if kernel == "auto":
+            self.kernel = kernel_from_env()
+        if self.kernel == "compiled":
+            try:
+                load_kernel()  # fail here, with the compiler's message, not at the first render
+            except KernelUnavailable as err:
+                raise KernelUnavailable(
+                    f"kernel='compiled' was requested but {err}\n(kernel='auto' falls back to "
+                    "the pure-PyTorch compositing, kernel='torch' always uses it)"
+                ) from err
+
+    def uses_compiled_kernel(self, like: Tensor) -> bool:
+        """Whether compositing tensors like ``like`` runs the compiled kernel.
+
+        In ``auto`` mode the first call on CPU builds (or loads) the kernel; if that fails it
+        warns once with the reason and this renderer keeps to the pure-PyTorch path.
+        """
+        if self.kernel == "torch" or like.device.type != "cpu":
+            return False
+        if like.dtype not in (torch.float32, torch.float64):
+            return False
+        try:
+            load_kernel()
+        except KernelUnavailable as err:
+            if self.kernel == "compiled":
+                raise
+            warn_unavailable_once(err)
+            self.kernel = "torch"
+            return False
+        return True
 
     def project(self, gaussians: GaussianParams, cameras: Cameras) -> Projection:
         """Screen-space projection with this renderer's knobs (see :func:`project_gaussians`)."""
@@ -335,6 +404,18 @@ class TorchRasterizer:
         c, n, _ = feats.shape
         hw = height * width
         flat = feats.reshape(c * n, _FEATS)
+        if self.uses_compiled_kernel(flat):
+            with torch.no_grad():
+                bins = self._bin(flat.detach(), depths, extents, valid, width, height)
+            threads = self.threads or torch.get_num_threads()
+            return CompiledComposite.apply(
+                flat,
+                bins,
+                self.alpha_threshold,
+                self.max_alpha,
+                self.min_transmittance,
+                threads,
+            )
         cols = _alpha_columns(flat)
         with torch.no_grad():
             pairs = self._list_pairs(
@@ -348,6 +429,38 @@ class TorchRasterizer:
         payload = torch.cat([flat[:, 6:10], torch.ones_like(flat[:, :1])], dim=-1)  # rgb, z, 1
         out = _PairWeightedSum.apply(alpha * trans, payload, pairs, c * hw)
         return out.reshape(c, height, width, 5)
+
+    def _bin(
+        self,
+        flat: Tensor,
+        depths: Tensor,
+        extents: Tensor,
+        valid: Tensor,
+        width: int,
+        height: int,
+    ) -> TileBins:
+        """Depth-sort the visible Gaussians of each camera and bin them into tiles.
+
+        A Gaussian's pixel box is the same as the pure-PyTorch path's: every pixel whose centre
+        lies within its ``extents`` (the box of its ``alpha >= alpha_threshold`` ellipse).
+        """
+        c, n = depths.shape
+        device = depths.device
+        order = torch.argsort(torch.where(valid, depths, math.inf), dim=1, stable=True)
+        rows = (order + torch.arange(c, device=device)[:, None] * n).reshape(-1)
+        rows = rows[valid.reshape(-1)[rows]]
+        ext = extents.reshape(c * n, 2).index_select(0, rows)
+        mu = flat[:, :2].index_select(0, rows)
+        # Pixel p (centre p + 0.5) is in the box when |p + 0.5 - mu| <= extent.
+        lo = torch.ceil(mu - ext - 0.5).clamp_min(0)
+        hi = torch.floor(mu + ext - 0.5)
+        hi = torch.stack([hi[:, 0].clamp_max(width - 1), hi[:, 1].clamp_max(height - 1)], -1)
+        keep = (hi >= lo).all(-1)
+        rows, lo, hi = rows[keep], lo[keep], hi[keep]
+        boxes = torch.cat([lo, hi], -1).to(torch.int32)
+        return bin_tiles(
+            rows, torch.div(rows, n, rounding_mode="floor"), boxes, c, width, height, self.tile_size
+        )
 
     def _pair_alpha(
         self, cols: list[Tensor], row: Tensor, pix: Tensor, width: int, height: int
