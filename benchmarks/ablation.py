@@ -6,8 +6,14 @@
 
 Every (motion, row, seed) is one ``ds4d fit`` in a subprocess with the same step budget, on the
 same synthetic object; the row's ablation preset is the only difference between rows. Reports
-eval-view PSNR, SSIM and dynamic-region PSNR (mean and std over seeds) and the median fine-stage
-step time. Writes the JSON and a markdown table next to it (``<stem of --out>.md``).
+eval-view PSNR, SSIM and dynamic-region PSNR, as the per-image mean (``dyn_psnr``, the earlier
+tables' number) and pooled over every moving pixel (``dyn_psnr_pooled``) at the budget's
+resolution and at 128² (``dyn_psnr_pooled_128``), the arm tip's tracking error as a fraction of
+its displacement and the fraction of its motion reached, the dynamic PSNR of the trained model
+with time-constant features at test time (``placebo_dyn_psnr_pooled``), how far the fusion
+weights are from uniform, and the median fine-stage step time (``benchmarks/post_fit.py`` makes
+all but the first three after each fit). Mean and std over seeds, and the difference to row B
+paired by seed. Writes the JSON and a markdown table next to it (``<stem of --out>.md``).
 The numbers are what was measured: nothing here is tuned per row.
 
 ``--pseudo_views degraded`` trains every run on the degraded pseudo views (the defects of real
@@ -20,6 +26,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import statistics
+import subprocess
+import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -28,7 +38,20 @@ from fit_runs import QUIET_FIT_ARGS, REPO, run_fit, summarise
 
 MOTIONS = ("static_only", "mostly_static", "dynamic_only")
 ROWS = ("row_b", "row_d", "row_e", "row_f", "row_g", "row_h")
-METRICS = ("psnr", "ssim", "dyn_psnr")
+METRICS = ("psnr", "ssim", "dyn_psnr", "dyn_psnr_pooled")
+#: Keys taken from benchmarks/post_fit.py's JSON, flattened (``section.key`` → name).
+POST_FIT = {
+    "eval_128.psnr": "psnr_128",
+    "eval_128.dyn_psnr": "dyn_psnr_128",
+    "eval_128.dyn_psnr_pooled": "dyn_psnr_pooled_128",
+    "arm.error_ratio": "arm_error",
+    "arm.reach": "arm_reach",
+    "placebo_test.dyn_psnr": "placebo_dyn_psnr",
+    "placebo_test.dyn_psnr_pooled": "placebo_dyn_psnr_pooled",
+    "fusion.tv": "fusion_tv",
+    "fusion.input_share": "fusion_input_share",
+}
+SUMMARY_KEYS = (*METRICS, *POST_FIT.values(), "num_gaussians", "step_ms")
 
 
 def budget_args(a: argparse.Namespace) -> list[str]:
@@ -65,8 +88,59 @@ def run_one(a: argparse.Namespace, motion: str, row: str, seed: int, tmp: Path) 
         *a.override,
     ]
     run_dir = tmp / f"{motion}_{row}_{seed}"
-    result = run_fit(args, run_dir, a.jobs, f"{motion}/{row}/seed {seed}", METRICS)
-    return {**result, "seed": seed}
+    label = f"{motion}/{row}/seed {seed}"
+    result = run_fit(args, run_dir, a.jobs, label, METRICS)
+    return {**result, **post_fit(run_dir, label), "seed": seed}
+
+
+def post_fit(run_dir: Path, label: str) -> dict:
+    """``benchmarks/post_fit.py`` on a finished run, flattened to :data:`POST_FIT`'s names."""
+    out = run_dir / "post_fit.json"
+    cmd = [
+        sys.executable,
+        str(REPO / "benchmarks" / "post_fit.py"),
+        str(run_dir),
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+    if proc.returncode != 0:
+        sys.stderr.write(proc.stderr[-3000:])
+        raise SystemExit(f"{label}: post_fit failed (exit {proc.returncode})")
+    report = json.loads(out.read_text())
+    flat = {}
+    for path, name in POST_FIT.items():
+        section, key = path.split(".")
+        flat[name] = report.get(section, {}).get(key)
+    return flat
+
+
+def paired_difference(rows: dict, row: str, key: str) -> tuple[float, float] | None:
+    """Mean and std over seeds of ``row − row_b`` in ``key``, paired by seed."""
+    base = rows.get("row_b")
+    if base is None or row not in rows:
+        return None
+    by_seed = {s["seed"]: s[key] for s in base["seeds"] if s.get(key) is not None}
+    diffs = [
+        s[key] - by_seed[s["seed"]]
+        for s in rows[row]["seeds"]
+        if s.get(key) is not None and s["seed"] in by_seed
+    ]
+    if not diffs:
+        return None
+    return statistics.mean(diffs), statistics.stdev(diffs) if len(diffs) > 1 else 0.0
+
+
+def _pm(r: dict, key: str, digits: int = 2) -> str:
+    if r.get(key) is None:
+        return "n/a"
+    return f"{r[key]:.{digits}f} ± {r[f'{key}_std']:.{digits}f}"
+
+
+def _paired(rows: dict, row: str, key: str) -> str:
+    d = paired_difference(rows, row, key)
+    return "n/a" if d is None else f"{d[0]:+.2f} ± {d[1]:.2f}"
 
 
 def markdown(results: dict, a: argparse.Namespace) -> str:
@@ -74,8 +148,15 @@ def markdown(results: dict, a: argparse.Namespace) -> str:
         "# DS4D ablation on the synthetic objects",
         "",
         f"Budget per run: {a.coarse_steps} coarse + {a.fine_steps} fine steps, {a.frames} frames,"
-        f" {a.resolution}² training and evaluation views, {a.pseudo_views} pseudo views. Mean ± "
-        "std over seeds (n per row in the table); step time is the median fine-stage step"
+        f" {a.resolution}² training and evaluation views, {a.pseudo_views} pseudo views"
+        + (f", overrides {' '.join(a.override)}" if a.override else "")
+        + ". Mean ± std over seeds (n per row); Δ columns are differences to row B paired by "
+        "seed (mean ± std). dyn = dynamic-region PSNR as the per-image mean; pooled = squared "
+        "error pooled over every moving pixel of all views and frames, at the budget's "
+        "resolution and at 128²; arm err = the arm tip's position error / its displacement; "
+        "reach = fraction of the tip's motion the model makes; placebo = pooled dynamic PSNR "
+        "with time-constant features at test time; GA tv = distance of the fusion weights from "
+        "uniform. Step time is the median fine-stage step"
         + (
             f", measured with {a.jobs} runs sharing the CPU (one thread each)."
             if a.jobs > 1
@@ -84,31 +165,23 @@ def markdown(results: dict, a: argparse.Namespace) -> str:
         "",
     ]
     for motion, rows in results.items():
-        base = rows.get("row_b")
         lines += [
             f"## {motion}",
             "",
-            "| row | n | PSNR | SSIM | dyn PSNR | Δdyn vs B | step ms | ×B time |",
-            "|---|---|---|---|---|---|---|---|",
+            "| row | n | PSNR | dyn | pooled | pooled 128² | Δpooled vs B | Δdyn vs B | arm err "
+            "| reach | placebo | fusion tv | Gaussians | step ms |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for row, r in rows.items():
-            if r["dyn_psnr"] is not None and base and base["dyn_psnr"] is not None:
-                ddyn = f"{r['dyn_psnr'] - base['dyn_psnr']:+.2f}"
-            else:
-                ddyn = "n/a"
-            ratio = (
-                f"{r['step_ms'] / base['step_ms']:.2f}"
-                if base and r["step_ms"] and base["step_ms"]
-                else "n/a"
-            )
-            dyn = (
-                "n/a" if r["dyn_psnr"] is None else f"{r['dyn_psnr']:.2f} ± {r['dyn_psnr_std']:.2f}"
-            )
-            step = "n/a" if r["step_ms"] is None else f"{r['step_ms']:.0f}"
+            step = "n/a" if r.get("step_ms") is None else f"{r['step_ms']:.0f}"
+            gaussians = "n/a" if r.get("num_gaussians") is None else f"{r['num_gaussians']:.0f}"
             lines.append(
-                f"| {row} | {r.get('n_seeds', len(r['seeds']))} | "
-                f"{r['psnr']:.2f} ± {r['psnr_std']:.2f} | {r['ssim']:.4f} | {dyn} | "
-                f"{ddyn} | {step} | {ratio} |"
+                f"| {row} | {r.get('n_seeds', len(r['seeds']))} | {_pm(r, 'psnr')} | "
+                f"{_pm(r, 'dyn_psnr')} | {_pm(r, 'dyn_psnr_pooled')} | "
+                f"{_pm(r, 'dyn_psnr_pooled_128')} | {_paired(rows, row, 'dyn_psnr_pooled')} | "
+                f"{_paired(rows, row, 'dyn_psnr')} | {_pm(r, 'arm_error', 3)} | "
+                f"{_pm(r, 'arm_reach', 3)} | {_pm(r, 'placebo_dyn_psnr_pooled')} | "
+                f"{_pm(r, 'fusion_tv', 3)} | {gaussians} | {step} |"
             )
         lines.append("")
     return "\n".join(lines)
@@ -125,7 +198,11 @@ def main() -> None:
     p.add_argument("--pseudo_views", default="oracle", choices=["oracle", "degraded"])
     p.add_argument("--motion", action="append", choices=MOTIONS, help="repeatable; default all")
     p.add_argument("--seeds", type=int, default=3)
-    p.add_argument("--rows", default=",".join(ROWS))
+    p.add_argument(
+        "--rows",
+        default=",".join(ROWS),
+        help="comma-separated presets of configs/ablation/ (the paper's rows, or e.g. ga_relative)",
+    )
     p.add_argument("--coarse_steps", type=int, default=150)
     p.add_argument("--fine_steps", type=int, default=450)
     p.add_argument("--resolution", type=int, default=64)
@@ -135,6 +212,11 @@ def main() -> None:
         action="append",
         default=[],
         help="extra ds4d fit argument for every run, e.g. --override=--model.optim.cond_lr=0.016",
+    )
+    p.add_argument(
+        "--keep_runs",
+        default=None,
+        help="keep every run directory under this folder (default: a temporary one)",
     )
     p.add_argument(
         "--jobs",
@@ -154,14 +236,15 @@ def main() -> None:
     tasks = [(m, r, s) for m in motions for s in range(a.seeds) for r in rows]
     done: dict[tuple[str, str], list[dict]] = {}
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(max_workers=a.jobs) as pool:
-        futures = [(t, pool.submit(run_one, a, *t, Path(tmp))) for t in tasks]
+        root = Path(a.keep_runs) if a.keep_runs else Path(tmp)
+        futures = [(t, pool.submit(run_one, a, *t, root)) for t in tasks]
         for (motion, row, _seed), fut in futures:
             result = fut.result()
             print(motion, row, result, flush=True)
             done.setdefault((motion, row), []).append(result)
             if len(done[(motion, row)]) == a.seeds:
                 seeds = sorted(done[(motion, row)], key=lambda s: s["seed"])
-                results[motion][row] = summarise(seeds, (*METRICS, "step_ms"))
+                results[motion][row] = summarise(seeds, SUMMARY_KEYS)
                 # Rows in the requested order, whatever order they finished in.
                 results[motion] = {r: results[motion][r] for r in rows if r in results[motion]}
                 out_path.parent.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,7 @@ import copy
 from typing import Any
 
 #: Hyper-parameters :func:`upgrade_hparams` may rewrite.
-UPGRADED_HPARAMS = ("loss", "ablation", "conditioning", "renderer")
+UPGRADED_HPARAMS = ("loss", "ablation", "conditioning", "renderer", "field", "optim")
 
 #: State-dict entries that moved under ``model.`` when the asset became ``DS4DModel``.
 _LEGACY_PREFIXES = ("background", "extent", "gaussians.", "field.", "conditioner.")
@@ -26,6 +26,10 @@ def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
     * ``conditioning.da_combine`` / ``ga_scorer`` were always stored with their defaults
       (``sum`` / ``own``) and now exist only for their fusion mode;
     * the CPU renderer ``torch_tiled`` is called ``torch``;
+    * ``field.fusion_norm`` and ``field.cond_gate`` did not exist: those fields concatenated
+      their inputs as they were (``none``, no gate), whatever today's defaults;
+    * ``optim.restart_at_fine`` did not exist: those runs decayed every rate over the whole run
+      (``False``), which matters when one is resumed;
     * ``conditioning.exclude_own_frame`` did not exist: those models were trained with a
       moving camera's own frame among its views (``False``).
     """
@@ -42,6 +46,15 @@ def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
         if tssf != "ga" and cond.get("ga_scorer") == "own":
             cond["ga_scorer"] = None
         cond.setdefault("exclude_own_frame", False)
+    if "field" in h and h["field"] is None:
+        h["field"] = {}  # stored as "defaults": those of the version that wrote it
+    if isinstance(h.get("field"), dict):
+        h["field"].setdefault("fusion_norm", "none")
+        h["field"].setdefault("cond_gate", False)
+    if "optim" in h and h["optim"] is None:
+        h["optim"] = {}
+    if isinstance(h.get("optim"), dict):
+        h["optim"].setdefault("restart_at_fine", False)
     if h.get("renderer") == "torch_tiled":
         h["renderer"] = "torch"
     return h

@@ -24,6 +24,9 @@ class LossWeights:
         pseudo_l1: Pseudo-view L1 against the multi-view prior.
         pseudo_ssim: Pseudo-view ``1 - SSIM`` against the multi-view prior.
         pseudo_mask: Pseudo-view alpha MSE.
+        pseudo_lpips: Pseudo-view LPIPS (VGG) against the multi-view prior, when the VGG16 and
+            LPIPS weights are found (``ds4d weights``); without them the term is left out, the
+            run warns, and ``run_info.json``'s ``pseudo_view_loss`` says what was used.
         plane_tv: HexPlane spatial smoothness.
         time_smooth: HexPlane temporal smoothness.
         time_l1: HexPlane time planes towards 1.
@@ -33,6 +36,16 @@ class LossWeights:
             (``configs/model/zero123_sds.yaml`` uses 1e-4 next to ``rgb: 1``).
         mask_ramp_steps: Steps over which the mask weight ramps linearly from 0 to ``mask``.
         max_scale_ratio: Anisotropy allowed before ``scale_ratio`` applies.
+        input_view: Multiplies every input-view term (``rgb_*``, ``mask``): how much more a pixel
+            of the real observation pulls than a pixel of a generated view. Per pixel, MSE on the
+            input view pulls with ``2·err`` and L1 on the pseudo views with a constant, so at
+            ``1`` the generated views pull several times harder than the real one wherever the
+            error is small.
+        pseudo_downsample: Compare pseudo views (colour, SSIM and alpha) after averaging
+            ``k × k`` pixel blocks of render and target alike: generated views misplace details
+            by a few pixels (scale and centring errors, jitter, invented texture), which a
+            low-passed comparison forgives while silhouettes and the moving part's displacement,
+            many pixels wide, still pull at full strength. ``1`` compares at full resolution.
     """
 
     rgb_mse: float = 1.0
@@ -42,6 +55,7 @@ class LossWeights:
     pseudo_l1: float = 0.5
     pseudo_ssim: float = 0.1
     pseudo_mask: float = 0.25
+    pseudo_lpips: float = 0.0
     plane_tv: float = 1e-4
     time_smooth: float = 1e-3
     time_l1: float = 1e-4
@@ -49,6 +63,14 @@ class LossWeights:
     sds: float = 0.0
     mask_ramp_steps: int = 100
     max_scale_ratio: float = 10.0
+    input_view: float = 1.0
+    pseudo_downsample: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.input_view > 0:
+            raise ValueError(f"loss.input_view must be > 0, got {self.input_view}")
+        if self.pseudo_downsample < 1:
+            raise ValueError(f"loss.pseudo_downsample must be >= 1, got {self.pseudo_downsample}")
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -78,6 +100,12 @@ class OptimConfig:
             within the fine stage (+0.19 dB dynamic PSNR for DS4D-DA over 1.6e-3, and every
             conditioned ablation row gained; ``benchmarks/results/ablation_findings.md``).
         cond_lr_final: Final learning rate of the conditioning layers.
+        restart_at_fine: Decay the field, MLP and conditioning rates over the fine stage alone,
+            starting it at their initial rates (as 4D-GS does), instead of over coarse + fine:
+            those groups are unused in the coarse stage, and a decay spanning the whole run
+            leaves them a fraction of their rate when they start to learn (row B gained 1.6 dB
+            of pooled dynamic PSNR; ``benchmarks/results/ablation_findings.md``). Checkpoints
+            written before the knob existed keep ``False``.
         eps: Adam epsilon.
     """
 
@@ -94,6 +122,7 @@ class OptimConfig:
     mlp_lr_final: float = 1.6e-5
     cond_lr: float = 1.6e-2
     cond_lr_final: float = 1.6e-4
+    restart_at_fine: bool = True
     eps: float = 1e-15
 
 
@@ -147,10 +176,18 @@ class DensifyConfig:
         start_step: First step at which densification may run.
         stop_step: Last step at which Gaussians are added (pruning continues to ``stop_step``).
         interval: Steps between two densification events.
+        grad_rule: How Gaussians are picked for densification by their mean view-space
+            positional gradient. ``top_and_threshold`` (3DGS-like): the top ``grad_top_percent``
+            of all Gaussians, and only those above ``grad_threshold``. ``quantile`` (relative,
+            as STAG4D): every Gaussian seen since the last event whose gradient reaches the
+            ``1 - grad_top_percent`` quantile of the seen Gaussians' gradients, with no absolute
+            floor, because the small photometric gradients of a few-view object fit rarely reach
+            a threshold tuned on real scenes.
         grad_top_percent: Fraction of Gaussians with the largest mean view-space positional
             gradient that are densified at each event.
         grad_threshold: Minimum mean gradient (pixels, normalised by half the image size) for a
-            Gaussian to be densified, so a converged model stops growing.
+            Gaussian to be densified, so a converged model stops growing
+            (``top_and_threshold`` only).
         split_scale_fraction: Gaussians larger than this fraction of the scene extent are split,
             smaller ones cloned.
         prune_opacity: Gaussians less opaque than this are removed.
@@ -165,6 +202,7 @@ class DensifyConfig:
     start_step: int = 100
     stop_step: int = 1000
     interval: int = 100
+    grad_rule: Literal["top_and_threshold", "quantile"] = "top_and_threshold"
     grad_top_percent: float = 0.1
     grad_threshold: float = 2e-4
     split_scale_fraction: float = 0.01
@@ -179,6 +217,11 @@ class DensifyConfig:
             raise ValueError("DensifyConfig.grad_top_percent must be in (0, 1]")
         if self.interval < 1:
             raise ValueError("DensifyConfig.interval must be >= 1")
+        if self.grad_rule not in ("top_and_threshold", "quantile"):
+            raise ValueError(
+                "DensifyConfig.grad_rule must be 'top_and_threshold' or 'quantile', "
+                f"got {self.grad_rule!r}"
+            )
 
 
 @dataclass
@@ -251,6 +294,16 @@ class FieldConfig:
         deform_color: Also predict a colour (SH DC) change.
         hash_backend: Hash-grid implementation: ``auto`` (tinycudann when importable and CUDA
             is available, else pure torch), ``torch`` or ``tcnn``.
+        fusion_norm: With a conditioning feature, how the field's two inputs meet in the fusion
+            layer: ``none`` concatenates them as they are; ``layernorm`` normalises each branch
+            (encoding and conditioning) with its own LayerNorm first, so neither starts out
+            louder. Unnormalised, the conditioning branch of a trained model was 30x the
+            HexPlane's RMS and the field stopped carrying time itself (docs/design.md §5).
+        cond_gate: Multiply the conditioning branch by a learnable per-channel gate that starts
+            at zero: a fresh field then deforms from its encoding alone (as without
+            conditioning) and lets the image features in only as far as they help (DS4D-DA's
+            arm-tip error fell from 17 % to 12 % of its displacement). Checkpoints written
+            before the knob existed keep ``False``.
     """
 
     encoding: Literal["hexplane", "hashgrid"] = "hexplane"
@@ -269,8 +322,14 @@ class FieldConfig:
     deform_opacity: bool = False
     deform_color: bool = False
     hash_backend: Literal["auto", "torch", "tcnn"] = "auto"
+    fusion_norm: Literal["none", "layernorm"] = "none"
+    cond_gate: bool = True
 
     def __post_init__(self) -> None:
+        if self.fusion_norm not in ("none", "layernorm"):
+            raise ValueError(
+                f"FieldConfig.fusion_norm must be 'none' or 'layernorm', got {self.fusion_norm!r}"
+            )
         if self.encoding not in ("hexplane", "hashgrid"):
             raise ValueError(
                 f"FieldConfig.encoding must be 'hexplane' or 'hashgrid', got {self.encoding!r}"
@@ -376,6 +435,10 @@ class ConditioningConfig:
             instead of the canonical ones.
         cache_dir: Where features are cached on disk (``None``: ``$DS4D_CACHE_DIR`` or
             ``~/.cache/ds4d_pl/features``; ``""`` disables the disk cache).
+        placebo: A control, not a method: ``time_constant`` gives every frame the middle frame's
+            (decoupled, normalised) features, so the conditioning carries no time at all. A model
+            trained or evaluated so shows how much of the motion the field carries itself
+            (``none``: the real features).
     """
 
     encoder: Literal["efficientnet_lite0", "dinov2"] = "efficientnet_lite0"
@@ -398,8 +461,13 @@ class ConditioningConfig:
     exclude_own_frame: bool = True
     deformed_positions: bool = False
     cache_dir: str | None = None
+    placebo: Literal["none", "time_constant"] = "none"
 
     def __post_init__(self) -> None:
+        if self.placebo not in ("none", "time_constant"):
+            raise ValueError(
+                f"conditioning.placebo must be 'none' or 'time_constant', got {self.placebo!r}"
+            )
         if self.width < 1:
             raise ValueError("conditioning.width must be >= 1")
         if self.visibility_every < 1:

@@ -7,11 +7,79 @@ so a run shows exactly what was optimised.
 
 from __future__ import annotations
 
+import warnings
+
 import torch
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
 from ds4d_pl.config import LossWeights
 from ds4d_pl.metrics.image import ssim
+from ds4d_pl.weights import MissingWeightsError
+
+#: Input-view terms, scaled together by ``LossWeights.input_view``.
+INPUT_VIEW_TERMS = ("rgb_mse", "rgb_l1", "rgb_ssim", "mask")
+
+
+class PseudoViewLoss:
+    """What the pseudo views are compared with: the frozen LPIPS network (when its weight is on
+    and its files are found) and a description of the loss actually used.
+
+    Deliberately not an ``nn.Module``: held by the Lightning system, a frozen network must stay
+    out of checkpoints, the optimiser and DDP.
+
+    Attributes:
+        lpips: The LPIPS (VGG) network in eval mode, or ``None``.
+        description: The pseudo-view loss in words, e.g. ``l1+ssim+lpips`` or ``l1+ssim (lpips
+            requested but its weights are missing: vgg16-397923af.pth)``; ``run_info.json``
+            records it.
+    """
+
+    def __init__(self, lpips: nn.Module | None, description: str) -> None:
+        self.lpips = lpips
+        self.description = description
+
+    @classmethod
+    def build(cls, weights: LossWeights) -> PseudoViewLoss:
+        """Load LPIPS when ``weights.pseudo_lpips > 0``; without its weights, warn and go on
+        without the term (a random VGG would be a wrong loss, not a weaker one)."""
+        parts = [name for name in ("l1", "ssim") if getattr(weights, f"pseudo_{name}") > 0]
+        if weights.pseudo_downsample > 1:
+            k = weights.pseudo_downsample
+            parts = [f"{name}@1/{k}" for name in parts]
+        lpips, note = None, ""
+        if weights.pseudo_lpips > 0:
+            from ds4d_pl.metrics.lpips import LPIPSNet
+
+            try:
+                lpips = LPIPSNet.from_pretrained().requires_grad_(False)
+                parts.append("lpips")
+            except MissingWeightsError as err:
+                missing = ", ".join(sorted(set(_missing_names(str(err)))))
+                note = f" (lpips requested but its weights are missing: {missing})"
+                warnings.warn(
+                    f"loss.pseudo_lpips={weights.pseudo_lpips} but the LPIPS weights are not on "
+                    f"this machine, so the pseudo views are compared without it: {err}",
+                    stacklevel=2,
+                )
+        return cls(lpips, ("+".join(parts) or "none") + note)
+
+    def to(self, device: torch.device) -> PseudoViewLoss:
+        if self.lpips is not None:
+            self.lpips.to(device)
+        return self
+
+
+def _missing_names(message: str) -> list[str]:
+    names = ("vgg16-397923af.pth", "lpips_vgg_v0.1.pth")
+    return [name for name in names if name in message] or ["see the warning"]
+
+
+def _low_pass(x: Tensor, k: int) -> Tensor:
+    """``(B, H, W, C)`` images averaged over ``k × k`` blocks (a ragged border is dropped)."""
+    if k == 1:
+        return x
+    return F.avg_pool2d(x.permute(0, 3, 1, 2), k).permute(0, 2, 3, 1)
 
 
 def photometric_terms(
@@ -21,12 +89,14 @@ def photometric_terms(
     target_alpha: Tensor,
     is_input: Tensor,
     weights: LossWeights,
+    lpips: nn.Module | None = None,
 ) -> dict[str, Tensor]:
     """Image losses against real input views and pseudo views.
 
     Input views get MSE on colour and coverage (they are exact observations; 4D-GS-style scene
     presets use L1 and optional 1 − SSIM instead); pseudo views come from a generative prior, so
-    they get the more forgiving L1 + (1 − SSIM) and a coverage term.
+    they get the more forgiving L1 + (1 − SSIM), optionally LPIPS, and a coverage term, compared
+    after a ``pseudo_downsample`` block average (LPIPS at full resolution).
     Terms whose weight is 0 or whose subset is empty in this batch are omitted.
 
     Args:
@@ -36,6 +106,8 @@ def photometric_terms(
         target_alpha: ``(B, H, W, 1)`` target coverage.
         is_input: ``(B,)`` boolean, real observation vs pseudo view.
         weights: Which terms are active.
+        lpips: The LPIPS network (:class:`PseudoViewLoss`) for ``pseudo_lpips``; ``None``
+            leaves that term out.
 
     Returns:
         Raw (unweighted) terms by name.
@@ -52,12 +124,19 @@ def photometric_terms(
         if weights.mask > 0:
             terms["mask"] = ((pred_alpha[inp] - target_alpha[inp]) ** 2).mean()
     if pse.any():
+        k = weights.pseudo_downsample
+        pred, target = _low_pass(pred_rgb[pse], k), _low_pass(target_rgb[pse], k)
         if weights.pseudo_l1 > 0:
-            terms["pseudo_l1"] = (pred_rgb[pse] - target_rgb[pse]).abs().mean()
+            terms["pseudo_l1"] = (pred - target).abs().mean()
         if weights.pseudo_ssim > 0:
-            terms["pseudo_ssim"] = 1.0 - ssim(pred_rgb[pse], target_rgb[pse]).mean()
+            terms["pseudo_ssim"] = 1.0 - ssim(pred, target).mean()
         if weights.pseudo_mask > 0:
-            terms["pseudo_mask"] = ((pred_alpha[pse] - target_alpha[pse]) ** 2).mean()
+            diff = _low_pass(pred_alpha[pse], k) - _low_pass(target_alpha[pse], k)
+            terms["pseudo_mask"] = (diff**2).mean()
+        if weights.pseudo_lpips > 0 and lpips is not None:
+            p = pred_rgb[pse].permute(0, 3, 1, 2) * 2.0 - 1.0
+            t = target_rgb[pse].permute(0, 3, 1, 2) * 2.0 - 1.0
+            terms["pseudo_lpips"] = lpips(p, t).mean()
     return terms
 
 
@@ -71,8 +150,11 @@ def scale_ratio_term(log_scales: Tensor, max_ratio: float) -> Tensor:
 
 
 def term_weights(weights: LossWeights, step: int) -> dict[str, float]:
-    """Effective weight of every term at ``step`` (the mask weight ramps in linearly)."""
+    """Effective weight of every term at ``step``: input-view terms scaled by ``input_view``,
+    the mask weight ramped in linearly."""
     w = {k: float(v) for k, v in weights.as_dict().items() if k not in _NON_TERMS}
+    for name in INPUT_VIEW_TERMS:
+        w[name] *= weights.input_view
     if weights.mask_ramp_steps > 0:
         w["mask"] *= min(1.0, step / weights.mask_ramp_steps)
     return w
@@ -98,4 +180,4 @@ def weigh(terms: dict[str, Tensor], weights: LossWeights, step: int) -> tuple[Te
     return total, {name: w[name] for name in terms}
 
 
-_NON_TERMS = {"mask_ramp_steps", "max_scale_ratio"}
+_NON_TERMS = {"mask_ramp_steps", "max_scale_ratio", "input_view", "pseudo_downsample"}

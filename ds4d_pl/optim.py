@@ -6,8 +6,11 @@ Adam groups (:func:`build_optimizer`), sets their rates every step (:func:`set_l
 and names what is logged (``train/lr/<group>``), so a new group cannot be built without also being
 scheduled and logged.
 
-Rates decay log-linearly from ``lr`` to ``lr_final`` over the run (``lr_final=None`` keeps the
-rate constant). Locked by ``tests/test_optim.py``.
+Rates decay log-linearly from ``lr`` to ``lr_final`` (``lr_final=None`` keeps the rate constant),
+over the whole run, or, for a group flagged ``restarts_at_fine``, over the fine stage alone: the
+deformation field, its MLP and the conditioning are unused in the coarse stage, so a schedule that
+already decayed there would start them on an exhausted rate (4D-GS restarts every schedule at its
+fine stage). Locked by ``tests/test_optim.py``.
 """
 
 from __future__ import annotations
@@ -31,12 +34,21 @@ class GroupSpec:
         lr: Initial learning rate.
         lr_final: Final learning rate (log-linear decay), or ``None`` for a constant rate.
         scales_with_extent: Multiply the rate by the scene extent (Gaussian positions).
+        restarts_at_fine: Decay over the fine stage only (from ``lr`` at its first step), instead
+            of over the whole run; constant at ``lr`` through the coarse stage.
     """
 
     name: str
     lr: float
     lr_final: float | None = None
     scales_with_extent: bool = False
+    restarts_at_fine: bool = False
+
+    def fraction(self, step: int, coarse_steps: int, total_steps: int) -> float:
+        """Where ``step`` lies in this group's schedule, in ``[0, 1]``."""
+        if self.restarts_at_fine:
+            return max(step - coarse_steps, 0) / max(total_steps - coarse_steps, 1)
+        return step / max(total_steps, 1)
 
     def rate(self, frac: float, extent: float = 1.0) -> float:
         """Learning rate at fraction ``frac`` in ``[0, 1]`` of the schedule."""
@@ -52,8 +64,10 @@ def group_table(cfg: OptimConfig) -> tuple[GroupSpec, ...]:
 
     Gaussian tables are named like :attr:`CanonicalGaussians.TABLES`; ``field`` holds the
     encoding (planes / hash tables), ``mlp`` the field's fusion layer, MLP and heads, ``cond`` the
-    learnable conditioning layers (TSSF scoring / merge and the low-rank projection).
+    learnable conditioning layers (TSSF scoring / merge and the low-rank projection). With
+    ``cfg.restart_at_fine`` the last three restart their schedule at the fine stage.
     """
+    restart = cfg.restart_at_fine
     return (
         GroupSpec("means", cfg.means_lr, cfg.means_lr_final, scales_with_extent=True),
         GroupSpec("quats", cfg.quats_lr),
@@ -61,9 +75,9 @@ def group_table(cfg: OptimConfig) -> tuple[GroupSpec, ...]:
         GroupSpec("logit_opacities", cfg.opacities_lr),
         GroupSpec("sh_dc", cfg.sh_dc_lr),
         GroupSpec("sh_rest", cfg.sh_rest_lr),
-        GroupSpec("field", cfg.field_lr, cfg.field_lr_final),
-        GroupSpec("mlp", cfg.mlp_lr, cfg.mlp_lr_final),
-        GroupSpec("cond", cfg.cond_lr, cfg.cond_lr_final),
+        GroupSpec("field", cfg.field_lr, cfg.field_lr_final, restarts_at_fine=restart),
+        GroupSpec("mlp", cfg.mlp_lr, cfg.mlp_lr_final, restarts_at_fine=restart),
+        GroupSpec("cond", cfg.cond_lr, cfg.cond_lr_final, restarts_at_fine=restart),
     )
 
 
@@ -116,12 +130,27 @@ def build_optimizer(
 
 
 def set_learning_rates(
-    optimizer: torch.optim.Optimizer, table: Sequence[GroupSpec], frac: float, extent: float
+    optimizer: torch.optim.Optimizer,
+    table: Sequence[GroupSpec],
+    step: int,
+    coarse_steps: int,
+    total_steps: int,
+    extent: float,
 ) -> dict[str, float]:
-    """Set every group's rate for schedule fraction ``frac``; return them by group name."""
+    """Set every group's rate for global ``step``; return them by group name.
+
+    Args:
+        optimizer: Optimiser built by :func:`build_optimizer`.
+        table: The optimiser table.
+        step: Global step.
+        coarse_steps: Length of the coarse stage (where ``restarts_at_fine`` schedules begin).
+        total_steps: Coarse plus fine steps (where every schedule ends).
+        extent: Scene extent (positions' rate multiplier).
+    """
     specs = {spec.name: spec for spec in table}
     rates = {}
     for group in optimizer.param_groups:
         spec = specs[group["name"]]
+        frac = spec.fraction(step, coarse_steps, total_steps)
         group["lr"] = rates[spec.name] = spec.rate(frac, extent)
     return rates

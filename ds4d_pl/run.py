@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 import yaml
 
+from ds4d_pl.compat import UPGRADED_HPARAMS, upgrade_hparams
 from ds4d_pl.conditioning.build import feature_cache_dir
 from ds4d_pl.data.types import Scene4D
 from ds4d_pl.errors import DS4DError
@@ -114,9 +115,16 @@ def _config_problem(error: BaseException) -> str:
     return f"{lines[0].rstrip(':')}: {detail}"
 
 
-def _build(config: Path) -> tuple[object, object]:
+def _build(config: Path, saved: dict | None = None) -> tuple[object, object]:
     """The run's system and data module, rebuilt from the ``model:`` and ``data:`` sections of
-    its config with the same typed parser LightningCLI uses (so every key is validated)."""
+    its config with the same typed parser LightningCLI uses (so every key is validated).
+
+    ``saved`` are the checkpoint's hyper-parameters. They complete the config's ``field``,
+    ``optim`` and ``conditioning`` sections, whose defaults have changed since older runs
+    (``field.cond_gate``, ``optim.restart_at_fine``, ``conditioning.exclude_own_frame``): a
+    config that says ``null`` or leaves a key out means the values
+    the run was trained with, which the checkpoint records; a key the config does give still
+    wins. Every section is then read in today's names (:func:`~ds4d_pl.compat.upgrade_hparams`)."""
     from jsonargparse import ArgumentParser
 
     from ds4d_pl.data.datamodule import DS4DDataModule
@@ -128,20 +136,26 @@ def _build(config: Path) -> tuple[object, object]:
         raise RunLoadError(f"{config}: not a readable YAML file ({_first_line(e)})") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("model"), dict) or "data" not in raw:
         raise RunLoadError(f"{config}: not a ds4d run config (needs 'model:' and 'data:' sections)")
+    model = dict(raw["model"])
+    trained = upgrade_hparams({k: v for k, v in (saved or {}).items() if k in UPGRADED_HPARAMS})
+    for key in ("field", "optim", "conditioning"):
+        if isinstance(trained.get(key), dict) and isinstance(model.get(key) or {}, dict):
+            model[key] = {**trained[key], **(model.get(key) or {})}
+    # Then today's names for what older versions wrote (e.g. a stale ga_scorer under DA).
+    model.update(upgrade_hparams({k: model[k] for k in UPGRADED_HPARAMS if k in model}))
     parser = ArgumentParser(exit_on_error=False)
     parser.add_class_arguments(DS4DSystem, "model")
     parser.add_class_arguments(DS4DDataModule, "data")
     try:
-        cfg = parser.parse_object({"model": raw["model"], "data": raw["data"] or {}})
+        cfg = parser.parse_object({"model": model, "data": raw["data"] or {}})
         init = parser.instantiate(cfg)
     except Exception as e:  # noqa: BLE001 - any failure to rebuild is reported as one line
         raise RunLoadError(f"{config}: cannot rebuild the run ({_config_problem(e)})") from None
     return init.model, init.data
 
 
-def _load_weights(system: torch.nn.Module, files: RunFiles) -> dict:
-    """Copy the checkpoint's weights into ``system``; a checkpoint of another configuration
-    (other field sizes, other ablation) is refused, naming the first disagreeing tensor."""
+def _read_checkpoint(files: RunFiles) -> dict:
+    """The checkpoint as a dict with a ``state_dict``, or one clear error."""
     try:
         # The checkpoint holds the run's typed hyper-parameters (dataclasses), which the
         # tensor-only unpickler refuses; it is the user's own run file.
@@ -152,6 +166,12 @@ def _load_weights(system: torch.nn.Module, files: RunFiles) -> dict:
         ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise RunLoadError(f"{files.checkpoint}: not a Lightning checkpoint (no state_dict)")
+    return ckpt
+
+
+def _load_weights(system: torch.nn.Module, files: RunFiles, ckpt: dict) -> dict:
+    """Copy the checkpoint's weights into ``system``; a checkpoint of another configuration
+    (other field sizes, other ablation) is refused, naming the first disagreeing tensor."""
     # Old checkpoints keep the asset's entries outside ``model.``; the system renames them
     # (and restores the state kept outside the state dict) before the weights are copied.
     system.on_load_checkpoint(ckpt)
@@ -217,8 +237,9 @@ def load_run(
             not fit the config; the message is one line.
     """
     files = find_run_files(path, checkpoint, config)
-    system, datamodule = _build(files.config)
-    _load_weights(system, files)
+    ckpt = _read_checkpoint(files)
+    system, datamodule = _build(files.config, ckpt.get("hyper_parameters"))
+    _load_weights(system, files, ckpt)
     try:
         datamodule.setup("test")
     except (OSError, ValueError) as e:

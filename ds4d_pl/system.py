@@ -47,7 +47,7 @@ from ds4d_pl.errors import DivergenceError
 from ds4d_pl.fields.nerf import NeRFConfig
 from ds4d_pl.gaussians.densify import DensifyStrategy
 from ds4d_pl.logging import fusion_statistics
-from ds4d_pl.losses import photometric_terms, scale_ratio_term, weigh
+from ds4d_pl.losses import PseudoViewLoss, photometric_terms, scale_ratio_term, weigh
 from ds4d_pl.metrics.noref import (
     flicker_scores,
     novel_view_clip,
@@ -302,7 +302,9 @@ class DS4DSystem(pl.LightningModule):
         rates = set_learning_rates(
             optimizer,
             self.optim_table,
-            step / max(self.schedule.total_steps, 1),
+            step,
+            self.schedule.coarse_steps,
+            self.schedule.total_steps,
             float(self.model.extent),
         )
         deform = self.model.deformable and not self.is_coarse(step)
@@ -343,6 +345,14 @@ class DS4DSystem(pl.LightningModule):
             self._log_step(terms, weights, total, rates, deform)
         return total.detach()
 
+    @property
+    def pseudo_view_loss(self) -> PseudoViewLoss:
+        """The pseudo-view loss (LPIPS loaded when asked for and found), built on first use and
+        kept outside the module tree (never checkpointed, never handed to the optimiser)."""
+        if getattr(self, "_pseudo_view_loss", None) is None:
+            self._pseudo_view_loss = PseudoViewLoss.build(self.loss_cfg)
+        return self._pseudo_view_loss
+
     def _photometric(
         self, samples: list[FrameBatch], deform: bool
     ) -> tuple[dict[str, Tensor], list[tuple[RenderOutput, int, int]], GaussianParams]:
@@ -355,6 +365,7 @@ class DS4DSystem(pl.LightningModule):
         terms: dict[str, Tensor] = {}
         renders: list[tuple[RenderOutput, int, int]] = []
         first: GaussianParams | None = None
+        lpips = self.pseudo_view_loss.to(self.device).lpips
         for fb in samples:
             fb = fb.to(self.device)
             params = self.model.at(fb.times[0], deform)
@@ -362,7 +373,7 @@ class DS4DSystem(pl.LightningModule):
             out = self.model.renderer(params, fb.cameras, self.model.background)
             renders.append((out, fb.cameras.width, fb.cameras.height))
             frame_terms = photometric_terms(
-                out.rgb, out.alpha, fb.rgb, fb.alpha, fb.is_input, self.loss_cfg
+                out.rgb, out.alpha, fb.rgb, fb.alpha, fb.is_input, self.loss_cfg, lpips
             )
             for name, value in frame_terms.items():
                 terms[name] = terms.get(name, 0.0) + value / len(samples)

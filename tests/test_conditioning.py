@@ -113,6 +113,27 @@ def test_features_are_rms_normalised_per_encoder_channel() -> None:
     torch.testing.assert_close(rms, torch.ones(C), atol=1e-4, rtol=1e-4)
 
 
+def test_time_constant_placebo_gives_every_frame_the_middle_frames_features() -> None:
+    real = _conditioner()
+    cfg = ConditioningConfig(width=5, placebo="time_constant")
+    placebo = Conditioner(C, cfg, dsfd=True, tssf="da")
+    placebo.set_features(_features(), torch.linspace(0, 1, T))
+    assert placebo.maps.shape == real.maps.shape
+    for i in range(T):
+        torch.testing.assert_close(placebo.maps[:, i], real.maps[:, T // 2], rtol=0, atol=0)
+    points = torch.randn(30, 3) * 0.3
+    placebo.load_state_dict(real.state_dict())
+    first, _ = placebo(points, 0.0, _cameras())
+    for t in (0.3, 0.61, 1.0):
+        torch.testing.assert_close(placebo(points, t, _cameras())[0], first, rtol=0, atol=1e-6)
+    # The real features do change over time, so the test above can fail.
+    assert not torch.allclose(real(points, 0.0, _cameras())[0], real(points, 1.0, _cameras())[0])
+    with pytest.raises(ValueError, match="placebo"):
+        placebo.set_features(_features(), torch.linspace(0, 1, T), per_frame_cameras=True)
+    with pytest.raises(ValueError, match="placebo"):
+        ConditioningConfig(placebo="shuffled")
+
+
 def test_fresh_conditioned_field_is_identity() -> None:
     cond = _conditioner()
     field = build_field(FieldConfig(), cond_dim=cond.out_dim)

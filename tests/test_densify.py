@@ -195,6 +195,40 @@ def test_threshold_blocks_growth():
     assert s.step(100, g, opt) == {"cloned": 0, "split": 0, "pruned": 0, "reset": 0, "total": 20}
 
 
+def test_quantile_rule_selects_the_configured_top_fraction_of_seen_gaussians():
+    g = make_gaussians(20)
+    opt = make_optimizer(g)
+    # Gradients far below any absolute threshold: the relative rule still picks the top 20 %.
+    s = DensifyStrategy(cfg(grad_rule="quantile", grad_threshold=10.0), extent=1.0)
+    grads = grads_for(20, {i: 1e-4 * (i + 1) for i in range(20)})
+    s.accumulate(fake_render(grads, torch.ones(1, 20)), W, H)
+    mean_grad = s.grad_accum / s.count
+    level = torch.quantile(mean_grad.double(), 0.8)
+    expected = set((mean_grad.double() >= level).nonzero().squeeze(1).tolist())
+    assert expected == {16, 17, 18, 19}
+    assert [int(i) for i in s._select_for_growth(g)] == [19, 18, 17, 16]
+    counts = s.step(100, g, opt, torch.Generator().manual_seed(0))
+    assert counts["cloned"] + counts["split"] == 4
+    assert_lockstep(g, opt, s)
+
+
+def test_quantile_rule_counts_only_seen_gaussians_and_never_grows_on_zero_gradient():
+    g = make_gaussians(20)
+    s = DensifyStrategy(cfg(grad_rule="quantile", grad_top_percent=0.2), extent=1.0)
+    radii = torch.zeros(1, 20)
+    radii[0, :10] = 1.0  # only the first ten are seen
+    s.accumulate(fake_render(grads_for(20, {i: 0.1 * (i + 1) for i in range(10)}), radii), W, H)
+    assert sorted(int(i) for i in s._select_for_growth(g)) == [8, 9]  # 20 % of the 10 seen
+    flat = DensifyStrategy(cfg(grad_rule="quantile"), extent=1.0)
+    flat.accumulate(fake_render(torch.zeros(1, 20, 2), torch.ones(1, 20)), W, H)
+    assert flat._select_for_growth(g).numel() == 0
+
+
+def test_unknown_grad_rule_is_refused():
+    with pytest.raises(ValueError, match="grad_rule"):
+        cfg(grad_rule="sometimes")
+
+
 def test_invisible_gaussians_are_not_densified():
     g = make_gaussians(20)
     opt = make_optimizer(g)

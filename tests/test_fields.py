@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from ds4d_pl.compat import UPGRADED_HPARAMS, upgrade_hparams
 from ds4d_pl.config import FieldConfig
 from ds4d_pl.fields import (
     DeformationField,
@@ -230,6 +231,86 @@ def test_parameter_groups_partition_the_field() -> None:
     assert enc and mlp and not enc & mlp
     assert enc | mlp == {id(p) for p in field.parameters()}
     assert id(field.fusion.weight) in mlp
+
+
+def test_layernorm_fusion_gives_both_branches_comparable_scale_at_init() -> None:
+    """HexPlane features start ~0.03 (products of three planes); a conditioning feature read from
+    unit-RMS image features is ~1. Concatenated as they are, the conditioning drowns the
+    encoding; with ``fusion_norm: layernorm`` both reach the fusion layer at unit scale."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(500, 3, generator=gen) * 2 - 1
+    t = torch.rand(500, 1, generator=gen)
+    cond = torch.randn(500, 32, generator=gen)
+
+    def branch_rms(fusion_norm: str) -> tuple[float, float]:
+        # Ungated: the gate (zero at init) would hide the branch whose scale is measured.
+        field = build_field(FieldConfig(fusion_norm=fusion_norm, cond_gate=False), cond_dim=32)
+        field.set_bounds(x)
+        feat, c = field.fusion_inputs(field.encoding(x, t), cond)
+        return float(feat.pow(2).mean().sqrt()), float(c.pow(2).mean().sqrt())
+
+    enc, con = branch_rms("none")
+    assert con / enc > 10  # the imbalance the knob exists for
+    enc, con = branch_rms("layernorm")
+    assert 0.5 < con / enc < 2.0 and 0.5 < enc < 2.0
+
+
+def test_layernorm_fusion_keeps_identity_start_gradients_and_parameter_groups() -> None:
+    # Ungated, so the conditioning norm gets a gradient at the first step.
+    field = build_field(small_cfg(fusion_norm="layernorm", depth=2, cond_gate=False), cond_dim=4)
+    gen = torch.Generator().manual_seed(0)
+    gaussians = canonical_gaussians(20, gen)
+    deltas = field(gaussians.means, 0.4, torch.randn(20, 4, generator=gen))
+    assert all(torch.count_nonzero(v) == 0 for v in deltas.values())
+    _grad_step(field, lambda d: (d["means"] - 0.3).square().mean(), cond_dim=4)
+    for name, p in field.named_parameters():
+        if name.startswith("fusion_norms."):
+            assert p.grad is not None and p.grad.abs().sum() > 0, f"no gradient reached {name}"
+    mlp = {id(p) for p in field.mlp_parameters()}
+    enc = {id(p) for p in field.encoding_parameters()}
+    assert {id(p) for p in field.fusion_norms.parameters()} <= mlp
+    assert enc | mlp == {id(p) for p in field.parameters()}
+    # Without a conditioning feature there is nothing to balance.
+    assert build_field(small_cfg(fusion_norm="layernorm"), cond_dim=0).fusion_norms is None
+    with pytest.raises(ValueError, match="fusion_norm"):
+        small_cfg(fusion_norm="batchnorm")
+
+
+@pytest.mark.parametrize("fusion_norm", ["none", "layernorm"])
+def test_zero_gate_starts_the_field_on_its_encoding_alone_and_learns_to_open(
+    fusion_norm: str,
+) -> None:
+    cfg = small_cfg(fusion_norm=fusion_norm, cond_gate=True)
+    field = build_field(cfg, cond_dim=4)
+    with torch.no_grad():
+        for head in field.heads.values():
+            head[-1].weight.normal_()  # non-zero outputs, so a dependence on cond would show
+    x, t = torch.rand(30, 3) * 2 - 1, torch.rand(30, 1)
+    a = field(x, t, torch.randn(30, 4))["means"]
+    b = field(x, t, torch.randn(30, 4) * 100)["means"]
+    torch.testing.assert_close(a, b, rtol=0, atol=0)  # features ignored at the start
+    field(x, t, torch.randn(30, 4))["means"].square().sum().backward()
+    assert field.cond_gate.grad is not None and field.cond_gate.grad.abs().sum() > 0
+    with torch.no_grad():
+        field.cond_gate.fill_(1.0)  # once open, the features do steer the deformation
+    c = field(x, t, torch.randn(30, 4) * 100)["means"]
+    assert not torch.allclose(a, c)
+    assert id(field.cond_gate) in {id(p) for p in field.mlp_parameters()}
+    assert build_field(small_cfg(cond_gate=True), cond_dim=0).cond_gate is None
+
+
+def test_checkpoints_from_before_fusion_norm_keep_their_plain_concatenation() -> None:
+    old = {"field": {"encoding": "hexplane", "hidden": 64}}
+    assert upgrade_hparams(old)["field"] == {
+        "encoding": "hexplane",
+        "hidden": 64,
+        "fusion_norm": "none",
+        "cond_gate": False,
+    }
+    assert upgrade_hparams({"field": None})["field"] == {"fusion_norm": "none", "cond_gate": False}
+    current = {"field": {"fusion_norm": "layernorm", "cond_gate": True}}
+    assert upgrade_hparams(current) == current
+    assert "field" in UPGRADED_HPARAMS
 
 
 # ---------------------------------------------------------------- hexplane

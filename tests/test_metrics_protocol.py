@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,27 @@ def test_missing_weights_are_reported_as_na_with_the_file_never_as_numbers(
     md = (tmp_path / "run" / "metrics.md").read_text()
     assert "| CLIP↑ | LPIPS↓ | FVD↓ | FID-VID↓ | PSNR↑ | SSIM↑ | dyn PSNR↑ |" in md
     assert "n/a (missing weights: i3d_pretrained_400.pt)" in md
+
+
+def test_pooled_dynamic_psnr_pools_over_views_and_frames_then_averages_objects(
+    no_weights: Path,
+) -> None:
+    scorer = ProtocolScorer(BenchmarkConfig(clip=False, lpips=False, fvd=False, fid_vid=False))
+    gt = _clip(2, 0.5, size=8)
+    few = torch.zeros(2, 8, 8, 1, dtype=torch.bool)
+    few[:, 0, 0] = True  # view 0: one moving pixel per frame, error 0.1 (20 dB)
+    many = torch.zeros(2, 8, 8, 1, dtype=torch.bool)
+    many[:, :3, :3] = True  # view 1: nine per frame, error 0.01 (40 dB)
+    scorer.add_clip("a", 0, gt + 0.1, gt, few)
+    scorer.add_clip("a", 1, gt + 0.01, gt, many)
+    scorer.add_clip("a", 2, gt + 0.3, gt, torch.zeros_like(few))  # sees no motion: drops out
+    r = scorer.results()
+    pooled = 10 * math.log10(1.0 / ((2 * 0.1**2 + 18 * 0.01**2) / 20))
+    assert r["dyn_psnr_pooled"] == pytest.approx(pooled, abs=1e-3)  # 29.6 dB
+    assert r["dyn_psnr"] == pytest.approx(30.0, abs=1e-3)  # per-image mean: (20 + 40) / 2
+    static = ProtocolScorer(BenchmarkConfig(clip=False, lpips=False, fvd=False, fid_vid=False))
+    static.add_clip("b", 0, gt, gt, torch.zeros_like(few))
+    assert static.results()["dyn_psnr_pooled"] is None
 
 
 def test_r3d50_variant_names_its_own_file_and_bad_settings_fail(no_weights: Path) -> None:

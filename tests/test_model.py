@@ -179,6 +179,17 @@ def test_checkpoint_written_before_the_model_existed_loads() -> None:
     assert set(system.hparams["loss"]) >= {"rgb_mse", "pseudo_l1"}  # complete, today's names
 
 
+def test_old_run_loads_with_the_knobs_it_was_trained_with() -> None:
+    """A config written before ``field.cond_gate`` and ``optim.restart_at_fine`` existed is read
+    as that version meant it (no gate, one decay), so its checkpoint loads strictly."""
+    from ds4d_pl.run import load_run
+
+    run = load_run(DATA / "checkpoint_v0_row_h.pt", config=DATA / "checkpoint_v0_row_h.yaml")
+    assert run.system.model.field.cond_gate is None
+    assert run.system.optim_cfg.restart_at_fine is False
+    assert run.system.model.gaussians.num_gaussians == 330
+
+
 @pytest.mark.parametrize("kernel", ["torch", "compiled"])
 def test_old_checkpoint_scores_exactly_as_it_did(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel: str

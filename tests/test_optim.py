@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 
+from ds4d_pl.compat import UPGRADED_HPARAMS, upgrade_hparams
 from ds4d_pl.config import OptimConfig
 from ds4d_pl.gaussians.canonical import CanonicalGaussians
 from ds4d_pl.optim import GroupSpec, build_optimizer, check_table, group_table, set_learning_rates
@@ -46,18 +47,57 @@ def test_unscheduled_group_is_refused() -> None:
 
 
 def test_rates_decay_log_linearly_to_the_final_rate_and_constants_stay() -> None:
-    cfg = OptimConfig()
+    cfg = OptimConfig(restart_at_fine=False)
     table = group_table(cfg)
     opt = build_optimizer(_groups(), table, extent=2.0, eps=1e-15)
-    start = set_learning_rates(opt, table, 0.0, 2.0)
-    half = set_learning_rates(opt, table, 0.5, 2.0)
-    end = set_learning_rates(opt, table, 1.0, 2.0)
+    start = set_learning_rates(opt, table, 0, 100, 400, 2.0)
+    half = set_learning_rates(opt, table, 200, 100, 400, 2.0)
+    end = set_learning_rates(opt, table, 400, 100, 400, 2.0)
     assert math.isclose(start["means"], cfg.means_lr * 2.0)
     assert math.isclose(half["field"], math.sqrt(cfg.field_lr * cfg.field_lr_final))
     assert math.isclose(end["mlp"], cfg.mlp_lr_final)
     assert start["quats"] == half["quats"] == end["quats"] == cfg.quats_lr
-    assert set_learning_rates(opt, table, 7.0, 2.0) == end  # clamped past the end
+    assert set_learning_rates(opt, table, 7000, 100, 400, 2.0) == end  # clamped past the end
     assert {g["name"]: g["lr"] for g in opt.param_groups} == end
+
+
+def test_restart_at_fine_starts_field_mlp_and_cond_at_their_initial_rates() -> None:
+    cfg = OptimConfig(restart_at_fine=True)
+    table = group_table(cfg)
+    assert {s.name for s in table if s.restarts_at_fine} == {"field", "mlp", "cond"}
+    groups = {**_groups(), "cond": [nn.Parameter(torch.zeros(1))]}
+    opt = build_optimizer(groups, table, extent=2.0, eps=1e-15)
+    coarse, total = 100, 400
+    in_coarse = set_learning_rates(opt, table, 50, coarse, total, 2.0)
+    fine_start = set_learning_rates(opt, table, coarse, coarse, total, 2.0)
+    for name in ("field", "mlp", "cond"):
+        assert math.isclose(fine_start[name], getattr(cfg, f"{name}_lr"), rel_tol=1e-12)
+    assert math.isclose(in_coarse["field"], cfg.field_lr, rel_tol=1e-12)  # unused; held
+    # Positions still decay over the whole run: a quarter of it has passed.
+    assert fine_start["means"] < cfg.means_lr * 2.0
+    half_fine = set_learning_rates(opt, table, 250, coarse, total, 2.0)
+    assert math.isclose(half_fine["field"], math.sqrt(cfg.field_lr * cfg.field_lr_final))
+    assert math.isclose(
+        set_learning_rates(opt, table, total, coarse, total, 2.0)["cond"], cfg.cond_lr_final
+    )
+    # Without the flag the same step is a quarter into one decay over coarse + fine.
+    plain = group_table(OptimConfig(restart_at_fine=False))
+    opt_plain = build_optimizer(groups, plain, extent=2.0, eps=1e-15)
+    rate = set_learning_rates(opt_plain, plain, coarse, coarse, total, 2.0)["field"]
+    assert math.isclose(rate, cfg.field_lr**0.75 * cfg.field_lr_final**0.25)
+
+
+def test_restart_is_the_default_but_checkpoints_from_before_it_keep_one_decay() -> None:
+    assert OptimConfig().restart_at_fine
+    assert upgrade_hparams({"optim": {"field_lr": 0.01}})["optim"] == {
+        "field_lr": 0.01,
+        "restart_at_fine": False,
+    }
+    # Stored as null: "the defaults of the version that wrote it", which had no restart.
+    assert upgrade_hparams({"optim": None})["optim"] == {"restart_at_fine": False}
+    current = {"optim": {"restart_at_fine": True}}
+    assert upgrade_hparams(current) == current
+    assert "optim" in UPGRADED_HPARAMS
 
 
 @pytest.mark.parametrize("bad", [0.0, -1e-3, float("nan"), float("inf")])

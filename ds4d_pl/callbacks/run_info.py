@@ -64,7 +64,7 @@ def run_info(pl_module: pl.LightningModule) -> dict:
         "encoder": encoder_record(model.encoder) if model.encoder is not None else None,
         "scene": scene.name,
         "pseudo_views": scene.train.source,
-        "pseudo_view_loss": "l1+ssim",
+        "pseudo_view_loss": pl_module.pseudo_view_loss.description,
         "sds": asdict(pl_module.sds_cfg) if pl_module.sds_enabled else None,
         "scene_meta": {k: str(v) for k, v in scene.meta.items()},
     }

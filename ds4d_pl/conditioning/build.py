@@ -96,7 +96,17 @@ class Conditioner(nn.Module):
         c = features.shape[2]
         rms = features.pow(2).mean(dim=(0, 1, 3, 4)).sqrt().clamp_min(1e-6)
         scale = rms.repeat(maps.shape[2] // c)
-        self.maps = maps / scale.view(1, 1, -1, 1, 1)
+        maps = maps / scale.view(1, 1, -1, 1, 1)
+        if self.cfg.placebo == "time_constant":
+            if per_frame_cameras:
+                raise ValueError(
+                    "conditioning.placebo='time_constant' needs fixed cameras: with a camera per "
+                    "frame, one frame's features do not belong to the other frames' cameras"
+                )
+            # After the decoupling and normalisation, so the placebo has the real features'
+            # distribution (dynamic half included) and only their change over time is removed.
+            maps = maps[:, maps.shape[1] // 2].unsqueeze(1).expand_as(maps).contiguous()
+        self.maps = maps
         self.times = times.to(maps)
         self.per_frame_cameras = per_frame_cameras
         self.energy = self.decoupler.dynamic_energy(features)

@@ -2,7 +2,9 @@
 
 ``encoding(x, t)`` (HexPlane or 4D hash grid) is optionally concatenated with a per-Gaussian
 conditioning feature (DS4D's fused frame feature) and mapped by a learnable linear fusion layer to
-the MLP width; a shared ReLU MLP follows, then one small head per deformed table of
+the MLP width (with ``fusion_norm: layernorm`` each of the two inputs is layer-normalised first, so
+the HexPlane's small features are not drowned by the conditioning); a shared ReLU MLP follows,
+then one small head per deformed table of
 :class:`~ds4d_pl.gaussians.canonical.CanonicalGaussians` (the delta keys are the table names):
 
 * ``means``: Δposition ``(N, 3)``;
@@ -70,6 +72,11 @@ class DeformationField(nn.Module):
             :class:`~ds4d_pl.fields.hashgrid.HashGrid4D`.
         fusion: ``Linear(encoding.out_dim + cond_dim, hidden)`` when ``cond_dim > 0``, else
             ``None`` (the MLP reads the encoding directly).
+        fusion_norms: With ``cfg.fusion_norm == "layernorm"`` and ``cond_dim > 0``, the
+            LayerNorms of the encoding and conditioning branches (``encoding``, ``cond``); else
+            ``None``.
+        cond_gate: With ``cfg.cond_gate`` and ``cond_dim > 0``, the ``(cond_dim,)`` gate the
+            conditioning branch is multiplied by (zero at init); else ``None``.
         mlp: ``depth`` × (``Linear`` → ``ReLU``) of width ``hidden``.
         heads: One MLP per delta key, last layer zero-initialised.
         cond_dim: Expected conditioning width.
@@ -88,8 +95,21 @@ class DeformationField(nn.Module):
         self.cond_dim = cond_dim
         self.encoding = build_encoding(cfg, bounds)
         width = self.encoding.out_dim
+        self.fusion_norms: nn.ModuleDict | None = None
+        self.cond_gate: nn.Parameter | None = None
         if cond_dim > 0:
             self.fusion: nn.Linear | None = nn.Linear(width + cond_dim, cfg.hidden)
+            if cfg.fusion_norm == "layernorm":
+                # HexPlane features are products of three planes (~0.03 at init) while the
+                # conditioning projection reads unit-RMS image features: one LayerNorm per
+                # branch puts both at unit scale (its affine gain then lets training weigh them).
+                self.fusion_norms = nn.ModuleDict(
+                    {"encoding": nn.LayerNorm(width), "cond": nn.LayerNorm(cond_dim)}
+                )
+            if cfg.cond_gate:
+                # Zero: a fresh field reads its encoding alone and opens the feature branch
+                # only as far as the loss asks (the gate's gradient is not zero at zero).
+                self.cond_gate = nn.Parameter(torch.zeros(cond_dim))
             width = cfg.hidden
         else:
             self.fusion = None
@@ -123,8 +143,11 @@ class DeformationField(nn.Module):
         return self.encoding.parameters()
 
     def mlp_parameters(self) -> Iterator[nn.Parameter]:
-        """Parameters of the fusion layer, shared MLP and heads."""
-        for module in (self.fusion, self.mlp, self.heads):
+        """Parameters of the fusion layer (with its input norms and gate), shared MLP and
+        heads."""
+        if self.cond_gate is not None:
+            yield self.cond_gate
+        for module in (self.fusion_norms, self.fusion, self.mlp, self.heads):
             if module is not None:
                 yield from module.parameters()
 
@@ -148,6 +171,17 @@ class DeformationField(nn.Module):
                 f"{tuple(cond.shape)}"
             )
 
+    def fusion_inputs(self, feat: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
+        """The two inputs of the fusion layer: the encoding and conditioning features, each
+        layer-normalised when ``fusion_norm`` is ``layernorm``, the latter gated when
+        ``cond_gate`` is on."""
+        cond = cond.to(feat.dtype)
+        if self.fusion_norms is not None:
+            feat, cond = self.fusion_norms["encoding"](feat), self.fusion_norms["cond"](cond)
+        if self.cond_gate is not None:
+            cond = cond * self.cond_gate
+        return feat, cond
+
     def forward(
         self, means: Tensor, t: Tensor | float, cond: Tensor | None = None
     ) -> dict[str, Tensor]:
@@ -166,7 +200,7 @@ class DeformationField(nn.Module):
         n = means.shape[0]
         self._check_cond(cond, n)
         if self.fusion is not None:
-            feat = self.fusion(torch.cat([feat, cond.to(feat.dtype)], dim=-1))
+            feat = self.fusion(torch.cat(self.fusion_inputs(feat, cond), dim=-1))
         hidden = self.mlp(feat)
         out = {k: head(hidden) for k, head in self.heads.items()}
         if "logit_opacities" in out:
@@ -195,4 +229,4 @@ class DeformationField(nn.Module):
         )
 
     def extra_repr(self) -> str:
-        return f"cond_dim={self.cond_dim}, keys={self.keys}"
+        return f"cond_dim={self.cond_dim}, keys={self.keys}, fusion_norm={self.cfg.fusion_norm}"

@@ -220,11 +220,28 @@ class DensifyStrategy:
         if room <= 0 or n == 0:
             return torch.zeros(0, dtype=torch.long, device=gaussians.means.device)
         mean_grad = self.grad_accum / self.count.clamp_min(1.0)
+        if cfg.grad_rule == "quantile":
+            return self._select_quantile(mean_grad, room).to(gaussians.means.device)
         # The small epsilon keeps e.g. 0.07 * 100 from rounding up to 8.
         k = min(n, math.ceil(cfg.grad_top_percent * n - 1e-9), room)
         values, idx = torch.topk(mean_grad, k)
         keep = (values > cfg.grad_threshold) & (self.count[idx] > 0)
         return idx[keep].to(gaussians.means.device)
+
+    def _select_quantile(self, mean_grad: Tensor, room: int) -> Tensor:
+        """The relative rule: Gaussians seen since the last event whose mean gradient reaches the
+        ``1 - grad_top_percent`` quantile of the seen ones' (and is not zero), largest first,
+        at most ``room`` of them."""
+        assert self.count is not None
+        seen = (self.count > 0).nonzero().squeeze(1)
+        if seen.numel() == 0:
+            return seen
+        values = mean_grad[seen]
+        level = torch.quantile(values.double(), 1.0 - self.cfg.grad_top_percent).to(values)
+        chosen = (values >= level) & (values > 0)
+        values, idx = values[chosen], seen[chosen]
+        order = torch.argsort(values, descending=True, stable=True)[:room]
+        return idx[order]
 
     def _grow(
         self,

@@ -1,7 +1,8 @@
-"""Per-image PSNR, SSIM and dynamic-region (masked) PSNR.
+"""Per-image PSNR, SSIM and dynamic-region (masked) PSNR, and the pooled dynamic-region PSNR.
 
-All metrics take images as ``(B, H, W, 3)`` in ``[0, 1]`` (the package's layout) and average
-per-image scores over images, the convention of the 4D-GS and DS4D tables. ``data_range`` is
+All metrics take images as ``(B, H, W, 3)`` in ``[0, 1]`` (the package's layout). All but one
+average per-image scores over images, the convention of the 4D-GS and DS4D tables;
+:class:`PooledMaskedPSNR` pools the squared error over every masked pixel first. ``data_range`` is
 always passed explicitly: torchmetrics' default changed across versions and silently gives
 different numbers.
 
@@ -171,6 +172,19 @@ class ImageSSIM(_PerImageMean):
         return ssim(pred, target, self.data_range)
 
 
+def _masked_squared_error(pred: Tensor, target: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Per image: summed squared error over the masked pixels' channels, and how many values
+    that sum holds (``3 ×`` masked pixels)."""
+    _check_pair(pred, target)
+    if mask.ndim == 4:
+        mask = mask[..., 0]
+    if mask.shape != pred.shape[:3]:
+        raise ValueError(f"mask must be {tuple(pred.shape[:3])}, got {tuple(mask.shape)}")
+    m = mask.to(pred.dtype)
+    sq = ((pred - target) ** 2).sum(-1) * m
+    return sq.flatten(1).sum(1), 3.0 * m.flatten(1).sum(1)
+
+
 class MaskedPSNR(_PerImageMean):
     """PSNR restricted to a per-image pixel mask (dynamic-region PSNR), averaged over images.
 
@@ -186,19 +200,42 @@ class MaskedPSNR(_PerImageMean):
             target: ``(B, H, W, 3)``.
             mask: ``(B, H, W, 1)`` or ``(B, H, W)`` boolean.
         """
-        _check_pair(pred, target)
-        if mask.ndim == 4:
-            mask = mask[..., 0]
-        if mask.shape != pred.shape[:3]:
-            raise ValueError(f"mask must be {tuple(pred.shape[:3])}, got {tuple(mask.shape)}")
-        m = mask.to(pred.dtype)
-        npix = m.flatten(1).sum(1)
-        sq = ((pred - target) ** 2).sum(-1) * m
-        keep = npix > 0
-        mse = sq.flatten(1).sum(1)[keep] / (3.0 * npix[keep])
-        self.update_scores(psnr_from_mse(mse, self.data_range))
+        err, n = _masked_squared_error(pred, target, mask)
+        keep = n > 0
+        self.update_scores(psnr_from_mse(err[keep] / n[keep], self.data_range))
 
     def compute(self) -> Tensor:
         if self.count == 0:
             return torch.tensor(float("nan"))
         return super().compute()
+
+
+class PooledMaskedPSNR(Metric):
+    """Dynamic-region PSNR of the squared error pooled over every masked pixel of every image.
+
+    ``10 log10(range² / (Σ masked squared error / Σ masked values))``: each moving pixel counts
+    once, wherever it is. The per-image mean (:class:`MaskedPSNR`) instead weighs a view that
+    sees a few dozen moving pixels (mostly silhouette edges at low resolution) as much as one
+    that sees the whole moving part; views without moving pixels add nothing to either. NaN if
+    no image had a masked pixel.
+    """
+
+    higher_is_better = True
+    full_state_update = False
+
+    def __init__(self, data_range: float = 1.0, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.data_range = data_range
+        self.add_state("sq_error", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+        self.add_state("values", torch.tensor(0.0, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(self, pred: Tensor, target: Tensor, mask: Tensor) -> None:
+        """Accumulate ``(B, H, W, 3)`` images and their ``(B, H, W[, 1])`` boolean masks."""
+        err, n = _masked_squared_error(pred, target, mask)
+        self.sq_error += err.double().sum()
+        self.values += n.double().sum()
+
+    def compute(self) -> Tensor:
+        if self.values == 0:
+            return torch.tensor(float("nan"))
+        return psnr_from_mse(self.sq_error / self.values, self.data_range).float()

@@ -6,6 +6,9 @@ One :class:`ProtocolScorer` is fed ``(object, view)`` clips of predicted and gro
 * per-image metrics (CLIP similarity, LPIPS, PSNR, SSIM, dynamic-region PSNR) averaged over
   frames, then views, then objects (docs/design.md §7), so a long clip does not outweigh a
   short one;
+* the pooled dynamic-region PSNR: the squared error over every moving pixel of an object's
+  clips (all views and frames) pooled into one PSNR, then averaged over objects; views that see
+  no motion drop out instead of weighing as much as the views that do;
 * per-clip FVD (``consistent4d`` mode, averaged over views then objects) or set FVD;
 * FID-VID pooled over every clip of every object (``frame_fid`` or ``r3d50``; what exactly is
   pooled is in :mod:`ds4d_pl.metrics.fid_vid`), with the number of clips (and frames) it used.
@@ -70,6 +73,7 @@ COLUMNS = (
     ("psnr", "PSNR↑"),
     ("ssim", "SSIM↑"),
     ("dyn_psnr", "dyn PSNR↑"),
+    ("dyn_psnr_pooled", "dyn PSNR pooled↑"),
 )
 
 
@@ -250,6 +254,8 @@ class ProtocolScorer:
         self._values: dict[str, dict[str, dict[int, list[float]]]] = defaultdict(
             lambda: defaultdict(lambda: defaultdict(list))
         )
+        # object → [summed squared error over moving pixels, number of values summed]
+        self._pooled: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
         self._num_clips = 0
         self._clips: set[tuple[str, int]] = set()
 
@@ -322,6 +328,8 @@ class ProtocolScorer:
                 values["dyn_psnr"][obj][view] += [
                     psnr_from_mse(e / c).item() for e, c in zip(err, n, strict=True) if c > 0
                 ]
+                self._pooled[obj][0] += float(err.double().sum())
+                self._pooled[obj][1] += float(n.double().sum())
             for key in ("clip", "lpips"):
                 if key in self._nets:
                     values[key][obj][view] += self._nets[key].scores(p, t).tolist()
@@ -356,6 +364,8 @@ class ProtocolScorer:
                     out[key] = float(self._nets[key].compute())
                 except ValueError as err:
                     out[key] = f"n/a ({err})"
+            elif key == "dyn_psnr_pooled":
+                out[key] = _pooled_psnr(self._pooled)
             elif key in self._values:
                 out[key] = _hierarchical_mean(self._values[key])
             elif key in ("psnr", "ssim", "dyn_psnr") or key in self._nets:
@@ -387,6 +397,12 @@ def _hierarchical_mean(values: dict[str, dict[int, list[float]]]) -> float | Non
     if not per_object:
         return None
     return sum(per_object) / len(per_object)
+
+
+def _pooled_psnr(pooled: dict[str, list[float]]) -> float | None:
+    """PSNR of each object's pooled squared error, averaged over objects with moving pixels."""
+    per_object = [float(psnr_from_mse(torch.tensor(e / n))) for e, n in pooled.values() if n > 0]
+    return sum(per_object) / len(per_object) if per_object else None
 
 
 def _cell(value: Any, digits: int) -> str:
@@ -443,6 +459,7 @@ def markdown_table(results: dict[str, Any], title: str) -> str:
     """The paper's columns as a one-row markdown table (an unavailable metric reads ``n/a`` in
     its cell and its reason once below the table), then the per-split scores."""
     digits = {"clip": 4, "lpips": 4, "fvd": 2, "fid_vid": 2, "psnr": 2, "ssim": 4, "dyn_psnr": 2}
+    digits["dyn_psnr_pooled"] = 2
     keys = [k for k, _ in COLUMNS if k in results]
     labels = dict(COLUMNS)
     head = "| " + " | ".join(labels[k] for k in keys) + " |"
