@@ -37,6 +37,8 @@ EVALUATION_KEYS = (
     "conditioning.encoder_weights",
     "conditioning.cache_dir",
     "sds.path",
+    # A control run at test time (the middle frame's features for every frame); no parameters.
+    "conditioning.placebo",
     # How many rays a NeRF shades at once (and whether under checkpointing): memory, not results.
     "nerf.ray_chunk",
     "nerf.checkpoint_chunks",

@@ -845,3 +845,28 @@ def test_a_checkpoint_fixes_the_asset_and_lets_evaluation_and_training_keys_thro
     assert untouched.model == saved and not untouched.used
     with pytest.raises(CheckpointError, match="model.field.encoding: given 'hashgrid', checkpo"):
         reconcile(model("hashgrid", None, 1e-3), defaults, saved, fitting=False)
+
+
+def test_test_time_controls_pass_and_new_asset_keys_are_fixed_by_the_checkpoint() -> None:
+    """Keys added after the rules were written: the placebo control and a NeRF's ray chunk are
+    evaluation keys (no parameters), initial-point sampling a training key, the conditioning
+    gate shapes the asset."""
+    from ds4d_pl.errors import CheckpointError
+    from ds4d_pl.resume import reconcile
+
+    def model(placebo: str, chunk: int, source: str, gate: bool) -> dict:
+        return {
+            "conditioning": {"placebo": placebo},
+            "nerf": {"ray_chunk": chunk},
+            "init": {"source": source},
+            "field": {"cond_gate": gate},
+        }
+
+    defaults = saved = model("none", 8192, "auto", True)
+    scored = reconcile(model("time_constant", 512, "auto", True), defaults, saved, fitting=False)
+    assert scored.used == {"conditioning.placebo": ("time_constant", "none"),
+                           "nerf.ray_chunk": (512, 8192)}  # fmt: skip
+    resumed = reconcile(model("none", 8192, "hull", True), defaults, saved, fitting=True)
+    assert resumed.used == {"init.source": ("hull", "auto")}
+    with pytest.raises(CheckpointError, match="model.field.cond_gate: given False, checkpoint Tr"):
+        reconcile(model("none", 8192, "auto", False), defaults, saved, fitting=False)
