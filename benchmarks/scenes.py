@@ -66,12 +66,12 @@ CPU_LIMITS = {
 TARGET_PSNR = 25.0
 TARGET_SECONDS = 600.0
 # Preset schedule keys that --curve scales with the budget (step counts, not the interval:
-# densification statistics are gathered over a fixed number of steps).
+# densification statistics are gathered over a fixed number of steps). densify.stop_step is not
+# listed: the presets interpolate it from the schedule, so it follows coarse_steps/fine_steps.
 SCALED_STEPS = (
     ("schedule", "coarse_steps"),
     ("schedule", "fine_steps"),
     ("densify", "start_step"),
-    ("densify", "stop_step"),
     ("densify", "reset_opacity_interval"),
 )
 

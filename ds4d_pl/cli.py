@@ -3,13 +3,16 @@
 Each command lives in a module of :mod:`ds4d_pl.commands` and is imported only when it runs, so
 ``ds4d --help`` (and the help of the light commands) answers without importing Lightning.
 Lightning's own subcommands (``fit``, ``validate``, ``test``, ``predict``) go to
-:mod:`ds4d_pl.commands.train`.
+:mod:`ds4d_pl.commands.train`. Expected errors are one line and exit status 2
+(:mod:`ds4d_pl.errors`).
 """
 
 from __future__ import annotations
 
 import importlib
 import sys
+
+from ds4d_pl.errors import EXIT_CODE, DS4DError, debug_requested, one_line
 
 #: Every command: the module that runs it and its one-line summary (``ds4d --help``).
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -42,8 +45,13 @@ def usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point of the ``ds4d`` console script."""
-    args = list(sys.argv[1:] if argv is None else argv)
+    """Entry point of the ``ds4d`` console script.
+
+    Errors the user can fix (:class:`~ds4d_pl.errors.DS4DError`) print as one line and exit
+    with status 2; ``--debug`` anywhere on the command line (or ``DS4D_DEBUG=1``) shows the
+    traceback instead.
+    """
+    debug, args = debug_requested(list(sys.argv[1:] if argv is None else argv))
     if not args or args[0] in ("-h", "--help"):
         print(usage())
         sys.exit(0 if args else 2)
@@ -60,13 +68,20 @@ def main(argv: list[str] | None = None) -> None:
         try:
             configure_threads()
         except ValueError as err:
-            print(f"ds4d: {err}", file=sys.stderr)
-            sys.exit(2)
-    module = importlib.import_module(f"ds4d_pl.commands.{COMMANDS[name][0]}")
-    if COMMANDS[name][0] == "train":
-        module.run(args)
-        return
-    sys.exit(module.main(args[1:]))
+            print(one_line(name, err), file=sys.stderr)
+            sys.exit(EXIT_CODE)
+    try:
+        module = importlib.import_module(f"ds4d_pl.commands.{COMMANDS[name][0]}")
+        if COMMANDS[name][0] == "train":
+            module.run(args, debug=debug)
+            return
+        code = module.main(args[1:])
+    except DS4DError as err:
+        if debug:
+            raise
+        print(one_line(name, err), file=sys.stderr)
+        sys.exit(EXIT_CODE)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

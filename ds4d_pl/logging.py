@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from torch import Tensor
 
+from ds4d_pl.plots import to_uint8
+
 
 def log_images(logger: object, key: str, images: list, step: int) -> None:
-    """Send ``(H, W, 3)`` images in ``[0, 1]`` to a logger that takes images (W&B through
-    ``log_image``, TensorBoard through ``add_image``); other loggers are skipped."""
+    """Send ``(H, W, 3)`` images (float in ``[0, 1]`` or ``uint8``) to a logger that takes
+    images (W&B through ``log_image``, TensorBoard through ``add_image``); other loggers are
+    skipped. Images are sent as ``uint8``: W&B casts float arrays to bytes without scaling, so
+    a float image in ``[0, 1]`` would arrive black."""
     if logger is None or not images:
         return
+    images = [to_uint8(image) for image in images]
     if hasattr(logger, "log_image"):
         captions = [f"view {j}" for j in range(len(images))]
         logger.log_image(key=key, images=images, caption=captions, step=step)

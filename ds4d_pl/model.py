@@ -268,18 +268,30 @@ class DS4DModel(nn.Module):
         """Whether :meth:`prepare_conditioning` still has to run."""
         return self.conditioner is not None and not self.conditioner.ready
 
-    def prepare_conditioning(self, views: ViewSet, cache_dir: str | Path | None = None) -> None:
+    def prepare_conditioning(
+        self,
+        views: ViewSet,
+        cache_dir: str | Path | None = None,
+        show_progress: bool | None = False,
+    ) -> None:
         """Encode every (view, frame) of the training views once and hand the features to the
         conditioner; remember the camera table they were seen from.
 
         Args:
             views: The training views (view 0 the input video).
             cache_dir: Disk cache of encoder features (``None``: no disk cache).
+            show_progress: A progress bar while encoding (``None``: when stderr is a terminal).
         """
         if self.conditioner is None:
             return
         device = self.extent.device
-        feats = encode_views(self.encoder, views, self.background.cpu(), cache_dir=cache_dir)
+        feats = encode_views(
+            self.encoder,
+            views,
+            self.background.cpu(),
+            cache_dir=cache_dir,
+            show_progress=show_progress,
+        )
         self.conditioner.set_features(
             feats.to(device), views.times.to(device), per_frame_cameras=views.per_frame_cameras
         )

@@ -21,12 +21,13 @@ import yaml
 from ds4d_pl.compat import UPGRADED_HPARAMS, upgrade_hparams
 from ds4d_pl.conditioning.build import feature_cache_dir
 from ds4d_pl.data.types import Scene4D
+from ds4d_pl.errors import DS4DError
 from ds4d_pl.model import DS4DModel
 
 
-class RunLoadError(Exception):
+class RunLoadError(DS4DError):
     """A path that is not a loadable run; the message is one line naming the file and the
-    problem."""
+    problem (``ds4d`` prints it as one line with exit status 2)."""
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,8 @@ def _attach_scene(system: object, scene: Scene4D) -> None:
     training views (disk-cached by ``ds4d fit``)."""
     system.scene = scene
     if system.model.needs_features:
-        system.model.prepare_conditioning(scene.train, feature_cache_dir(system.cond_cfg))
+        # A command on a finished run: a bar while encoding when stderr is a terminal.
+        system.model.prepare_conditioning(scene.train, feature_cache_dir(system.cond_cfg), None)
 
 
 @dataclass

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from ds4d_pl import distributed
 from ds4d_pl.callbacks.predictions import EvalViewWriter, straight_rgba
+from ds4d_pl.callbacks.progress import shows_progress
 from ds4d_pl.callbacks.run_info import RunInfo
 from ds4d_pl.cameras import Cameras
 from ds4d_pl.compat import UPGRADED_HPARAMS, upgrade_hparams, upgrade_state_dict
@@ -41,6 +42,8 @@ from ds4d_pl.config import (
 from ds4d_pl.data.datamodule import SPLITS
 from ds4d_pl.data.sampler import FrameSampler, step_generator
 from ds4d_pl.data.types import FrameBatch, composite
+from ds4d_pl.divergence import find_divergence
+from ds4d_pl.errors import DivergenceError
 from ds4d_pl.fields.nerf import NeRFConfig
 from ds4d_pl.gaussians.densify import DensifyStrategy
 from ds4d_pl.logging import fusion_statistics
@@ -63,6 +66,7 @@ from ds4d_pl.model import DS4DModel
 from ds4d_pl.optim import build_optimizer, check_table, group_table, set_learning_rates
 from ds4d_pl.priors.sds import SDSConfig, SDSOutput, Zero123Guidance, Zero123SDS
 from ds4d_pl.render.base import GaussianParams, RenderOutput
+from ds4d_pl.resume import data_fingerprint
 
 
 def _typed(cls: type, value: object) -> object:
@@ -213,7 +217,10 @@ class DS4DSystem(pl.LightningModule):
         self.strategy = DensifyStrategy(self.densify_cfg, float(self.model.extent))
         if self.model.needs_features:
             # Under DDP every rank encodes the same frames; the cache file is written atomically.
-            self.model.prepare_conditioning(self.scene.train, feature_cache_dir(self.cond_cfg))
+            show = self.trainer.is_global_zero and shows_progress(self.trainer)
+            self.model.prepare_conditioning(
+                self.scene.train, feature_cache_dir(self.cond_cfg), show
+            )
         if stage in ("fit", "test"):
             # A weights path given for a benchmark network must exist: fail now, not after
             # hours of training; and say in one line what this scene cannot be scored on.
@@ -376,13 +383,33 @@ class DS4DSystem(pl.LightningModule):
         # Decided by all ranks together under DDP: one rank raising while the others enter the
         # gradient all-reduce would leave them waiting until the collective times out.
         if distributed.any_rank(not bool(torch.isfinite(total))):
-            bad = {k: float(v) for k, v in terms.items()}
-            raise FloatingPointError(
+            bad = {k: float(v.detach()) for k, v in terms.items()}
+            raise DivergenceError(
                 f"non-finite loss at step {step} (terms: {bad}"
                 + (f", rank {self.global_rank}" if distributed.is_distributed() else "")
-                + "); stopping before the parameters or any checkpoint are touched. The last "
-                "good checkpoint is intact."
+                + "); stopping before the parameters or any checkpoint are touched. "
+                + self._last_good()
             )
+
+    def _stop_if_diverged(self, step: int, saving: bool = False) -> None:
+        """Stop when the parameters ran away (non-finite, or Gaussians far beyond the scene):
+        checked after every optimiser step and (with the buffers) before every checkpoint, so
+        no diverged state is ever saved, exported or scored."""
+        problem = find_divergence(self.model, buffers=saving)
+        if distributed.any_rank(problem is not None):
+            raise DivergenceError(
+                f"training diverged at step {step}: {problem or 'on another rank'}; stopping "
+                f"without saving this state. {self._last_good()} Lower the learning rates "
+                "(model.optim.*)."
+            )
+
+    def _last_good(self) -> str:
+        callback = self.trainer.checkpoint_callback if self._trainer else None
+        # A resumed run has saved nothing yet: its good state is the checkpoint it started from.
+        path = getattr(callback, "last_model_path", "") or (
+            self.trainer.ckpt_path if self._trainer else None
+        )
+        return f"The last good checkpoint {path} is intact." if path else "Nothing was saved."
 
     def _densify(
         self,
@@ -483,6 +510,7 @@ class DS4DSystem(pl.LightningModule):
 
     def on_train_batch_end(self, outputs, batch: int, batch_idx: int) -> None:
         self.log("train/step_ms", 1e3 * (time.perf_counter() - self._step_started), batch_size=1)
+        self._stop_if_diverged(self.global_step)
 
     # ------------------------------------------------------------- evaluation
     def _evaluate(self, batch: dict, stage: str) -> None:
@@ -529,6 +557,7 @@ class DS4DSystem(pl.LightningModule):
                 self.model.background,
                 scene.name,
                 device=self.device,
+                show_progress=shows_progress(self.trainer),
             )
             results["num_frames"] = scene.eval.num_frames
             results["num_views"] = scene.eval.num_views
@@ -556,6 +585,8 @@ class DS4DSystem(pl.LightningModule):
 
     # ------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Runs before the file is written: a diverged state never replaces a good checkpoint.
+        self._stop_if_diverged(int(checkpoint.get("global_step", self.global_step)), saving=True)
         checkpoint["densify_state"] = self.strategy.state_dict() if self.strategy else None
         checkpoint["ds4d"] = {
             "num_gaussians": self.model.gaussians.num_gaussians,
@@ -564,6 +595,8 @@ class DS4DSystem(pl.LightningModule):
             "renderer": self.model.renderer.name,
             "init_source": self.model.init_record,
             "scene": self.scene.name if self.scene else None,
+            # Resuming onto other data is refused by comparing this (ds4d_pl/resume.py).
+            "data_fingerprint": data_fingerprint(self.scene) if self.scene else None,
             "configs": {
                 "init": asdict(self.init_cfg),
                 "ablation": asdict(self.ablation),

@@ -46,6 +46,8 @@ from typing import Any, Literal
 import torch
 from torch import Tensor, nn
 
+from ds4d_pl.errors import WeightsError
+
 __all__ = [
     "REGISTRY",
     "BadWeightsError",
@@ -68,10 +70,6 @@ __all__ = [
     "spec",
     "status",
 ]
-
-
-class WeightsError(Exception):
-    """Base of every error about pretrained weights (missing or unusable)."""
 
 
 class MissingWeightsError(WeightsError, FileNotFoundError):

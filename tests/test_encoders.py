@@ -466,3 +466,16 @@ def test_corrupted_cache_is_recomputed(
     with pytest.warns(UserWarning, match="recomputing"):
         encode_views(small_encoder, views, background, cache_dir=tmp_path)
     assert torch.equal(torch.load(path, weights_only=True), again)
+
+
+def test_encoding_shows_progress_when_asked_and_not_on_a_cache_hit(
+    small_encoder: EfficientNetLite0Encoder, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    views, background = _views(), torch.ones(3)
+    encode_views(small_encoder, views, background, batch_size=2)
+    assert "encode frames" not in capsys.readouterr().err  # off unless asked
+    encode_views(small_encoder, views, background, batch_size=2, cache_dir=tmp_path,
+                 show_progress=True)  # fmt: skip
+    assert "encode frames (efficientnet_lite0)" in capsys.readouterr().err
+    encode_views(small_encoder, views, background, cache_dir=tmp_path, show_progress=True)
+    assert "encode frames" not in capsys.readouterr().err  # read from the cache: nothing to show

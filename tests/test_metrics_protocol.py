@@ -126,6 +126,7 @@ def test_eval_scores_directories_like_ds4d_test_and_writes_the_report(
 def test_explicit_weights_paths_are_never_swallowed_into_na(
     no_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
+    from ds4d_pl.cli import main
     from ds4d_pl.commands.evaluate import main as eval_main
     from ds4d_pl.weights import MissingWeightsError
 
@@ -138,18 +139,14 @@ def test_explicit_weights_paths_are_never_swallowed_into_na(
     # A path for a network no enabled metric needs is not checked.
     ProtocolScorer(BenchmarkConfig(fvd=False, weights={"i3d": str(missing)}))
     _write_tree(tmp_path / "gt", {"a": [_rgba(2, 0.5)]})
-    code = eval_main(
-        [
-            "--pred",
-            str(tmp_path / "gt"),
-            "--gt",
-            str(tmp_path / "gt"),
-            "--weights",
-            f"i3d={missing}",
-        ]
-    )
+    argv = ["--pred", str(tmp_path / "gt"), "--gt", str(tmp_path / "gt")]
+    with pytest.raises(MissingWeightsError, match=str(missing)):
+        eval_main([*argv, "--weights", f"i3d={missing}"])
+    # Through the ds4d entry point, the same error is one line and exit status 2.
+    with pytest.raises(SystemExit) as exc:
+        main(["eval", *argv, "--weights", f"i3d={missing}"])
     err = capsys.readouterr().err
-    assert code == 2 and str(missing) in err and "Traceback" not in err
+    assert exc.value.code == 2 and str(missing) in err and "Traceback" not in err
     assert not (tmp_path / "gt" / "metrics.json").exists()
 
 

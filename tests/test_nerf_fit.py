@@ -24,7 +24,6 @@ from conftest import CONFIGS, tiny_nerf, tiny_overrides, tiny_synthetic
 from plyfile import PlyData
 
 from ds4d_pl.cli import main
-from ds4d_pl.commands import view
 from ds4d_pl.config import AblationConfig, ConditioningConfig, FieldConfig, GaussianInit
 from ds4d_pl.data.parsers.synthetic import SyntheticConfig, make_synthetic_scene
 from ds4d_pl.fields.nerf import NeRFAtTime, NeRFConfig, NeRFField
@@ -304,7 +303,10 @@ def test_the_viewer_refuses_a_nerf_run_in_one_line(
 ) -> None:
     with pytest.raises(RunLoadError, match="a NeRF run .*the viewer shows Gaussians only"):
         load_source(nerf_run)
-    assert view.main([str(nerf_run), "--port", "0"]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["view", str(nerf_run), "--port", "0"])
     err = capsys.readouterr().err
-    assert err.startswith("ds4d view: ") and err.count("\n") == 1 and "Traceback" not in err
+    # The message, then the hint (--debug for the traceback).
+    assert exc.value.code == 2 and err.startswith("ds4d view: error: ") and err.count("\n") == 2
+    assert "Traceback" not in err
     assert "NeRF run" in err

@@ -61,7 +61,9 @@ def test_export_writes_ply_and_splat_for_every_frame(run_dir: Path, tmp_path) ->
 def test_not_a_run_is_one_line(command: str, tmp_path: Path, capsys) -> None:
     assert _cli([command, str(tmp_path)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "not a ds4d run directory" in err[0]
+    # The message, then the hint (--debug for the traceback); never a traceback.
+    assert len(err) == 2 and err[0].startswith(f"ds4d {command}: error: ")
+    assert "not a ds4d run directory" in err[0] and "--debug" in err[1]
 
 
 def test_orbit_settings_refuse_nonsense() -> None:
@@ -69,3 +71,24 @@ def test_orbit_settings_refuse_nonsense() -> None:
         OrbitSettings(loops=0)
     with pytest.raises(ValueError, match="radius"):
         OrbitSettings(radius=0.0)
+
+
+def test_videos_and_exports_show_progress_when_asked(
+    run_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from ds4d_pl.export.assets import export_frames, render_orbit_videos
+    from ds4d_pl.progress import progress
+    from ds4d_pl.run import load_run
+
+    run = load_run(run_dir)
+    settings = OrbitSettings(resolution=16, turntable_frames=4)
+    times = run.scene.train.times
+    render_orbit_videos(run.model, times, settings, ["turntable", "back"], show_progress=True)
+    export_frames(run.model, times, tmp_path / "a", show_progress=True)
+    err = capsys.readouterr().err
+    assert "video turntable" in err and "video back" in err and "export" in err
+    # Off by default, and "when stderr is a terminal" (None) is off under pytest's capture.
+    render_orbit_videos(run.model, times, settings, ["back"])
+    export_frames(run.model, times, tmp_path / "b", show_progress=None)
+    assert list(progress(range(3), "quiet", enabled=None)) == [0, 1, 2]
+    assert capsys.readouterr().err == ""

@@ -346,7 +346,7 @@ def test_fit_with_sds_but_no_weights_stops_before_the_first_step(
     run_dir: Path, tmp_path: Path
 ) -> None:
     with pytest.raises(MissingWeightsError, match="does not exist"):
-        main(_fit_args(run_dir, tmp_path / "missing"))
+        main([*_fit_args(run_dir, tmp_path / "missing"), "--debug"])
     assert not (run_dir / "checkpoints").exists() or not any((run_dir / "checkpoints").iterdir())
 
 

@@ -7,8 +7,8 @@
 * the GUI shows whatever time is asked for (slider, play), swaps frustum images by frame and
   colours by energy on request, without knowing Lightning (a fake source drives it here);
 * a real 2-step run loads from its directory or its checkpoint; a folder that is not a run, an
-  unreadable or mismatched checkpoint and a taken port each end ``ds4d view`` with exit 2 and
-  one line;
+  unreadable or mismatched checkpoint and a taken port each end ``ds4d view`` with exit 2,
+  one line and the --debug hint;
 * in headless Chromium (marker ``browser``), the splats are drawn and moving the time slider
   changes the picture.
 """
@@ -38,7 +38,6 @@ from conftest import CONFIGS, tiny_overrides, tiny_synthetic
 
 from ds4d_pl.cameras import Cameras, look_at, orbit_cameras
 from ds4d_pl.cli import main as cli_main
-from ds4d_pl.commands import view
 from ds4d_pl.data.types import ViewSet
 from ds4d_pl.export.ply import load_ply
 from ds4d_pl.render.base import GaussianParams, rgb_to_sh0
@@ -439,8 +438,9 @@ def test_a_checkpoint_of_another_config_is_refused_naming_the_tensor(
 
 
 def _view_exit(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
-    code = view.main(argv)
-    return code, capsys.readouterr().err
+    with pytest.raises(SystemExit) as exc:
+        cli_main(["view", *argv])
+    return exc.value.code, capsys.readouterr().err
 
 
 def test_view_command_exits_2_with_one_line_on_bad_input(
@@ -461,7 +461,8 @@ def test_view_command_exits_2_with_one_line_on_bad_input(
         for name, (argv, message) in cases.items():
             code, err = _view_exit(argv, capsys)
             assert code == 2, name
-            assert err.count("\n") == 1 and err.startswith("ds4d view: "), (name, err)
+            # The message, then the hint (--debug for the traceback).
+            assert err.count("\n") == 2 and err.startswith("ds4d view: error: "), (name, err)
             assert message in err and "Traceback" not in err, (name, err)
 
 

@@ -8,6 +8,7 @@ from typing import Literal
 
 import lightning.pytorch as pl
 
+from ds4d_pl.callbacks.progress import shows_progress
 from ds4d_pl.export.assets import ExportFormat, export_density_frames, export_frames
 
 
@@ -61,10 +62,11 @@ class ExportAssets(pl.Callback):
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled or not trainer.is_global_zero:
             return
-        self.export(pl_module, Path(trainer.default_root_dir) / "export")
+        self.export(pl_module, Path(trainer.default_root_dir) / "export", shows_progress(trainer))
 
-    def export(self, pl_module: pl.LightningModule, out: Path) -> list[Path]:
-        """Write the asset files into ``out`` and return their paths."""
+    def export(self, pl_module: pl.LightningModule, out: Path, show: bool = False) -> list[Path]:
+        """Write the asset files into ``out`` and return their paths (with a progress bar when
+        ``show``)."""
         model = pl_module.model
         times = pl_module.scene.train.times
         if model.is_nerf:
@@ -76,5 +78,6 @@ class ExportAssets(pl.Callback):
                 level=self.density_level,
                 resolution=self.density_resolution,
                 kind=self.density_kind,
+                show_progress=show,
             )
-        return export_frames(model, times, out, self.formats, self.per_frame)
+        return export_frames(model, times, out, self.formats, self.per_frame, show)

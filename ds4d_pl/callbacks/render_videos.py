@@ -7,6 +7,7 @@ from pathlib import Path
 import lightning.pytorch as pl
 import torch
 
+from ds4d_pl.callbacks.progress import shows_progress
 from ds4d_pl.export.assets import OrbitSettings, render_orbit_videos, render_view_videos
 from ds4d_pl.export.video import write_video
 
@@ -53,11 +54,13 @@ class RenderVideos(pl.Callback):
         self.radius = radius
         self.orbit = orbit
         self.eval_views = eval_views
+        self._show = False  # a progress bar per video while the trainer shows one
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not self.enabled or not trainer.is_global_zero:
             return
         out = Path(trainer.default_root_dir) / "renders"
+        self._show = shows_progress(trainer)
         for name, frames in self.render(pl_module).items():
             path = write_video(out / f"{name}.mp4", frames, fps=self.fps)
             # Loggers that take videos (W&B) get the files as media next to the metrics.
@@ -72,7 +75,9 @@ class RenderVideos(pl.Callback):
             settings = OrbitSettings(
                 self.resolution, self.turntable_frames, self.elevation, self.radius
             )
-            videos.update(render_orbit_videos(model, scene.train.times, settings))
+            videos.update(
+                render_orbit_videos(model, scene.train.times, settings, show_progress=self._show)
+            )
         if self.eval_views and scene.eval is not None:
-            videos.update(render_view_videos(model, scene.eval))
+            videos.update(render_view_videos(model, scene.eval, show_progress=self._show))
         return videos

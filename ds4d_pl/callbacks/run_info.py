@@ -3,32 +3,54 @@ dynamic-energy maps of DSFD (``diagnostics/``)."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from pathlib import Path
 
 import lightning.pytorch as pl
+import numpy as np
+import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ds4d_pl.atomic import write_json
 from ds4d_pl.conditioning.encoders import encoder_record
 from ds4d_pl.data.io import write_rgb
 from ds4d_pl.logging import log_images
+from ds4d_pl.plots import colormap, colour_bar, labelled_grid
+
+#: The energy figure shows at most this many frames (evenly spread) and views.
+MAX_FIGURE_FRAMES = 16
+MAX_FIGURE_VIEWS = 8
 
 
 class RunInfo(pl.Callback):
     """Writes ``run_info.json`` (encoder and its checksum, renderer, supervision, ablation row,
-    scene provenance) and, with DSFD on, ``diagnostics/dynamic_energy.png`` (one row of frames
-    per training view) and ``diagnostics/dynamic_energy/view_{j}.png``; the per-view maps also go
-    to loggers that take images (W&B, TensorBoard)."""
+    scene provenance; the checkpoint of record is added by the checkpoint callback) and, with
+    DSFD on, ``diagnostics/dynamic_energy.png`` (a labelled figure: the energy as a colour
+    overlay on every training view and frame, with a colour bar) and
+    ``diagnostics/dynamic_energy/view_{j}.png`` (one strip of overlays per view); the per-view
+    strips also go to loggers that take images (W&B, TensorBoard)."""
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
         root = Path(trainer.default_root_dir)
-        write_json(root / "run_info.json", run_info(pl_module))
+        info = run_info(pl_module)
+        try:  # a resumed run keeps the record of its current checkpoint
+            previous = json.loads((root / "run_info.json").read_text())
+            if "checkpoint" in previous:
+                info["checkpoint"] = previous["checkpoint"]
+        except (OSError, ValueError):
+            pass
+        write_json(root / "run_info.json", info)
         energy = pl_module.model.energy
         if energy is not None:
-            images = write_energy_maps(energy.cpu(), root / "diagnostics")
+            train = pl_module.scene.train
+            frames = composite_frames(train.rgb, train.alpha, pl_module.model.background.cpu())
+            images = write_energy_maps(
+                energy.cpu(), root / "diagnostics", frames, pl_module.scene.num_input_views
+            )
             log_images(trainer.logger, "diagnostics/dynamic_energy", images, trainer.global_step)
 
 
@@ -48,16 +70,81 @@ def run_info(pl_module: pl.LightningModule) -> dict:
     }
 
 
-def write_energy_maps(energy: Tensor, out: Path) -> list:
-    """Write ``energy`` ``(V, T, h, w)`` as images; return the per-view images as arrays."""
+def composite_frames(rgb: Tensor, alpha: Tensor, background: Tensor) -> Tensor:
+    """``(V, T, H, W, 3)`` frames over ``background``, as the model sees them."""
+    return rgb * alpha + background.view(1, 1, 1, 1, 3) * (1.0 - alpha)
+
+
+def _tile_size(h: int, w: int) -> tuple[int, int]:
+    """Tiles between 64 and 128 pixels tall (small frames are enlarged so labels fit)."""
+    th = int(min(max(h, 64), 128))
+    return th, max(1, round(w * th / h))
+
+
+def overlay_tiles(energy: Tensor, frames: Tensor | None) -> np.ndarray:
+    """Energy ``(V, T, h, w)`` in ``[0, 1]`` as colour overlays ``(V, T, th, tw, 3)`` (uint8)
+    on the greyed frames ``(V, T, H, W, 3)``; without frames, the colour map alone.
+
+    The overlay's opacity grows with the energy, so static parts show the frame and moving
+    parts show the colour.
+    """
     v, t, h, w = energy.shape
-    # One scale for every view, so views can be compared by brightness.
-    energy = energy / energy.max().clamp_min(1e-6)
-    rows = energy.permute(0, 2, 1, 3).reshape(v, h, t * w)
-    write_rgb(out / "dynamic_energy.png", rows.reshape(v * h, t * w)[..., None].expand(-1, -1, 3))
-    images = []
-    for j in range(v):
-        image = rows[j][..., None].expand(-1, -1, 3)
-        write_rgb(out / "dynamic_energy" / f"view_{j}.png", image)
-        images.append(image.numpy())
-    return images
+    if frames is not None and tuple(frames.shape[:2]) == (v, t):
+        th, tw = _tile_size(frames.shape[2], frames.shape[3])
+    else:
+        frames = None
+        th, tw = _tile_size(h, w)
+    e = F.interpolate(energy.reshape(v * t, 1, h, w).float(), size=(th, tw), mode="bilinear")
+    e = e.reshape(v, t, th, tw).clamp(0.0, 1.0).numpy()
+    colour = colormap(e).astype(np.float64) / 255.0
+    if frames is None:
+        return (colour * 255.0).round().astype(np.uint8)
+    f = frames.reshape(v * t, *frames.shape[2:]).permute(0, 3, 1, 2).float()
+    f = F.interpolate(f, size=(th, tw), mode="bilinear", antialias=True).clamp(0.0, 1.0)
+    grey = (f * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    grey = grey.expand(-1, 3, -1, -1).permute(0, 2, 3, 1).reshape(v, t, th, tw, 3).numpy()
+    a = (0.15 + 0.7 * e)[..., None]
+    return ((grey * (1.0 - a) + colour * a) * 255.0).round().astype(np.uint8)
+
+
+def _spread(n: int, k: int) -> list[int]:
+    """At most ``k`` indices spread evenly over ``range(n)``, both ends included."""
+    if n <= k:
+        return list(range(n))
+    return sorted({round(i * (n - 1) / (k - 1)) for i in range(k)})
+
+
+def write_energy_maps(
+    energy: Tensor, out: Path, frames: Tensor | None = None, num_input_views: int = 1
+) -> list[np.ndarray]:
+    """Write ``energy`` ``(V, T, h, w)`` as a labelled figure and per-view strips.
+
+    Args:
+        energy: DSFD's dynamic energy ``‖dynamic‖ / ‖f‖`` per view, frame and token.
+        out: The ``diagnostics/`` folder.
+        frames: The training frames ``(V, T, H, W, 3)`` to overlay (composited), if any.
+        num_input_views: Leading views that are real input (labelled ``input``, the rest
+            ``pseudo``).
+
+    Returns:
+        The per-view strips ``(th, T * tw, 3)`` as ``uint8`` arrays.
+    """
+    v, t, h, w = energy.shape
+    # One scale for every view and frame, so views can be compared by colour.
+    vmax = float(energy.max().clamp_min(1e-6))
+    tiles = overlay_tiles(energy / vmax, frames)
+    strips = [np.concatenate(list(tiles[j]), axis=1) for j in range(v)]
+    for j, strip in enumerate(strips):
+        write_rgb(out / "dynamic_energy" / f"view_{j}.png", torch.from_numpy(strip))
+    rows, cols = _spread(v, MAX_FIGURE_VIEWS), _spread(t, MAX_FIGURE_FRAMES)
+    grid = tiles[rows][:, cols]
+    row_labels = [f"view {j} ({'input' if j < num_input_views else 'pseudo'})" for j in rows]
+    figure = labelled_grid(
+        grid,
+        row_labels,
+        [f"frame {i}" for i in cols],
+        title="DSFD dynamic energy |dynamic| / |f| over the training frames (one scale)",
+        bar=colour_bar(grid.shape[0] * (grid.shape[2] + 2) - 2, 0.0, vmax, "dynamic energy"),
+    )
+    write_rgb(out / "dynamic_energy.png", torch.from_numpy(figure.copy()))
+    return strips

@@ -2,22 +2,24 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
+
+from ds4d_pl.commands.oneline import OneLineParser
+from ds4d_pl.errors import ConfigError, DataError, DS4DError
 
 
 def main(argv: list[str]) -> int:
     """``ds4d eval``: score renders in the eval_gt layout against ground truth.
 
-    Returns 0 on success and 2 on bad input (layout, frame counts, sizes, weights paths or
-    files), after printing one line-wrapped message that names the file or folder at fault.
+    Returns 0 on success. Bad input (layout, frame counts, sizes, weights paths or files)
+    raises a :class:`~ds4d_pl.errors.DS4DError` naming the file or folder at fault, which
+    ``ds4d`` prints as one line with exit status 2.
     """
     from ds4d_pl.metrics.evaluate import evaluate_dirs
     from ds4d_pl.metrics.protocol import BenchmarkConfig, write_report
-    from ds4d_pl.weights import REGISTRY, WeightsError
+    from ds4d_pl.weights import REGISTRY
 
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="ds4d eval",
         description="Score any method's renders laid out like Consistent4D's eval_gt "
         "(DIR/<obj>/eval_{k}/{t}.png) against the ground truth, with the same metrics as "
@@ -46,6 +48,11 @@ def main(argv: list[str]) -> int:
     )
     p.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
+    out = Path(a.out or a.pred)
+    if out.exists() and not out.is_dir():
+        p.error(f"--out {out}: is a file; the report (metrics.json, metrics.md) needs a folder")
+    if a.resolution is not None and a.resolution < 16:
+        p.error(f"--resolution must be >= 16; got {a.resolution}")
     explicit = {}
     for item in a.weights:
         name, sep, path = item.partition("=")
@@ -62,12 +69,15 @@ def main(argv: list[str]) -> int:
             weights=explicit,
             scene_protocol=a.scene_protocol,
         )
+    except ValueError as err:
+        raise ConfigError(str(err)) from err
+    try:
         results = evaluate_dirs(a.pred, a.gt, cfg, objects=a.objects, device=a.device)
-    except (OSError, ValueError, WeightsError) as err:
-        # Bad input, not a bug: one message naming the path at fault, no traceback.
-        print(f"ds4d eval: error: {err}", file=sys.stderr)
-        return 2
-    out = Path(a.out or a.pred)
+    except DS4DError:
+        raise  # weights errors among them: one line from ds4d_pl.cli
+    except (ValueError, OSError) as err:
+        # The readers name the folder or frame that does not match the ground truth.
+        raise DataError(str(err)) from err
     write_report(out, results, title=f"ds4d eval: {a.pred}")
     print((out / "metrics.md").read_text())
     return 0

@@ -4,15 +4,16 @@ optionally with Zero123++ pseudo views."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+from ds4d_pl.commands.oneline import OneLineParser
+from ds4d_pl.errors import DataError, DS4DError
 
 
 def main(argv: list[str]) -> int:
     """``ds4d prepare``: a video or frames → centred RGBA frames in the Consistent4D layout,
     optionally with Zero123++ pseudo views in the multi-view sequence layout."""
-    from ds4d_pl.data.prepare import prepare_video, write_pseudo_views
-    from ds4d_pl.data.segment import SegmenterConfig
-
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="ds4d prepare",
         description="Read a video or a folder of numbered frames, take the foreground alpha from "
         "the input (RGBA), from --masks or from a --segmenter model (in that order), centre and "
@@ -69,6 +70,28 @@ def main(argv: list[str]) -> int:
     )
     z.add_argument("--device", default="auto", help="device for Zero123++ (auto: CUDA if any)")
     a = p.parse_args(argv)
+    if a.max_frames is not None and a.max_frames < 1:
+        p.error(f"--max_frames must be >= 1 (or left out for every frame); got {a.max_frames}")
+    if a.size < 16:
+        p.error(f"--size must be >= 16; got {a.size}")
+    if a.zero123pp_alpha == "segmenter" and a.segmenter is None:
+        p.error("--zero123pp_alpha segmenter needs --segmenter")
+    out = Path(a.out)
+    if out.exists() and not out.is_dir():
+        p.error(f"--out {a.out}: is a file, not a folder")
+    try:
+        return _run(a)
+    except DS4DError:
+        raise
+    except (ValueError, OSError) as err:
+        # Readers and writers name the file and what is wrong with it.
+        raise DataError(str(err)) from err
+
+
+def _run(a: argparse.Namespace) -> int:
+    from ds4d_pl.data.prepare import prepare_video, write_pseudo_views
+    from ds4d_pl.data.segment import SegmenterConfig
+
     seg_cfg = SegmenterConfig(
         input_size=a.segmenter_size,
         normalize=a.segmenter_normalize,
@@ -89,8 +112,6 @@ def main(argv: list[str]) -> int:
     if a.zero123pp is not None:
         from ds4d_pl.priors.zero123pp import Zero123ppConfig
 
-        if a.zero123pp_alpha == "segmenter" and a.segmenter is None:
-            p.error("--zero123pp_alpha segmenter needs --segmenter")
         cfg = Zero123ppConfig(
             version=a.zero123pp_version,
             steps=a.zero123pp_steps,

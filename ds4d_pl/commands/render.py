@@ -3,13 +3,22 @@ number of loops, without training again."""
 
 from __future__ import annotations
 
-import argparse
-import sys
 from pathlib import Path
+
+from ds4d_pl.commands.oneline import OneLineParser
+
+#: The videos ``--videos`` can name.
+VIDEOS = ("turntable", "front", "right", "back", "left", "eval")
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
+    """``ds4d render RUN``: write the asked videos of a finished run.
+
+    Returns 0 on success. A bad option exits with status 2 (one line); a path that is not a
+    run, a missing checkpoint or one that does not fit the config raises a
+    :class:`~ds4d_pl.errors.DS4DError` that ``ds4d`` prints as one line with exit status 2.
+    """
+    p = OneLineParser(
         prog="ds4d render",
         description="Render videos of a finished run (a run directory, or a checkpoint inside "
         "one): the turntable, the fixed front/right/back/left views and, when the dataset has "
@@ -32,25 +41,33 @@ def main(argv: list[str]) -> int:
     )
     p.add_argument("--device", default="cpu")
     a = p.parse_args(argv)
+    # Every option is checked before the (slow) model load.
+    for name in ("resolution", "turntable_frames", "fps", "loops"):
+        if getattr(a, name) < 1:
+            p.error(f"--{name} must be >= 1, got {getattr(a, name)}")
+    if a.radius is not None and not a.radius > 0:
+        p.error(f"--radius must be > 0, got {a.radius}")
+    wanted = [v.strip() for v in a.videos.split(",") if v.strip()]
+    unknown = [v for v in wanted if v not in VIDEOS]
+    if unknown or not wanted:
+        listed = ", ".join(unknown) or "nothing asked"
+        p.error(f"--videos: {listed}; choose from {', '.join(VIDEOS)}")
+    if a.out is not None and Path(a.out).exists() and not Path(a.out).is_dir():
+        p.error(f"--out {a.out}: is a file; the videos need a folder")
 
     from ds4d_pl.export.assets import OrbitSettings, render_orbit_videos, render_view_videos
     from ds4d_pl.export.video import write_video
-    from ds4d_pl.run import RunLoadError, load_run
+    from ds4d_pl.run import load_run
 
-    wanted = [v.strip() for v in a.videos.split(",") if v.strip()]
-    try:
-        run = load_run(a.run, checkpoint=a.ckpt, config=a.config, device=a.device)
-        radius = a.radius if a.radius is not None else _run_radius(run)
-        settings = OrbitSettings(a.resolution, a.turntable_frames, a.elevation, radius, a.loops)
-        if a.fps < 1:
-            raise ValueError(f"--fps must be >= 1, got {a.fps}")
-        orbit = [v for v in wanted if v != "eval"]
-        videos = render_orbit_videos(run.model, run.scene.train.times, settings, orbit)
-        if "eval" in wanted and run.scene.eval is not None:
-            videos.update(render_view_videos(run.model, run.scene.eval))
-    except (RunLoadError, ValueError) as e:
-        print(f"ds4d render: {e}", file=sys.stderr)
-        return 2
+    run = load_run(a.run, checkpoint=a.ckpt, config=a.config, device=a.device)
+    radius = a.radius if a.radius is not None else _run_radius(run)
+    settings = OrbitSettings(a.resolution, a.turntable_frames, a.elevation, radius, a.loops)
+    orbit = [v for v in wanted if v != "eval"]
+    videos = render_orbit_videos(
+        run.model, run.scene.train.times, settings, orbit, show_progress=None
+    )
+    if "eval" in wanted and run.scene.eval is not None:
+        videos.update(render_view_videos(run.model, run.scene.eval, show_progress=None))
     out = Path(a.out) if a.out else run.files.config.parent / "renders"
     for name, frames in videos.items():
         print(f"wrote {write_video(out / f'{name}.mp4', frames, fps=a.fps)}")

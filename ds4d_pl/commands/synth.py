@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 
+from ds4d_pl.commands.oneline import OneLineParser
+
 # One line per DegradeConfig knob (the class documents them in full).
 _DEGRADE_HELP = {
     "seed": "seed of every random draw",
@@ -41,13 +43,27 @@ def _add_degrade_flags(p: argparse.ArgumentParser) -> None:
             g.add_argument(flag, dest=f.name, type=kind, default=f.default, help=helps)
 
 
+def _cost(a: argparse.Namespace) -> dict:
+    """Estimated render cost of the request (see :func:`render_cost`)."""
+    from ds4d_pl.data.parsers.synthetic import render_cost
+
+    if a.format == "consistent4d":
+        views = [(a.resolution, a.resolution)] * 7 + [(a.eval_resolution, a.eval_resolution)] * 4
+        return render_cost(a.num_frames or 16, views)
+    if a.format == "dnerf":
+        # Train, val (write_dnerf's 10) and test images, one camera each.
+        return render_cost((a.num_frames or 60) + 10 + a.num_test, [(a.resolution, a.resolution)])
+    height = 2 * round(a.resolution * 3 / 8)
+    return render_cost(a.num_frames or 12, [(a.resolution, height)] * a.num_cameras)
+
+
 def main(argv: list[str]) -> int:
     """``ds4d synth``: write the embedded synthetic object to disk in a real dataset format."""
     from ds4d_pl.data.parsers.degrade import DegradeConfig
-    from ds4d_pl.data.parsers.synthetic import SyntheticConfig, write_synthetic
+    from ds4d_pl.data.parsers.synthetic import SyntheticConfig, check_cost, write_synthetic
     from ds4d_pl.data.parsers.synthetic_scenes import write_dnerf, write_n3dv
 
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="ds4d synth",
         description="Write the embedded synthetic object in a dataset layout: consistent4d "
         "(DIR/<obj>/{t}.png, DIR/eval_gt/<obj>/eval_{0..3}/{t}.png, oracle or degraded pseudo "
@@ -98,6 +114,11 @@ def main(argv: list[str]) -> int:
         help="consistent4d: store the pseudo views as Zero123++ does, opaque RGB on this grey "
         "(0.5) without alpha; default RGBA",
     )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write even when the render is estimated to take over an hour or 16 GiB",
+    )
     _add_degrade_flags(p)
     a = p.parse_args(argv)
     try:
@@ -112,6 +133,14 @@ def main(argv: list[str]) -> int:
         p.error("--pseudo_views and --pseudo_background apply to --format consistent4d only")
     if a.pseudo_background is not None and not 0.0 <= a.pseudo_background <= 1.0:
         p.error(f"--pseudo_background must be a grey level in [0, 1]; got {a.pseudo_background}")
+    for flag in ("num_frames", "resolution", "eval_resolution", "num_cameras", "num_test"):
+        value = getattr(a, flag)
+        if value is not None and value < 1:
+            p.error(f"--{flag} must be >= 1; got {value}")
+    try:
+        check_cost(_cost(a), "this request", force=a.force)
+    except ValueError as err:
+        p.error(f"{err} with --force")
     if a.format == "consistent4d":
         cfg = SyntheticConfig(
             motion=a.motion,

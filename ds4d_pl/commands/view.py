@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
-import sys
+from ds4d_pl.commands.oneline import OneLineParser
 
 
 def main(argv: list[str]) -> int:
     """``ds4d view RUN_DIR | CHECKPOINT``: serve the interactive viewer until Ctrl+C.
 
     Returns:
-        0 after Ctrl+C; 2 on a path that is not a run, a checkpoint that does not fit its config,
-        or a port in use (one line on stderr, no traceback).
+        0 after Ctrl+C. A bad option exits with status 2 (one line); a path that is not a run,
+        a checkpoint that does not fit its config or a port in use raises a
+        :class:`~ds4d_pl.errors.DS4DError`, which ``ds4d`` prints as one line with exit
+        status 2.
     """
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="ds4d view",
         description="Serve an interactive viewer of a run on this machine: the deformed "
         "Gaussians at any time (slider, play/pause), the dataset's input, pseudo and "
@@ -40,8 +41,8 @@ def main(argv: list[str]) -> int:
         p.error("--fps must be > 0 and --image_size >= 1")
 
     # Imported here: the viewer's dependencies load only when the command runs.
-    from ds4d_pl.viewer.app import ServeError, ViewerApp, check_port_free
-    from ds4d_pl.viewer.load import RunLoadError, load_source
+    from ds4d_pl.viewer.app import ViewerApp, check_port_free
+    from ds4d_pl.viewer.load import load_source
 
     try:
         # Checked before the (slow) model load, so a taken port fails at once.
@@ -55,9 +56,6 @@ def main(argv: list[str]) -> int:
         )
         app = ViewerApp(source, host=a.host, port=a.port, fps=a.fps, initial_time=a.time)
         url = app.start()
-    except (RunLoadError, ServeError) as e:
-        print(f"ds4d view: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         return 130
     print(f"ds4d view: {source.name} at {url}  (Ctrl+C to stop)", flush=True)

@@ -8,11 +8,12 @@ them; ``--check`` also loads what was found, strictly, through the same code a r
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from ds4d_pl.commands.oneline import OneLineParser
 
 
 def _load_zero123pp(version: str) -> Callable[[Path], Any]:
@@ -94,7 +95,7 @@ def main(argv: list[str]) -> int:
     """``ds4d weights``: list every pretrained network and where it was (or was not) found."""
     from ds4d_pl.weights import REGISTRY, status
 
-    p = argparse.ArgumentParser(
+    p = OneLineParser(
         prog="ds4d weights",
         description="List every pretrained network and model directory the package loads "
         "(frame encoders, metrics, priors, segmentation model): found or missing, the path used "

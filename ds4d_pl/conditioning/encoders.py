@@ -49,6 +49,7 @@ from torch import Tensor, nn
 
 from ds4d_pl.atomic import atomic_path
 from ds4d_pl.data.types import ViewSet
+from ds4d_pl.progress import progress
 from ds4d_pl.weights import (
     REGISTRY,
     BadWeightsError,
@@ -469,6 +470,7 @@ def encode_views(
     background: Tensor,
     batch_size: int = 16,
     cache_dir: str | Path | None = None,
+    show_progress: bool | None = False,
 ) -> Tensor:
     """Features of every (view, frame), computed once, on the images composited on ``background``.
 
@@ -480,6 +482,8 @@ def encode_views(
         cache_dir: If given, the result is stored there as ``<name>-<hash>.pt`` (atomically) and
             reused by any later call with the same encoder, weights, config, images and
             background. An unreadable or inconsistent file is recomputed with a warning.
+        show_progress: A progress bar over the batches while encoding (``None``: when stderr
+            is a terminal); a cache hit shows none.
 
     Returns:
         ``(V, T, C, h, w)`` float32 on CPU.
@@ -509,9 +513,10 @@ def encode_views(
                 )
 
     flat = images.reshape(v * t, *images.shape[2:])
-    chunks = [
-        encoder(flat[i : i + batch_size]).float().cpu() for i in range(0, len(flat), batch_size)
-    ]
+    starts = progress(
+        range(0, len(flat), batch_size), f"encode frames ({encoder.name})", enabled=show_progress
+    )
+    chunks = [encoder(flat[i : i + batch_size]).float().cpu() for i in starts]
     features = torch.cat(chunks).reshape(v, t, *chunks[0].shape[1:])
     if tuple(features.shape) != expected:
         raise RuntimeError(f"{encoder.name} returned {tuple(features.shape)}, expected {expected}")

@@ -18,6 +18,7 @@ from ds4d_pl.export.density import export_density
 from ds4d_pl.export.ply import save_ply
 from ds4d_pl.export.splat import write_splat
 from ds4d_pl.model import DS4DModel
+from ds4d_pl.progress import progress
 
 #: Gaussian file formats :func:`export_frames` writes.
 ExportFormat = Literal["ply", "splat"]
@@ -57,7 +58,11 @@ def _looped(times: Tensor, loops: int) -> Tensor:
 
 @torch.no_grad()
 def render_orbit_videos(
-    model: DS4DModel, times: Tensor, settings: OrbitSettings, views: Sequence[str] | None = None
+    model: DS4DModel,
+    times: Tensor,
+    settings: OrbitSettings,
+    views: Sequence[str] | None = None,
+    show_progress: bool | None = False,
 ) -> dict[str, Tensor]:
     """The turntable (one orbit while the clip plays) and the fixed named views.
 
@@ -67,6 +72,7 @@ def render_orbit_videos(
         settings: Resolution, elevation, radius, orbit length, loops.
         views: Which videos: ``turntable`` and any of ``front``/``right``/``back``/``left``
             (``None``: all).
+        show_progress: A progress bar per video (``None``: when stderr is a terminal).
 
     Returns:
         ``(T, H, W, 3)`` frames in ``[0, 1]`` by video name.
@@ -84,24 +90,30 @@ def render_orbit_videos(
         cams = turntable_cameras(n, res, res, s.elevation, radius=s.radius)
         orbit_times = torch.linspace(0.0, 1.0, n // s.loops).repeat(s.loops + 1)[:n]
         videos["turntable"] = torch.cat(
-            [model.render(cams[i], orbit_times[i]).rgb.cpu() for i in range(n)]
+            [
+                model.render(cams[i], orbit_times[i]).rgb.cpu()
+                for i in progress(range(n), "video turntable", enabled=show_progress)
+            ]
         )
     for name, azimuth in NAMED_VIEWS.items():
         if name in wanted:
             cam = orbit_cameras([s.elevation], [azimuth], res, res, radius=s.radius)
-            videos[name] = torch.cat([model.render(cam, t).rgb.cpu() for t in clip])
+            steps = progress(clip, f"video {name}", total=len(clip), enabled=show_progress)
+            videos[name] = torch.cat([model.render(cam, t).rgb.cpu() for t in steps])
     return {k: v.clamp(0.0, 1.0) for k, v in videos.items()}
 
 
 @torch.no_grad()
-def render_view_videos(model: DS4DModel, views: ViewSet, prefix: str = "eval") -> dict[str, Tensor]:
-    """Every view of ``views`` playing its frames from its own camera(s), at its resolution."""
+def render_view_videos(
+    model: DS4DModel, views: ViewSet, prefix: str = "eval", show_progress: bool | None = False
+) -> dict[str, Tensor]:
+    """Every view of ``views`` playing its frames from its own camera(s), at its resolution
+    (with a progress bar per video when ``show_progress``; ``None``: when stderr is a
+    terminal)."""
     videos = {}
     for k in range(views.num_views):
-        frames = [
-            model.render(views.cameras_at(f)[k], views.times[f]).rgb.cpu()
-            for f in range(views.num_frames)
-        ]
+        steps = progress(range(views.num_frames), f"video {prefix}_{k}", enabled=show_progress)
+        frames = [model.render(views.cameras_at(f)[k], views.times[f]).rgb.cpu() for f in steps]
         videos[f"{prefix}_{k}"] = torch.cat(frames).clamp(0.0, 1.0)
     return videos
 
@@ -113,11 +125,13 @@ def export_frames(
     out: str | Path,
     formats: Sequence[ExportFormat] = ("ply",),
     per_frame: bool = True,
+    show_progress: bool | None = False,
 ) -> list[Path]:
     """``canonical.<fmt>`` and ``frame_XXXX.<fmt>`` for every frame time, in each format.
 
     PLY is the standard 3DGS layout most tools open; ``.splat`` is the 32-byte layout web splat
-    viewers load (``export/splat.py``). Frames are evaluated one at a time.
+    viewers load (``export/splat.py``). Frames are evaluated one at a time, with a progress bar
+    when ``show_progress`` (``None``: when stderr is a terminal).
     A NeRF has no Gaussians to write: use :func:`export_density_frames` for it.
     """
     if model.is_nerf:
@@ -136,7 +150,8 @@ def export_frames(
         paths.append(out / f"canonical.{fmt}")
         writers[fmt](paths[-1], canonical)
     if per_frame:
-        for i, t in enumerate(times):
+        steps = progress(enumerate(times), "export", total=len(times), enabled=show_progress)
+        for i, t in steps:
             params = model.at(t)
             for fmt in formats:
                 paths.append(out / f"frame_{i:04d}.{fmt}")
@@ -153,14 +168,16 @@ def export_density_frames(
     level: float = 10.0,
     resolution: int = 64,
     kind: Literal["auto", "points", "mesh"] = "auto",
+    show_progress: bool | None = False,
 ) -> list[Path]:
     """A NeRF's density surface at every frame time (only the middle frame without
     ``per_frame``): ``density_points_XXXX.ply`` or ``density_mesh_XXXX.ply`` (see
-    :func:`ds4d_pl.export.density.export_density`)."""
+    :func:`ds4d_pl.export.density.export_density`), with a progress bar when ``show_progress``
+    (``None``: when stderr is a terminal)."""
     frames = range(len(times)) if per_frame else [len(times) // 2]
     return [
         export_density(
             model.at(times[i]), Path(out), i, level=level, resolution=resolution, kind=kind
         )
-        for i in frames
+        for i in progress(frames, "export density", enabled=show_progress)
     ]

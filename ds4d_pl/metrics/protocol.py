@@ -47,6 +47,7 @@ from ds4d_pl.atomic import atomic_path, write_json
 from ds4d_pl.cameras import Cameras
 from ds4d_pl.data.types import ViewSet, composite
 from ds4d_pl.metrics.image import psnr_from_mse, ssim, ssim_zero_padded, to_8bit
+from ds4d_pl.progress import progress
 from ds4d_pl.render.base import RenderOutput
 from ds4d_pl.weights import REGISTRY, MissingWeightsError, resolve
 
@@ -499,6 +500,7 @@ def score_model(
     rendered_on: Tensor,
     name: str,
     device: str | torch.device = "cpu",
+    show_progress: bool | None = False,
 ) -> dict[str, Any]:
     """Every evaluation view rendered for every frame and scored on the benchmark protocol:
     the numbers of ``metrics.json`` and ``metrics.md`` of ``ds4d test``.
@@ -511,13 +513,14 @@ def score_model(
             the protocol's background through their alpha.
         name: Object name (the outer level of the average).
         device: Where the metric networks run.
+        show_progress: A progress bar over the views (``None``: when stderr is a terminal).
     """
     scorer = ProtocolScorer(cfg, device=device)
     h, w = views.image_size
     size = (cfg.resolution, cfg.resolution) if cfg.resolution else (h, w)
     bg = torch.ones(3) if cfg.white_background else rendered_on.cpu()
     dyn = views.dynamic_mask()
-    for k in range(views.num_views):
+    for k in progress(range(views.num_views), f"score {name}", enabled=show_progress):
         preds = []
         for f in range(views.num_frames):
             cam = views.cameras_at(f)[k].resized(size[1], size[0])

@@ -20,6 +20,7 @@ import numpy as np
 import viser
 import viser.transforms as vtf
 
+from ds4d_pl.errors import DS4DError
 from ds4d_pl.viewer.energy import energy_colors
 from ds4d_pl.viewer.source import CameraGroup, ViewerSource
 
@@ -33,7 +34,7 @@ GROUP_LABELS = {
 }
 
 
-class ServeError(OSError):
+class ServeError(DS4DError, OSError):
     """The server cannot listen where it was asked to (the message is one line)."""
 
 

@@ -39,6 +39,8 @@ from ds4d_pl.data.io import read_rgba
 from ds4d_pl.data.types import ViewSet
 
 NUMBERED = re.compile(r"^(\d+)\.png$")
+#: A numbered image of any case or format (``4.PNG``, ``5.jpg``): frames under a wrong name.
+_FRAME_LIKE = re.compile(r"^\d+\.(png|jpe?g|webp|bmp|tiff?|exr)$", re.IGNORECASE)
 _RGBA_DIR = re.compile(r"^(\d+)_rgba$")
 #: Zero123++ always produces this many views per input frame.
 NUM_ZERO123PP_VIEWS = 6
@@ -156,14 +158,24 @@ def numbered_frames(
     if not folder.is_dir():
         raise FileNotFoundError(f"{folder}: frame folder does not exist")
     found: dict[int, Path] = {}
+    strays = []
     for p in sorted(folder.iterdir()):
         m = pattern.match(p.name)
+        if not m and not dirs and _FRAME_LIKE.match(p.name) and p.is_file():
+            strays.append(p.name)
         if not m or p.is_dir() != dirs:
             continue
         i = int(m.group(1))
         if i in found:
             raise ValueError(f"{folder}: {found[i].name} and {p.name} are both frame {i}")
         found[i] = p
+    if strays:
+        # A frame saved as 4.PNG or 5.jpg would otherwise be skipped without a word: the clip
+        # would end early or show a gap that the message below misattributes.
+        raise ValueError(
+            f"{folder}: {', '.join(strays[:5])}{' ...' if len(strays) > 5 else ''} look like "
+            f"frames but are not named like {hint}; rename or remove them"
+        )
     if not found:
         raise FileNotFoundError(f"{folder}: no frames named like {hint}")
     if set(found) != set(range(len(found))):

@@ -177,6 +177,38 @@ def _number(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
+#: Tolerance on ``R^T R = I`` of a camera-to-world rotation (Blender writes float32 poses).
+_POSE_TOL = 1e-3
+
+
+def _check_pose(m: np.ndarray, where: str) -> None:
+    """Refuse a ``transform_matrix`` that is no camera pose (a singular, scaled or mirrored
+    rotation block, or a last row other than ``[0, 0, 0, 1]``): rendering inverts it, and a
+    singular one would fail only mid-training."""
+    if not np.allclose(m[3], [0.0, 0.0, 0.0, 1.0], atol=_POSE_TOL):
+        raise ValueError(f"{where}: the last row of 'transform_matrix' must be [0, 0, 0, 1]")
+    rot = m[:3, :3]
+    det = float(np.linalg.det(rot))
+    if abs(det) < 1e-6:
+        raise ValueError(
+            f"{where}: 'transform_matrix' is singular (its rotation block has no inverse)"
+        )
+    if det < 0 or not np.allclose(rot.T @ rot, np.eye(3), atol=_POSE_TOL):
+        raise ValueError(
+            f"{where}: the rotation block of 'transform_matrix' is not a rotation (scaled or "
+            "mirrored axes)"
+        )
+
+
+def _inside(path: Path, root: Path) -> bool:
+    """Whether ``path`` stays inside ``root`` (``..`` and symlinks resolved)."""
+    try:
+        path.resolve().relative_to(root.resolve())
+    except ValueError:
+        return False
+    return True
+
+
 def _image_path(root: Path, file_path: str) -> Path:
     direct = root / file_path
     if direct.suffix.lower() in (".png", ".jpg", ".jpeg") and direct.is_file():
@@ -229,6 +261,11 @@ def _load_split(root: Path, split: str, cfg: DNeRFConfig) -> tuple[ViewSet, floa
             raise ValueError(f"{where}: 'transform_matrix' must be 4x4, got shape {tuple(m.shape)}")
         if not np.isfinite(m).all():
             raise ValueError(f"{where}: 'transform_matrix' contains NaN or inf")
+        _check_pose(m, where)
+        if not _inside(root / fr["file_path"], root):
+            raise ValueError(
+                f"{where}: 'file_path' {fr['file_path']!r} points outside the dataset folder {root}"
+            )
         image = _image_path(root, fr["file_path"])
         if not image.is_file():
             raise FileNotFoundError(f"{image}: image referenced by {where} does not exist")

@@ -818,6 +818,45 @@ def _degraded_train(cfg: SyntheticConfig) -> tuple[Tensor, Tensor, Tensor, dict]
     )
 
 
+#: Rays the analytic renderer casts per second, conservatively: 1.3-3.7 M rays/s were measured
+#: on one core of a shared 2-core CPU (32-64 px, 4-8 frames); a faster machine only finishes early.
+RAYS_PER_SECOND = 1.0e6
+#: A request estimated above either bound is refused unless forced (``ds4d synth --force``).
+MAX_SECONDS = 3600.0
+MAX_BYTES = 16 * 2**30
+
+
+def render_cost(frames: int, views: list[tuple[int, int]], supersample: int = 2) -> dict:
+    """Estimated time and memory of rendering ``frames`` frames of ``views`` (``(w, h)`` each):
+    seconds at :data:`RAYS_PER_SECOND`, and the bytes of the float32 RGBA + mask tables."""
+    pixels = sum(w * h for w, h in views)
+    rays = frames * pixels * supersample**2
+    return {"seconds": rays / RAYS_PER_SECOND, "bytes": frames * pixels * 5 * 4, "rays": rays}
+
+
+def synthetic_cost(cfg: SyntheticConfig) -> dict:
+    """:func:`render_cost` of :func:`make_synthetic_scene` (7 training and 4 evaluation views)."""
+    train = [(cfg.resolution, cfg.resolution)] * 7
+    return render_cost(cfg.num_frames, train + [(cfg.eval_resolution, cfg.eval_resolution)] * 4)
+
+
+def check_cost(cost: dict, what: str, force: bool = False) -> None:
+    """Refuse a render estimated to take over :data:`MAX_SECONDS` or :data:`MAX_BYTES`.
+
+    Raises:
+        ValueError: The estimate is above a bound and ``force`` is off (the message gives it).
+    """
+    hours, gib = cost["seconds"] / 3600.0, cost["bytes"] / 2**30
+    if force or (cost["seconds"] <= MAX_SECONDS and cost["bytes"] <= MAX_BYTES):
+        return
+    raise ValueError(
+        f"{what} would take about {hours:.1f} h and {gib:.1f} GiB of memory to render "
+        f"({cost['rays']:.2g} rays at ~{RAYS_PER_SECOND:.0e} rays/s; bounds "
+        f"{MAX_SECONDS / 3600:.0f} h, {MAX_BYTES / 2**30:.0f} GiB); lower the resolution or the "
+        "number of frames, or force it"
+    )
+
+
 def make_synthetic_scene(cfg: SyntheticConfig | None = None) -> Scene4D:
     """Build the embedded synthetic :class:`Scene4D`.
 
