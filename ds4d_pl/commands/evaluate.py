@@ -17,7 +17,6 @@ def main(argv: list[str]) -> int:
     """
     from ds4d_pl.metrics.evaluate import evaluate_dirs
     from ds4d_pl.metrics.protocol import BenchmarkConfig, write_report
-    from ds4d_pl.weights import REGISTRY
 
     p = OneLineParser(
         prog="ds4d eval",
@@ -53,14 +52,7 @@ def main(argv: list[str]) -> int:
         p.error(f"--out {out}: is a file; the report (metrics.json, metrics.md) needs a folder")
     if a.resolution is not None and a.resolution < 16:
         p.error(f"--resolution must be >= 16; got {a.resolution}")
-    explicit = {}
-    for item in a.weights:
-        name, sep, path = item.partition("=")
-        if not sep or not path:
-            p.error(f"--weights expects NAME=PATH, got {item!r}")
-        if name not in REGISTRY:
-            p.error(f"--weights: unknown network {name!r}; known: {', '.join(REGISTRY)}")
-        explicit[name] = path
+    explicit = p.weights_paths(a.weights)
     try:
         cfg = BenchmarkConfig(
             fvd_mode=a.fvd_mode,

@@ -21,10 +21,7 @@ def main(argv: list[str]) -> int:
         "finished run: standard 3DGS PLY (most tools) or the .splat layout web splat viewers "
         "load. Writes OUT/canonical.<fmt> and OUT/frame_XXXX.<fmt>.",
     )
-    p.add_argument("run", help="run directory (config.yaml + checkpoints/last.ckpt) or checkpoint")
-    p.add_argument("--ckpt", default=None, help="another checkpoint of that run")
-    p.add_argument("--config", default=None, help="another config to rebuild the model from")
-    p.add_argument("--out", default=None, help="output folder (default: RUN/export)")
+    p.add_run_arguments(default_out="RUN/export")
     p.add_argument("--format", choices=("ply", "splat"), action="append", dest="formats")
     p.add_argument("--no_frames", action="store_true", help="only the canonical Gaussians")
     p.add_argument("--device", default="cpu")

@@ -24,10 +24,7 @@ def main(argv: list[str]) -> int:
         "one): the turntable, the fixed front/right/back/left views and, when the dataset has "
         "them, the evaluation cameras. Writes OUT/<name>.mp4.",
     )
-    p.add_argument("run", help="run directory (config.yaml + checkpoints/last.ckpt) or checkpoint")
-    p.add_argument("--ckpt", default=None, help="another checkpoint of that run")
-    p.add_argument("--config", default=None, help="another config to rebuild the model from")
-    p.add_argument("--out", default=None, help="output folder (default: RUN/renders)")
+    p.add_run_arguments(default_out="RUN/renders")
     p.add_argument("--resolution", type=int, default=512, help="square size of orbit videos")
     p.add_argument("--elevation", type=float, default=0.0, help="camera elevation in degrees")
     p.add_argument("--radius", type=float, default=None, help="orbit radius (default: the run's)")

@@ -119,14 +119,7 @@ def main(argv: list[str]) -> int:
         help="also load the found entries (all, or the NAMEs given) strictly, as a run would",
     )
     a = p.parse_args(argv)
-    explicit: dict[str, str] = {}
-    for item in a.weights:
-        name, sep, path = item.partition("=")
-        if not sep or not path:
-            p.error(f"--weights expects NAME=PATH, got {item!r}")
-        if name not in REGISTRY:
-            p.error(f"--weights: unknown network {name!r}; known: {', '.join(REGISTRY)}")
-        explicit[name] = path
+    explicit = p.weights_paths(a.weights)
     for name in a.check or []:
         if name not in REGISTRY:
             p.error(f"--check: unknown network {name!r}; known: {', '.join(REGISTRY)}")
