@@ -410,7 +410,23 @@ class ConditioningConfig:
         dinov2_variant: ``dinov2-small`` / ``-base`` / ``-large`` / ``-giant``.
         reference: DSFD reference feature: ``mid``, ``mean`` or ``mix``.
         reference_alpha: Weight of the middle frame in ``mix``.
+        reference_space: Where DSFD's reference lives. ``pixel`` (the paper): one reference per
+            token of each view (``reference``), which assumes a view's frames are
+            pixel-aligned, i.e. a fixed camera. ``point``: one reference per Gaussian, the mean
+            of its own sampled features over every (camera, frame) that sees it, and each
+            sampled feature is decoupled against it; a static point then has a small dynamic
+            part whatever the camera does (a moving camera, a rig). Needs Gaussians (not a
+            NeRF); without DSFD (``ablation.dsfd: false``) there is nothing to decouple and it
+            has no effect. ``reference`` and ``reference_alpha`` only apply to ``pixel``.
+        reference_refresh: With ``reference_space: point``, steps between two recomputations of
+            the per-Gaussian references (they are also recomputed whenever densification
+            changes the Gaussians).
         tau: Temperature of the distance-aware softmax.
+        anchor: DA's anchor view (also GA ``relative``'s and the input-view-only row's input
+            view). ``input``: view 0, the real input video of an object capture (with a moving
+            camera: the frame nearest in time). ``best``: per Gaussian, the view that sees it
+            best (the largest projected footprint among the views where it is visible), for
+            camera rigs where no view is privileged. Refused for scenes with pseudo views.
         da_combine: How DA merges the input view with the fused pseudo views: ``sum`` or
             ``concat`` (concat → linear). Only for ``ablation.tssf: da`` (``None``: ``sum``);
             setting it under another fusion mode is an error, not silently ignored.
@@ -450,7 +466,10 @@ class ConditioningConfig:
     )
     reference: Literal["mid", "mean", "mix"] = "mix"
     reference_alpha: float = 0.5
+    reference_space: Literal["pixel", "point"] = "pixel"
+    reference_refresh: int = 100
     tau: float = 1.0
+    anchor: Literal["input", "best"] = "input"
     da_combine: Literal["sum", "concat"] | None = None
     ga_scorer: Literal["own", "relative"] | None = None
     width: int = 32
@@ -467,6 +486,18 @@ class ConditioningConfig:
         if self.placebo not in ("none", "time_constant"):
             raise ValueError(
                 f"conditioning.placebo must be 'none' or 'time_constant', got {self.placebo!r}"
+            )
+        if self.reference_space not in ("pixel", "point"):
+            raise ValueError(
+                "conditioning.reference_space must be 'pixel' or 'point', got "
+                f"{self.reference_space!r}"
+            )
+        if self.anchor not in ("input", "best"):
+            raise ValueError(f"conditioning.anchor must be 'input' or 'best', got {self.anchor!r}")
+        if isinstance(self.reference_refresh, bool) or self.reference_refresh < 1:
+            raise ValueError(
+                f"conditioning.reference_refresh must be an integer >= 1, got "
+                f"{self.reference_refresh!r}"
             )
         if self.width < 1:
             raise ValueError("conditioning.width must be >= 1")

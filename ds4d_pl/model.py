@@ -89,7 +89,8 @@ class DS4DModel(nn.Module):
 
     Raises:
         ValueError: An unknown representation, ``nerf`` settings for Gaussians, or a setting
-            that means nothing for a NeRF (``conditioning.deformed_positions``).
+            that means nothing for a NeRF (``conditioning.deformed_positions``,
+            ``conditioning.reference_space: point``).
 
     Attributes:
         gaussians: The canonical Gaussians; empty for a NeRF (its Gaussian count reads 0).
@@ -138,6 +139,16 @@ class DS4DModel(nn.Module):
         self.register_buffer("extent", torch.tensor(0.0))
         self.gaussians = CanonicalGaussians.empty(init.sh_degree)
         self.conditioner, encoder = build_conditioner(ablation, conditioning)
+        if (
+            representation == "nerf"
+            and self.conditioner is not None
+            and self.conditioner.point_reference
+        ):
+            raise ValueError(
+                "conditioning.reference_space='point' keeps one reference feature per Gaussian; "
+                "a NeRF is conditioned at ray samples that change every step, so it has no "
+                "points to keep them for: set conditioning.reference_space: pixel"
+            )
         # The frozen encoder is used once, by prepare_conditioning; outside the module tree.
         self._encoder = [encoder] if encoder is not None else []
         cond_dim = self.conditioner.out_dim if self.conditioner is not None else 0
@@ -219,6 +230,7 @@ class DS4DModel(nn.Module):
             gaussians = CanonicalGaussians.from_points(
                 points, colors, cfg.sh_degree, cfg.init_opacity
             )
+        self._check_anchor(scene)
         self.init_record = f"mesh:{cfg.path}" if source == "mesh" else source
         if self.is_nerf:
             self.extent.fill_(max(float(gaussians.extent()), 1e-3))
@@ -229,6 +241,24 @@ class DS4DModel(nn.Module):
         self.gaussians = gaussians.to(self.extent.device)
         self.extent.fill_(max(float(self.gaussians.extent()), 1e-3))
         self.field.set_bounds(self.gaussians.means.detach())
+
+    def _check_anchor(self, scene: Scene4D) -> None:
+        """Refuse ``conditioning.anchor: best`` for a scene with pseudo views.
+
+        DA trusts its anchor: the anchor's feature enters at full weight and every other view
+        is weighted by its similarity to it. In an object video only view 0 is an observation;
+        the pseudo views are a prior's guesses, inconsistent over time, and letting one of them
+        anchor a Gaussian would rank the real video by its likeness to a guess.
+        """
+        if self.conditioner is None or self.cond_cfg.anchor != "best":
+            return
+        pseudo = scene.train.num_views - scene.num_input_views
+        if pseudo > 0:
+            raise ValueError(
+                f"conditioning.anchor='best': scene {scene.name!r} has {pseudo} pseudo views "
+                "(generated, not observed); the anchor must stay the input video there: set "
+                "conditioning.anchor: input (best is for camera rigs, where every view is real)"
+            )
 
     def _resolve_source(self, scene: Scene4D) -> str:
         """``sphere``, ``mesh``, ``scene_points`` or ``hull`` for this scene."""
@@ -319,6 +349,13 @@ class DS4DModel(nn.Module):
             and step % self.cond_cfg.visibility_every == 0
         ):
             self.refresh_visibility()
+        if (
+            conditions
+            and self.conditioner is not None
+            and step % self.cond_cfg.reference_refresh == 0
+        ):
+            # Recomputed lazily at the next conditioned forward, from the depth renders above.
+            self.conditioner.invalidate_reference()
 
     @torch.no_grad()
     def refresh_visibility(self) -> Tensor:
@@ -344,6 +381,32 @@ class DS4DModel(nn.Module):
             out = self.renderer(self.gaussians.activated(), cams, self.background)
         self.visibility = out.depth[..., 0].detach()
         return self.visibility
+
+    def refresh_reference(self, force: bool = False) -> Tensor | None:
+        """Recompute the point-space references of the canonical Gaussians when they are stale.
+
+        They are stale after :meth:`prepare_conditioning`, whenever the Gaussian table changes
+        (densification, pruning, a loaded state: :attr:`CanonicalGaussians.version` moves, and
+        the table object or its size is part of the key too), and every
+        ``conditioning.reference_refresh`` steps of a conditioning stage (:meth:`begin_step`), so
+        that positions and depth renders that drifted since are taken into account.
+
+        Args:
+            force: Recompute even if the references look current.
+
+        Returns:
+            The ``(N, C)`` references, or ``None`` without a point-space reference.
+        """
+        cond = self.conditioner
+        if cond is None or not cond.point_reference:
+            return None
+        gs = self.gaussians
+        key = (id(gs), gs.version, gs.num_gaussians)
+        if force or cond.reference_key != key:
+            if self.visibility is None:
+                self.refresh_visibility()
+            cond.refresh_reference(gs.means, self._training_cameras(), self.visibility, key)
+        return cond.reference
 
     def _training_cameras(self) -> Cameras:
         if self._cameras is None:
@@ -391,6 +454,8 @@ class DS4DModel(nn.Module):
                 points = last
         if self.visibility is None:
             self.refresh_visibility()
+        if self.conditioner.point_reference:
+            self.refresh_reference()
         cond, fused = self.conditioner(points, t, self._training_cameras(), self.visibility)
         self.last_fusion_weights = fused.weights.detach()
         return cond

@@ -17,14 +17,25 @@ import torch
 from torch import Tensor, nn
 
 from ds4d_pl.cameras import Cameras
-from ds4d_pl.conditioning.dsfd import DSFD, PassThroughDSFD
+from ds4d_pl.conditioning.dsfd import DSFD, PassThroughDSFD, decouple
 from ds4d_pl.conditioning.encoders import build_encoder
-from ds4d_pl.conditioning.tssf import Fused, make_fusion, sample_point_features
+from ds4d_pl.conditioning.tssf import (
+    Fused,
+    InputView,
+    PointFeatures,
+    best_views,
+    make_fusion,
+    sample_point_features,
+)
 from ds4d_pl.config import AblationConfig, ConditioningConfig
 
 #: Frame times closer than this to ``t`` count as taken at ``t`` (times are normalised to [0, 1];
 #: a clip would need 10^6 frames for neighbours to be this close).
 _SAME_TIME = 1e-6
+
+#: Sampled feature values per chunk when the point references are accumulated over a camera
+#: per frame (D-NeRF: 60+ cameras x tens of thousands of Gaussians x C channels).
+_REFERENCE_CHUNK = 1 << 24
 
 
 class Conditioner(nn.Module):
@@ -34,6 +45,12 @@ class Conditioner(nn.Module):
     decoupled maps of the two frames around ``t`` are interpolated, sampled at the Gaussians'
     projections in every view (occluded views zeroed), fused across views by TSSF and projected
     to ``out_dim`` channels by a learnable low-rank layer that feeds the deformation field.
+
+    With ``cfg.reference_space == "point"`` (and DSFD on) the stored maps are the normalised raw
+    features instead, and the decoupling happens per point after sampling, against each point's
+    own reference (:meth:`refresh_reference`, cached; the caller recomputes it when the point
+    set changes, see :attr:`reference_key`). With ``cfg.anchor == "best"`` the fusion's input
+    view is, per point, the view that sees it best (:func:`~ds4d_pl.conditioning.tssf.best_views`).
 
     Args:
         encoder_dim: Channels ``C`` of the frame encoder.
@@ -62,6 +79,16 @@ class Conditioner(nn.Module):
         self.register_buffer("times", torch.zeros(0), persistent=False)
         self.register_buffer("energy", torch.zeros(0), persistent=False)
         self.per_frame_cameras = False
+        # Point-space reference (cfg.reference_space == "point"): (N, C) per-point references,
+        # derived from the maps and the point set, so never checkpointed either.
+        self.point_reference = cfg.reference_space == "point" and dsfd
+        self.register_buffer("reference", torch.zeros(0), persistent=False)
+        #: What :attr:`reference` was computed for (the caller's key, e.g. the Gaussians'
+        #: version); ``None`` after :meth:`invalidate_reference`.
+        self.reference_key: object | None = None
+        self._reference_fresh = False
+        #: ``(K, N)`` ``‖dynamic‖ / ‖f‖`` of the last point-space query (diagnostics).
+        self.last_point_energy: Tensor | None = None
 
     @property
     def ready(self) -> bool:
@@ -69,8 +96,9 @@ class Conditioner(nn.Module):
 
     @property
     def decouples(self) -> bool:
-        """Whether DSFD splits the features (its dynamic-energy maps then mean something)."""
-        return isinstance(self.decoupler, DSFD)
+        """Whether DSFD splits the features into per-pixel maps (its dynamic-energy maps then
+        mean something); with a point-space reference the split happens per point instead."""
+        return isinstance(self.decoupler, DSFD) and not self.point_reference
 
     @torch.no_grad()
     def set_features(
@@ -89,7 +117,8 @@ class Conditioner(nn.Module):
                 f"features must be (V, T, C, h, w) with T={times.shape[0]}, got "
                 f"{tuple(features.shape)}"
             )
-        maps = self.decoupler(features)
+        # Point space: the raw features are stored and decoupled per point at query time.
+        maps = features if self.point_reference else self.decoupler(features)
         # Encoder channels differ in scale by orders of magnitude; one RMS per encoder channel,
         # applied to both halves of [f, dynamic], brings them to unit scale without changing the
         # decoupling (done before) or the ratio between f and its dynamic part.
@@ -110,6 +139,7 @@ class Conditioner(nn.Module):
         self.times = times.to(maps)
         self.per_frame_cameras = per_frame_cameras
         self.energy = self.decoupler.dynamic_energy(features)
+        self.invalidate_reference()
 
     def maps_at(self, t: float | Tensor) -> Tensor:
         """Decoupled maps ``(V, 2C, h, w)`` at time ``t``, linear between neighbouring frames."""
@@ -151,6 +181,90 @@ class Conditioner(nn.Module):
         views = torch.arange(v, device=order.device).repeat_interleave(k)
         return self.maps[views, frames], views * n_t + frames
 
+    def invalidate_reference(self) -> None:
+        """Mark the point references stale: the next query needs :meth:`refresh_reference`."""
+        self.reference_key = None
+        self._reference_fresh = False
+
+    @torch.no_grad()
+    def refresh_reference(
+        self,
+        points: Tensor,
+        cameras: Cameras,
+        depth_maps: Tensor | None = None,
+        key: object | None = None,
+    ) -> Tensor:
+        """Recompute the point-space references: per point, the mean of its sampled features
+        over every (camera, frame) pair that sees it.
+
+        Fixed cameras: sampling is linear in the map, so the mean over frames of a view's
+        samples is one sample of the view's time-averaged map (``V`` samples, not ``V * T``).
+        A camera per frame: every frame is sampled with its own camera, in chunks. A point no
+        pair sees gets a zero reference: all of its feature then counts as dynamic, until a
+        refresh finds it.
+
+        Args:
+            points: ``(N, 3)`` positions, the canonical ones (the references describe the
+                points, not a time).
+            cameras: The full training camera table (``V``, or ``V * T`` view-major).
+            depth_maps: ``(len(cameras), h', w')`` rendered depth for the occlusion test, or
+                ``None``.
+            key: Stored as :attr:`reference_key`, so the caller can tell when to refresh.
+
+        Returns:
+            ``(N, C)`` references (also kept as :attr:`reference`).
+        """
+        if not self.point_reference:
+            raise RuntimeError(
+                "refresh_reference needs conditioning.reference_space='point' with DSFD on"
+            )
+        if not self.ready:
+            raise RuntimeError("Conditioner.set_features() has not been called")
+        v, n_t, c = self.maps.shape[:3]
+        n_cams = v * n_t if self.per_frame_cameras else v
+        if len(cameras) != n_cams:
+            raise ValueError(
+                f"Conditioner holds maps of {(v, n_t)} (views, frames) but got {len(cameras)} "
+                "cameras"
+            )
+        points = points.detach()
+        if self.per_frame_cameras:
+            maps = self.maps.reshape(v * n_t, *self.maps.shape[2:])
+        else:
+            maps = self.maps.mean(dim=1)
+        total = points.new_zeros(points.shape[0], c, dtype=maps.dtype)
+        count = points.new_zeros(points.shape[0], dtype=maps.dtype)
+        step = max(1, _REFERENCE_CHUNK // max(1, points.shape[0] * c))
+        for start in range(0, n_cams, step):
+            idx = torch.arange(start, min(start + step, n_cams), device=maps.device)
+            pf = sample_point_features(
+                points,
+                cameras[idx],
+                maps[idx],
+                None if depth_maps is None else depth_maps[idx],
+                self.cfg.depth_tolerance,
+            )
+            total += pf.features.sum(dim=0)  # zero where unseen
+            count += pf.visible.sum(dim=0).to(count.dtype)
+        self.reference = total / count.clamp_min(1.0)[:, None]
+        self.reference_key = key
+        self._reference_fresh = True
+        return self.reference
+
+    def _decouple_points(self, pf: PointFeatures) -> PointFeatures:
+        """``(K, N, C)`` sampled raw features → ``(K, N, 2C)`` ``[f, dynamic]`` against each
+        point's reference, exactly DSFD's per-token projection with a token per point."""
+        n = pf.features.shape[1]
+        if not self._reference_fresh or self.reference.shape[0] != n:
+            raise RuntimeError(
+                f"the point references are stale or missing (have {self.reference.shape[0]} for "
+                f"{n} points): call Conditioner.refresh_reference() after the points change"
+            )
+        # decouple() projects over axis -3 of (..., C, h, w): one 1 x 1 "token" per point.
+        d = decouple(pf.features[..., None, None], self.reference[None, :, :, None, None])
+        self.last_point_energy = d.energy[..., 0, 0].detach()
+        return PointFeatures(d.decoupled[..., 0, 0], pf.visible, pf.depth)
+
     def forward(
         self,
         points: Tensor,
@@ -170,6 +284,10 @@ class Conditioner(nn.Module):
 
         Returns:
             ``(N, out_dim)`` features and the fusion result (per-view weights for logging).
+
+        Raises:
+            RuntimeError: Before :meth:`set_features`, or, with a point-space reference, when
+                the references do not belong to ``points`` (see :meth:`refresh_reference`).
         """
         if not self.ready:
             raise RuntimeError("Conditioner.set_features() has not been called")
@@ -180,14 +298,18 @@ class Conditioner(nn.Module):
                 f"Conditioner holds maps of {tuple(self.maps.shape[:2])} (views, frames) but got "
                 f"{len(cameras)} cameras"
             )
+        cams = cameras[idx]
         pf = sample_point_features(
             points.detach(),
-            cameras[idx],
+            cams,
             maps,
             None if depth_maps is None else depth_maps[idx],
             self.cfg.depth_tolerance,
         )
-        fused = self.fusion(pf, input_view=0)
+        if self.point_reference:
+            pf = self._decouple_points(pf)
+        anchor: InputView = best_views(pf, cams) if self.cfg.anchor == "best" else 0
+        fused = self.fusion(pf, input_view=anchor)
         return self.proj(fused.features), fused
 
 

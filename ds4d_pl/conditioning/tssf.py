@@ -6,6 +6,10 @@ image bounds and an optional depth test against a rendered depth map. One small 
 mode fuses the per-view features of each point into one: :class:`MeanFusion`,
 :class:`GlobalAwareFusion`, :class:`DistanceAwareFusion`, and :class:`InputViewOnly` for the
 "TSSF off" ablation; :func:`make_fusion` picks one.
+
+The fusions that single out an input view (DA's anchor, GA's ``relative`` scorer, the input-view
+only ablation) take it either as one index for every point (the object video's view 0) or as one
+index per point: :func:`best_views` picks, per point, the camera of a rig that sees it best.
 """
 
 from __future__ import annotations
@@ -36,10 +40,13 @@ class PointFeatures:
         features: ``(V, N, D)`` features; exactly zero where ``visible`` is False.
         visible: ``(V, N)`` bool, True where the point is in front of the camera, inside the
             image and (when depth maps were given) not occluded.
+        depth: ``(V, N)`` camera depth of every point in every view, or ``None`` (features built
+            by hand); :func:`sample_point_features` fills it, :func:`best_views` reads it.
     """
 
     features: Tensor
     visible: Tensor
+    depth: Tensor | None = None
 
 
 @dataclass
@@ -140,7 +147,42 @@ def sample_point_features(
     # Made contiguous as (V, N, D) once here, so fusion reads D-contiguous rows; reductions over
     # the transposed view are several times slower.
     features = sampled[:, :, 0].transpose(1, 2).contiguous()
-    return PointFeatures(features=features, visible=visible)
+    return PointFeatures(features=features, visible=visible, depth=z)
+
+
+def best_views(pf: PointFeatures, cameras: Cameras) -> Tensor:
+    """Per point, the view that sees it best: ``(N,)`` long indices into ``cameras``.
+
+    "Best" is the largest projected footprint among the views where the point is visible: the
+    image-space size of a small object at the point, ``sqrt(fx * fy) / depth`` pixels per world
+    unit. The footprint is how many pixels (and hence feature tokens, since every view's map
+    covers its whole image at one resolution) describe the point's neighbourhood, so the best
+    view's feature is the least blurred by the bilinear sampling and by the encoder's receptive
+    field; the visibility flag already says it is in the image and not occluded. Ties go to the
+    lower index; a point no view sees gets view 0 (every view gives it a zero feature anyway).
+
+    Args:
+        pf: Point features from :func:`sample_point_features` (``pf.depth`` must be set).
+        cameras: The V cameras ``pf`` was sampled with.
+
+    Returns:
+        ``(N,)`` int64 view indices.
+
+    Raises:
+        ValueError: ``pf`` without depth, or a camera count that does not match.
+    """
+    if pf.depth is None:
+        raise ValueError("best_views needs PointFeatures.depth (use sample_point_features)")
+    if len(cameras) != pf.visible.shape[0]:
+        raise ValueError(
+            f"best_views: {len(cameras)} cameras for features of {pf.visible.shape[0]} views"
+        )
+    focal = (cameras.K[:, 0, 0] * cameras.K[:, 1, 1]).sqrt().to(pf.depth.dtype)
+    footprint = focal[:, None] / pf.depth.clamp_min(NEAR)
+    # -1 below every real footprint (> 0): an unseen view never wins over a visible one.
+    score = torch.where(pf.visible, footprint, torch.full_like(footprint, -1.0))
+    # argmax returns the first maximum: ties go to the lower view index.
+    return score.argmax(dim=0)
 
 
 def _depth_test(
@@ -182,14 +224,44 @@ def _weighted_sum(weights: Tensor, features: Tensor) -> Tensor:
     return torch.einsum("vn,vnd->nd", weights, features)
 
 
-def _check_inputs(pf: PointFeatures, in_dim: int, input_view: int) -> None:
+#: The input view of a fusion: one view index for every point, or an ``(N,)`` index per point.
+InputView = int | Tensor
+
+
+def _check_inputs(pf: PointFeatures, in_dim: int, input_view: InputView) -> None:
     f, vis = pf.features, pf.visible
     if f.ndim != 3 or f.shape[-1] != in_dim:
         raise ValueError(f"features must be (V, N, {in_dim}), got {tuple(f.shape)}")
     if vis.shape != f.shape[:2]:
         raise ValueError(f"visible must be {tuple(f.shape[:2])}, got {tuple(vis.shape)}")
-    if not 0 <= input_view < f.shape[0]:
+    if isinstance(input_view, Tensor):
+        if input_view.shape != f.shape[1:2] or input_view.dtype != torch.long:
+            raise ValueError(
+                f"a per-point input_view must be an int64 tensor of shape ({f.shape[1]},), got "
+                f"{input_view.dtype} {tuple(input_view.shape)}"
+            )
+        if input_view.numel() and (
+            int(input_view.min()) < 0 or int(input_view.max()) >= f.shape[0]
+        ):
+            raise ValueError(f"input_view indices must be in [0, {f.shape[0]})")
+    elif not 0 <= input_view < f.shape[0]:
         raise ValueError(f"input_view must be in [0, {f.shape[0]}), got {input_view}")
+
+
+def _per_point_input(pf: PointFeatures, input_view: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The input view's rows when it differs per point.
+
+    Returns:
+        ``f_in`` ``(N, D)`` (zero where that view does not see the point), ``vis_in`` ``(N,)``
+        and ``is_input`` ``(V, N)`` bool, True at each point's input view.
+    """
+    f, vis = pf.features, pf.visible
+    points = torch.arange(f.shape[1], device=f.device)
+    iv = input_view.to(f.device)
+    vis_in = vis[iv, points]
+    f_in = f[iv, points].masked_fill(~vis_in[:, None], 0.0)
+    is_input = torch.arange(f.shape[0], device=f.device)[:, None] == iv[None]
+    return f_in, vis_in, is_input
 
 
 class MeanFusion(nn.Module):
@@ -208,8 +280,8 @@ class MeanFusion(nn.Module):
         super().__init__()
         self.in_dim = self.out_dim = in_dim
 
-    def forward(self, pf: PointFeatures, input_view: int = 0) -> Fused:
-        """Fuse ``pf`` (``(V, N, D)`` features) into ``(N, D)``."""
+    def forward(self, pf: PointFeatures, input_view: InputView = 0) -> Fused:
+        """Fuse ``pf`` (``(V, N, D)`` features) into ``(N, D)``; ``input_view`` plays no part."""
         _check_inputs(pf, self.in_dim, input_view)
         f, vis = pf.features, pf.visible
         visf = vis.to(f.dtype)
@@ -255,12 +327,19 @@ class GlobalAwareFusion(nn.Module):
             nn.init.zeros_(self.relative.weight)
             self.input_bias = nn.Parameter(torch.zeros(()))
 
-    def forward(self, pf: PointFeatures, input_view: int = 0) -> Fused:
-        """Fuse ``pf`` (``(V, N, D)`` features) into ``(N, D)``."""
+    def forward(self, pf: PointFeatures, input_view: InputView = 0) -> Fused:
+        """Fuse ``pf`` (``(V, N, D)`` features) into ``(N, D)``.
+
+        ``input_view`` (one index, or one per point) matters only to the ``relative`` scorer.
+        """
         _check_inputs(pf, self.in_dim, input_view)
         f, vis = pf.features, pf.visible
         logits = self.score(f).squeeze(-1)  # (V, N)
-        if self.relative is not None:
+        if self.relative is not None and isinstance(input_view, Tensor):
+            f_in, _, is_input = _per_point_input(pf, input_view)
+            logits = logits + self.relative((f - f_in).abs()).squeeze(-1)
+            logits = logits + self.input_bias * is_input.to(logits.dtype)
+        elif self.relative is not None:
             f_in = f[input_view].masked_fill(~vis[input_view][:, None], 0.0)
             logits = logits + self.relative((f - f_in).abs()).squeeze(-1)
             logits[input_view] = logits[input_view] + self.input_bias
@@ -286,6 +365,11 @@ class DistanceAwareFusion(nn.Module):
     view at all sees it, the output is exactly 0 (also for ``concat``, whose bias would otherwise
     leak in).
 
+    The input view (the anchor) is one index for every point, or an ``(N,)`` index per point
+    (``conditioning.anchor: best``, :func:`best_views`); the rules above then hold per point. An
+    anchor that does not see its point falls back as an unseen input view does: the visible
+    other views are averaged uniformly.
+
     Args:
         in_dim: Feature width D (``out_dim`` equals it).
         tau: Softmax temperature, ``> 0``.
@@ -305,16 +389,33 @@ class DistanceAwareFusion(nn.Module):
         self.combine = combine
         self.merge = nn.Linear(2 * in_dim, in_dim) if combine == "concat" else None
 
-    def forward(self, pf: PointFeatures, input_view: int = 0) -> Fused:
-        """Fuse ``pf`` (``(V, N, D)`` features) into ``(N, D)``."""
+    def forward(self, pf: PointFeatures, input_view: InputView = 0) -> Fused:
+        """Fuse ``pf`` (``(V, N, D)`` features) into ``(N, D)``.
+
+        Args:
+            pf: Per-view point features.
+            input_view: The anchor: one view index, or an ``(N,)`` int64 index per point.
+        """
         _check_inputs(pf, self.in_dim, input_view)
         f, vis, iv = pf.features, pf.visible, input_view
+        if isinstance(iv, Tensor):
+            f_in, vis_in, is_input = _per_point_input(pf, iv)
+            return self._fuse(f, vis, f_in, vis_in, vis & ~is_input, is_input.to(f.dtype))
         vis_in = vis[iv]
         # PointFeatures promise zeros where unseen; enforcing it on this (N, D) slice is cheap
         # and keeps an unseen input view out of the sum even if a caller broke the promise.
         f_in = f[iv].masked_fill(~vis_in[:, None], 0.0)
         pseudo = vis.clone()
         pseudo[iv] = False
+        one_hot = F.one_hot(torch.tensor(iv), f.shape[0]).to(f)[:, None]
+        return self._fuse(f, vis, f_in, vis_in, pseudo, one_hot)
+
+    def _fuse(
+        self, f: Tensor, vis: Tensor, f_in: Tensor, vis_in: Tensor, pseudo: Tensor, one_hot: Tensor
+    ) -> Fused:
+        """DA given the anchor's rows: ``f_in`` ``(N, D)``, ``vis_in`` ``(N,)``, the other
+        visible views ``pseudo`` ``(V, N)`` and the anchor's indicator ``one_hot`` (``(V, 1)``
+        or ``(V, N)``, float)."""
         # Distances over all V views (the input's own is masked out below) avoid copying the
         # pseudo views; cdist's batched L1 is ~1.5x faster than an explicit |f - f_in| tensor.
         dist = torch.cdist(f.transpose(0, 1), f_in[:, None], p=1)[..., 0].T / f.shape[-1]
@@ -326,7 +427,7 @@ class DistanceAwareFusion(nn.Module):
         else:
             out = self.merge(torch.cat([f_in, fused_pseudo], dim=-1))
             out = out * vis.any(dim=0, keepdim=True).T.to(out.dtype)
-        w_input = F.one_hot(torch.tensor(iv), f.shape[0]).to(f)[:, None] * vis_in.to(f.dtype)
+        w_input = one_hot * vis_in.to(f.dtype)
         return Fused(out, w_pseudo + w_input)
 
 
@@ -335,6 +436,9 @@ class InputViewOnly(nn.Module):
 
     ``out_dim`` equals ``in_dim`` like the fusions. Weights are one-hot on the input view where
     it sees the point and all zero elsewhere.
+
+    With a per-point input view (``conditioning.anchor: best``) each point takes its own view's
+    feature: on a camera rig, the "TSSF off" row then keeps the best camera, not camera 0.
 
     Args:
         in_dim: Feature width D.
@@ -347,10 +451,13 @@ class InputViewOnly(nn.Module):
         self.in_dim = in_dim
         self.out_dim = in_dim
 
-    def forward(self, pf: PointFeatures, input_view: int = 0) -> Fused:
+    def forward(self, pf: PointFeatures, input_view: InputView = 0) -> Fused:
         """Return the input view's ``(N, D)`` features and one-hot ``(V, N)`` weights."""
         _check_inputs(pf, self.in_dim, input_view)
         f, vis = pf.features, pf.visible
+        if isinstance(input_view, Tensor):
+            f_in, vis_in, is_input = _per_point_input(pf, input_view)
+            return Fused(f_in, is_input.to(f.dtype) * vis_in.to(f.dtype))
         out = f[input_view].masked_fill(~vis[input_view, :, None], 0.0)
         weights = torch.zeros(vis.shape, dtype=f.dtype, device=f.device)
         weights[input_view] = vis[input_view].to(f.dtype)
