@@ -217,3 +217,37 @@ def test_the_run_records_the_weighting() -> None:
     assert "tssf" not in PseudoViewLoss.build(LossWeights()).description
     described = PseudoViewLoss.build(LossWeights(pseudo_weighting="tssf", pseudo_trust_power=2))
     assert described.description == "l1+ssim, views weighted by tssf trust^2"
+
+
+def test_a_fit_weighs_the_pseudo_views_and_logs_their_trust(run_dir) -> None:
+    import csv
+    import json
+
+    from conftest import CONFIGS, tiny_overrides, tiny_synthetic
+
+    from ds4d_pl.cli import main
+
+    overrides = [a for a in tiny_overrides(run_dir, 3) if not a.startswith("--trainer.logger")]
+    main(
+        [
+            "fit",
+            "-c",
+            str(CONFIGS / "base.yaml"),
+            "-c",
+            str(CONFIGS / "ablation" / "row_h_trust.yaml"),
+            *tiny_synthetic(),
+            *overrides,
+            "--trainer.log_every_n_steps=1",
+            "--test_after_fit=false",
+            "--model.loss.pseudo_trust_power=2",
+        ]
+    )
+    log = next(iter((run_dir / "lightning_logs").rglob("metrics.csv")))
+    rows = [r for r in csv.DictReader(log.open()) if r.get("train/pseudo_trust/view_1")]
+    assert rows, "no trust logged in the fine steps"
+    for row in rows:
+        trusts = [float(row[f"train/pseudo_trust/view_{k}"]) for k in range(1, 7)]
+        assert all(math.isfinite(x) and x >= 0 for x in trusts)
+        assert math.isclose(sum(trusts) / 6, 1.0, rel_tol=1e-4)
+    info = json.loads((run_dir / "run_info.json").read_text())
+    assert info["pseudo_view_loss"] == "l1+ssim, views weighted by tssf trust^2"
