@@ -201,7 +201,8 @@ def main() -> None:
     p.add_argument(
         "--rows",
         default=",".join(ROWS),
-        help="comma-separated presets of configs/ablation/ (the paper's rows, or e.g. ga_relative)",
+        help="comma-separated presets of configs/ablation/ (the paper's rows, or e.g. ga_relative, "
+        "row_h_trust, row_h_dropout)",
     )
     p.add_argument("--coarse_steps", type=int, default=150)
     p.add_argument("--fine_steps", type=int, default=450)

@@ -46,6 +46,17 @@ class LossWeights:
             by a few pixels (scale and centring errors, jitter, invented texture), which a
             low-passed comparison forgives while silhouettes and the moving part's displacement,
             many pixels wide, still pull at full strength. ``1`` compares at full resolution.
+        pseudo_weighting: How the pseudo views' images are weighted against each other in the
+            pseudo-view terms. ``uniform``: all alike. ``tssf``: each view by how much TSSF
+            trusts it at the step's time (its fusion weights over the Gaussians it shares with
+            the input view; detached, and averaging 1 over the pseudo views, so only the
+            balance between views moves). Generated views are not equally wrong; one showing
+            the opposite side would otherwise pull the geometry as hard as a good one. Needs
+            frame features with a fusion (``ablation.tssf`` ``mean``, ``ga`` or ``da``; ``mean``
+            trusts every view alike) and fixed cameras.
+        pseudo_trust_power: Sharpens the ``tssf`` trusts: each view's raw trust is raised to
+            this power before they are normalised (``1``: as the fusion weighs them; larger
+            values push a distrusted view further down). Must be ``>= 0``.
     """
 
     rgb_mse: float = 1.0
@@ -65,12 +76,23 @@ class LossWeights:
     max_scale_ratio: float = 10.0
     input_view: float = 1.0
     pseudo_downsample: int = 1
+    pseudo_weighting: Literal["uniform", "tssf"] = "uniform"
+    pseudo_trust_power: float = 1.0
 
     def __post_init__(self) -> None:
         if not self.input_view > 0:
             raise ValueError(f"loss.input_view must be > 0, got {self.input_view}")
         if self.pseudo_downsample < 1:
             raise ValueError(f"loss.pseudo_downsample must be >= 1, got {self.pseudo_downsample}")
+        if self.pseudo_weighting not in ("uniform", "tssf"):
+            raise ValueError(
+                f"loss.pseudo_weighting must be 'uniform' or 'tssf', got {self.pseudo_weighting!r}"
+            )
+        if not self.pseudo_trust_power >= 0 or self.pseudo_trust_power == float("inf"):
+            raise ValueError(
+                f"loss.pseudo_trust_power must be a finite value >= 0, got "
+                f"{self.pseudo_trust_power}"
+            )
 
     def as_dict(self) -> dict[str, float]:
         return asdict(self)
@@ -455,6 +477,13 @@ class ConditioningConfig:
             (decoupled, normalised) features, so the conditioning carries no time at all. A model
             trained or evaluated so shows how much of the motion the field carries itself
             (``none``: the real features).
+        feature_dropout: Probability, in ``[0, 1)``, that a training step conditions on the
+            time-constant maps of ``placebo`` instead of the real ones (drawn per step from the
+            run's seed, so runs repeat and DDP ranks agree; never at validation or test time).
+            Trained only with features that change over time, the field lets them carry all the
+            motion and collapses when they do not follow it; on dropped steps the HexPlane must
+            explain the motion itself, so the features can only add to it. ``0``: off. Fixed
+            cameras only.
     """
 
     encoder: Literal["efficientnet_lite0", "dinov2"] = "efficientnet_lite0"
@@ -481,8 +510,13 @@ class ConditioningConfig:
     deformed_positions: bool = False
     cache_dir: str | None = None
     placebo: Literal["none", "time_constant"] = "none"
+    feature_dropout: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.feature_dropout < 1.0:
+            raise ValueError(
+                f"conditioning.feature_dropout must be in [0, 1), got {self.feature_dropout}"
+            )
         if self.placebo not in ("none", "time_constant"):
             raise ValueError(
                 f"conditioning.placebo must be 'none' or 'time_constant', got {self.placebo!r}"

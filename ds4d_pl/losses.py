@@ -62,7 +62,10 @@ class PseudoViewLoss:
                     f"this machine, so the pseudo views are compared without it: {err}",
                     stacklevel=2,
                 )
-        return cls(lpips, ("+".join(parts) or "none") + note)
+        description = ("+".join(parts) or "none") + note
+        if weights.pseudo_weighting == "tssf":
+            description += f", views weighted by tssf trust^{weights.pseudo_trust_power:g}"
+        return cls(lpips, description)
 
     def to(self, device: torch.device) -> PseudoViewLoss:
         if self.lpips is not None:
@@ -90,6 +93,7 @@ def photometric_terms(
     is_input: Tensor,
     weights: LossWeights,
     lpips: nn.Module | None = None,
+    pseudo_weights: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Image losses against real input views and pseudo views.
 
@@ -98,6 +102,12 @@ def photometric_terms(
     they get the more forgiving L1 + (1 − SSIM), optionally LPIPS, and a coverage term, compared
     after a ``pseudo_downsample`` block average (LPIPS at full resolution).
     Terms whose weight is 0 or whose subset is empty in this batch are omitted.
+
+    With ``pseudo_weights`` every pseudo term is the mean over the pseudo images of
+    ``weight × that image's value`` (:func:`pseudo_view_trust` gives weights that average 1 over
+    the scene's pseudo views, so the expected pseudo weight over the sampled views is unchanged).
+    The weights are detached: a view's trust is a judgement of the data, not a parameter the
+    loss may lower by distrusting whatever it fits badly.
 
     Args:
         pred_rgb: ``(B, H, W, 3)`` rendered colour on the background.
@@ -108,12 +118,19 @@ def photometric_terms(
         weights: Which terms are active.
         lpips: The LPIPS network (:class:`PseudoViewLoss`) for ``pseudo_lpips``; ``None``
             leaves that term out.
+        pseudo_weights: ``(B,)`` weight of every image (only the pseudo views' are read), or
+            ``None``: all pseudo images alike (the plain mean over their pixels).
 
     Returns:
         Raw (unweighted) terms by name.
     """
     terms: dict[str, Tensor] = {}
     inp, pse = is_input, ~is_input
+    if pseudo_weights is not None and pseudo_weights.shape != is_input.shape:
+        raise ValueError(
+            f"pseudo_weights must be one weight per image {tuple(is_input.shape)}, got "
+            f"{tuple(pseudo_weights.shape)}"
+        )
     if inp.any():
         if weights.rgb_mse > 0:
             terms["rgb_mse"] = ((pred_rgb[inp] - target_rgb[inp]) ** 2).mean()
@@ -123,7 +140,19 @@ def photometric_terms(
             terms["rgb_ssim"] = 1.0 - ssim(pred_rgb[inp], target_rgb[inp]).mean()
         if weights.mask > 0:
             terms["mask"] = ((pred_alpha[inp] - target_alpha[inp]) ** 2).mean()
-    if pse.any():
+    if pse.any() and pseudo_weights is not None:
+        terms.update(
+            _weighted_pseudo_terms(
+                pred_rgb[pse],
+                pred_alpha[pse],
+                target_rgb[pse],
+                target_alpha[pse],
+                pseudo_weights[pse].detach(),
+                weights,
+                lpips,
+            )
+        )
+    elif pse.any():
         k = weights.pseudo_downsample
         pred, target = _low_pass(pred_rgb[pse], k), _low_pass(target_rgb[pse], k)
         if weights.pseudo_l1 > 0:
@@ -138,6 +167,132 @@ def photometric_terms(
             t = target_rgb[pse].permute(0, 3, 1, 2) * 2.0 - 1.0
             terms["pseudo_lpips"] = lpips(p, t).mean()
     return terms
+
+
+def _weighted_pseudo_terms(
+    pred_rgb: Tensor,
+    pred_alpha: Tensor,
+    target_rgb: Tensor,
+    target_alpha: Tensor,
+    w: Tensor,
+    weights: LossWeights,
+    lpips: nn.Module | None,
+) -> dict[str, Tensor]:
+    """The pseudo terms of :func:`photometric_terms` for pseudo images only, each image's value
+    multiplied by its weight ``w`` ``(P,)`` before the mean over images (every image has the
+    same pixel count, so with ``w = 1`` this is the unweighted mean)."""
+    terms: dict[str, Tensor] = {}
+    k = weights.pseudo_downsample
+    pred, target = _low_pass(pred_rgb, k), _low_pass(target_rgb, k)
+    w = w.to(pred.dtype)
+    if weights.pseudo_l1 > 0:
+        terms["pseudo_l1"] = (w * (pred - target).abs().mean(dim=(1, 2, 3))).mean()
+    if weights.pseudo_ssim > 0:
+        terms["pseudo_ssim"] = (w * (1.0 - ssim(pred, target))).mean()
+    if weights.pseudo_mask > 0:
+        diff = _low_pass(pred_alpha, k) - _low_pass(target_alpha, k)
+        terms["pseudo_mask"] = (w * (diff**2).mean(dim=(1, 2, 3))).mean()
+    if weights.pseudo_lpips > 0 and lpips is not None:
+        p = pred_rgb.permute(0, 3, 1, 2) * 2.0 - 1.0
+        t = target_rgb.permute(0, 3, 1, 2) * 2.0 - 1.0
+        terms["pseudo_lpips"] = (w * lpips(p, t).reshape(len(w))).mean()
+    return terms
+
+
+@torch.no_grad()
+def pseudo_view_trust(
+    fusion_weights: Tensor,
+    visible: Tensor,
+    num_input_views: int = 1,
+    power: float = 1.0,
+) -> Tensor:
+    """How much TSSF trusts each pseudo view at one time: per-view weights of the supervision.
+
+    For every Gaussian seen by the input view (view 0, DA's anchor) and by pseudo view ``v``,
+    the fusion's weight of ``v`` among the pseudo views that see the Gaussian (renormalised over
+    them, so DA's weights are used as they are and GA's lose the input view's share), times the
+    number of those views: 1 when the fusion weighs them alike, below 1 for a view whose features
+    disagree with the input's. ``v``'s raw trust is the mean of that over those Gaussians (1 when
+    it shares none with the input view: no evidence either way), raised to ``power``; the trusts
+    are then scaled to average 1 over the pseudo views.
+
+    Args:
+        fusion_weights: ``(V, N)`` :attr:`~ds4d_pl.conditioning.tssf.Fused.weights` of the
+            conditioning at that time, view ``v`` the scene's training view ``v`` (fixed
+            cameras).
+        visible: ``(V, N)`` bool, where each Gaussian is visible in each view (the fusion's
+            visibility).
+        num_input_views: The leading real views; they get trust 1 and do not enter the mean.
+        power: Sharpening exponent ``>= 0`` (``0``: uniform).
+
+    Returns:
+        ``(V,)`` finite, non-negative trusts, 1 for the real views and averaging 1 over the
+        pseudo views; no gradient.
+
+    Raises:
+        ValueError: Shapes that disagree, or no pseudo view.
+    """
+    if fusion_weights.ndim != 2 or visible.shape != fusion_weights.shape:
+        raise ValueError(
+            f"fusion_weights and visible must both be (V, N), got {tuple(fusion_weights.shape)} "
+            f"and {tuple(visible.shape)}"
+        )
+    v = fusion_weights.shape[0]
+    if not 1 <= num_input_views < v:
+        raise ValueError(
+            f"need 1 <= num_input_views < V={v} (at least one pseudo view), got {num_input_views}"
+        )
+    if not power >= 0:
+        raise ValueError(f"power must be >= 0, got {power}")
+    w = fusion_weights.detach().float().clamp_min(0.0)
+    pseudo_vis = visible[num_input_views:]
+    w_pseudo = w[num_input_views:] * pseudo_vis
+    # Each Gaussian's pseudo weights over the pseudo views that see it, times their number:
+    # the weight relative to "all alike".
+    count = pseudo_vis.sum(0, keepdim=True).float()
+    share = w_pseudo / w_pseudo.sum(0, keepdim=True).clamp_min(1e-12)
+    relative = share * count
+    shared = pseudo_vis & visible[0] & (w_pseudo.sum(0, keepdim=True) > 0)
+    n = shared.sum(1)
+    raw = torch.where(
+        n > 0, (relative * shared).sum(1) / n.clamp_min(1), torch.ones_like(n).float()
+    )
+    raw = raw.pow(power)
+    mean = raw.mean()
+    pseudo = raw / mean if mean > 0 else torch.ones_like(raw)
+    return torch.cat([torch.ones(num_input_views, device=w.device), pseudo])
+
+
+def check_pseudo_weighting(
+    weights: LossWeights,
+    conditioned: bool,
+    tssf: str,
+    representation: str = "gaussians",
+) -> None:
+    """Refuse ``loss.pseudo_weighting: tssf`` where there is no fusion to take the trust from.
+
+    Raises:
+        ValueError: Naming ``model.loss.pseudo_weighting`` and what is missing.
+    """
+    if weights.pseudo_weighting != "tssf":
+        return
+    if not conditioned:
+        raise ValueError(
+            "model.loss.pseudo_weighting='tssf' weighs the pseudo views by TSSF's trust, but "
+            "this ablation row has no frame features (model.ablation.frame_features: false, "
+            "rows A/B); use pseudo_weighting: uniform or a row with frame features"
+        )
+    if tssf == "off":
+        raise ValueError(
+            "model.loss.pseudo_weighting='tssf' needs a fusion across views, but "
+            "model.ablation.tssf is 'off' (the input view only, so no pseudo view has a weight); "
+            "use pseudo_weighting: uniform or tssf: mean, ga or da"
+        )
+    if representation != "gaussians":
+        raise ValueError(
+            "model.loss.pseudo_weighting='tssf' takes the trust from the fusion weights of the "
+            f"Gaussians; model.representation={representation!r} is conditioned at ray samples"
+        )
 
 
 def scale_ratio_term(log_scales: Tensor, max_ratio: float) -> Tensor:
@@ -180,4 +335,11 @@ def weigh(terms: dict[str, Tensor], weights: LossWeights, step: int) -> tuple[Te
     return total, {name: w[name] for name in terms}
 
 
-_NON_TERMS = {"mask_ramp_steps", "max_scale_ratio", "input_view", "pseudo_downsample"}
+_NON_TERMS = {
+    "mask_ramp_steps",
+    "max_scale_ratio",
+    "input_view",
+    "pseudo_downsample",
+    "pseudo_weighting",
+    "pseudo_trust_power",
+}

@@ -168,6 +168,11 @@ class DS4DModel(nn.Module):
         self._last_deformed: tuple[int, Tensor] | None = None
         #: ``(V, N)`` TSSF view weights of the last conditioned forward (for logging).
         self.last_fusion_weights: Tensor | None = None
+        #: Also record, at every conditioned forward, where the Gaussians are visible in the
+        #: fused views (:attr:`last_fusion_visible`): ``loss.pseudo_weighting: tssf`` needs it.
+        self.keep_fusion_visibility = False
+        #: ``(V, N)`` visibility that goes with :attr:`last_fusion_weights` (when kept).
+        self.last_fusion_visible: Tensor | None = None
         #: Which points the Gaussians started from (``sphere``, ``mesh:<path>``,
         #: ``scene_points``, ``hull``); ``None`` until :meth:`initialise` (and after loading a
         #: checkpoint, which restores it from the checkpoint).
@@ -311,9 +316,17 @@ class DS4DModel(nn.Module):
             views: The training views (view 0 the input video).
             cache_dir: Disk cache of encoder features (``None``: no disk cache).
             show_progress: A progress bar while encoding (``None``: when stderr is a terminal).
+
+        Raises:
+            ValueError: ``conditioning.feature_dropout`` with a camera per frame.
         """
         if self.conditioner is None:
             return
+        if self.cond_cfg.feature_dropout > 0 and views.per_frame_cameras:
+            raise ValueError(
+                "conditioning.feature_dropout needs fixed cameras: with a camera per frame, one "
+                "frame's features do not belong to the other frames' cameras (set it to 0)"
+            )
         device = self.extent.device
         feats = encode_views(
             self.encoder,
@@ -456,8 +469,13 @@ class DS4DModel(nn.Module):
             self.refresh_visibility()
         if self.conditioner.point_reference:
             self.refresh_reference()
-        cond, fused = self.conditioner(points, t, self._training_cameras(), self.visibility)
+        cameras = self._training_cameras()
+        cond, fused = self.conditioner(points, t, cameras, self.visibility)
         self.last_fusion_weights = fused.weights.detach()
+        if self.keep_fusion_visibility:
+            self.last_fusion_visible = self.conditioner.visible_views(
+                points, t, cameras, self.visibility
+            )
         return cond
 
     def _volume(self, t: float | Tensor, depth_maps: Tensor | None) -> NeRFAtTime:

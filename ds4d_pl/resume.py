@@ -52,6 +52,7 @@ TRAINING_KEYS = (
     "sds",
     "seed",
     "conditioning.visibility_every",
+    "conditioning.feature_dropout",
     "init.num",
     "init.source",
     "init.hull",

@@ -47,7 +47,14 @@ from ds4d_pl.errors import DivergenceError
 from ds4d_pl.fields.nerf import NeRFConfig
 from ds4d_pl.gaussians.densify import DensifyStrategy
 from ds4d_pl.logging import fusion_statistics
-from ds4d_pl.losses import PseudoViewLoss, photometric_terms, scale_ratio_term, weigh
+from ds4d_pl.losses import (
+    PseudoViewLoss,
+    check_pseudo_weighting,
+    photometric_terms,
+    pseudo_view_trust,
+    scale_ratio_term,
+    weigh,
+)
 from ds4d_pl.metrics.noref import (
     flicker_scores,
     novel_view_clip,
@@ -67,6 +74,10 @@ from ds4d_pl.optim import build_optimizer, check_table, group_table, set_learnin
 from ds4d_pl.priors.sds import SDSConfig, SDSOutput, Zero123Guidance, Zero123SDS
 from ds4d_pl.render.base import GaussianParams, RenderOutput
 from ds4d_pl.resume import data_fingerprint
+
+# Offset of the feature-dropout stream's seed: its own stream (without the rank, so DDP ranks
+# agree), so turning dropout on does not change which frames and views are drawn.
+_DROPOUT_SEED = 9_091
 
 
 def _typed(cls: type, value: object) -> object:
@@ -171,6 +182,14 @@ class DS4DSystem(pl.LightningModule):
             representation=representation,
             nerf=nerf_cfg,
         )
+        check_pseudo_weighting(
+            self.loss_cfg, self.model.conditioner is not None, self.ablation.tssf, representation
+        )
+        # The per-view trusts weigh the pseudo views by the fusion's view weights, which need
+        # the Gaussians' visibility in every view as well.
+        self.model.keep_fusion_visibility = self.loss_cfg.pseudo_weighting == "tssf"
+        #: ``(V,)`` pseudo-view trusts of the last conditioned timestep (for logging).
+        self._last_trust: Tensor | None = None
         self.metrics = nn.ModuleDict(
             {f"{stage}_{split}": StageMetrics() for stage in ("val", "test") for split in SPLITS}
         )
@@ -209,6 +228,11 @@ class DS4DSystem(pl.LightningModule):
             raise RuntimeError("DS4DSystem needs a DataModule whose setup() produced a scene")
         self.scene = dm.scene
         self._check_background()
+        if self.loss_cfg.pseudo_weighting == "tssf" and self.scene.train.per_frame_cameras:
+            raise ValueError(
+                "model.loss.pseudo_weighting='tssf' needs fixed cameras (the fused view v is "
+                f"training view v); scene {self.scene.name!r} has a camera per frame"
+            )
         if not self.model.is_initialised:
             self.model.initialise(self.scene, torch.Generator().manual_seed(self.seed))
         self.sampler = FrameSampler(
@@ -309,6 +333,10 @@ class DS4DSystem(pl.LightningModule):
         )
         deform = self.model.deformable and not self.is_coarse(step)
         self.model.begin_step(step, deform)
+        if self.model.conditioner is not None and self.cond_cfg.feature_dropout > 0:
+            self.model.conditioner.draw_feature_dropout(
+                step_generator(self.seed + _DROPOUT_SEED, step)
+            )
         sched = self.schedule
         samples = self.sampler.sample(
             step_generator(self.seed, step, self.global_rank),
@@ -373,11 +401,37 @@ class DS4DSystem(pl.LightningModule):
             out = self.model.renderer(params, fb.cameras, self.model.background)
             renders.append((out, fb.cameras.width, fb.cameras.height))
             frame_terms = photometric_terms(
-                out.rgb, out.alpha, fb.rgb, fb.alpha, fb.is_input, self.loss_cfg, lpips
+                out.rgb,
+                out.alpha,
+                fb.rgb,
+                fb.alpha,
+                fb.is_input,
+                self.loss_cfg,
+                lpips,
+                self._pseudo_weights(fb, deform),
             )
             for name, value in frame_terms.items():
                 terms[name] = terms.get(name, 0.0) + value / len(samples)
         return terms, renders, first
+
+    def _pseudo_weights(self, fb: FrameBatch, deform: bool) -> Tensor | None:
+        """Per-image weights of ``fb`` from TSSF's trust in each pseudo view at its time
+        (``loss.pseudo_weighting: tssf``), read from the conditioning that :meth:`DS4DModel.at`
+        just ran for it; ``None`` (all alike) otherwise, and in the unconditioned coarse stage."""
+        if self.loss_cfg.pseudo_weighting != "tssf" or not deform or bool(fb.is_input.all()):
+            return None
+        model = self.model
+        if model.last_fusion_weights is None or model.last_fusion_visible is None:
+            raise RuntimeError("loss.pseudo_weighting='tssf' but the step was not conditioned")
+        trust = pseudo_view_trust(
+            model.last_fusion_weights,
+            model.last_fusion_visible,
+            self.scene.num_input_views,
+            self.loss_cfg.pseudo_trust_power,
+        )
+        self._last_trust = trust
+        # Fixed cameras: the fusion's view v is training view v, the FrameBatch's view id.
+        return trust[fb.view_ids.to(trust.device)]
 
     def _stop_if_not_finite(self, total: Tensor, terms: dict[str, Tensor], step: int) -> None:
         # Decided by all ranks together under DDP: one rank raising while the others enter the
@@ -491,6 +545,13 @@ class DS4DSystem(pl.LightningModule):
         log.update({f"train/densify/{k}_total": float(v) for k, v in self._densify_totals.items()})
         if deform and self.model.last_fusion_weights is not None:
             log.update(fusion_statistics(self.model.last_fusion_weights))
+        if deform and self._last_trust is not None:
+            n_in = self.scene.num_input_views
+            trusts = self._last_trust.tolist()[n_in:]
+            log.update({f"train/pseudo_trust/view_{n_in + k}": w for k, w in enumerate(trusts)})
+        conditioner = self.model.conditioner
+        if conditioner is not None and self.cond_cfg.feature_dropout > 0:
+            log["train/cond/features_dropped"] = float(conditioner.features_dropped)
         if "sds" in terms and self._last_sds is not None:
             log["train/sds/timestep"] = float(self._last_sds.timesteps.float().mean())
             log["train/sds/grad_norm"] = float(self._last_sds.grad_norm)

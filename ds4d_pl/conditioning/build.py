@@ -90,9 +90,47 @@ class Conditioner(nn.Module):
         #: ``(K, N)`` ``‖dynamic‖ / ‖f‖`` of the last point-space query (diagnostics).
         self.last_point_energy: Tensor | None = None
 
+    #: Whether the current training step conditions on the time-constant maps
+    #: (``feature_dropout``; set by :meth:`draw_feature_dropout`, read only in training mode).
+    features_dropped: bool = False
+
     @property
     def ready(self) -> bool:
         return self.maps.numel() > 0
+
+    def draw_feature_dropout(self, generator: torch.Generator) -> bool:
+        """Decide whether this training step drops the real features (``feature_dropout``).
+
+        Args:
+            generator: The step's generator; the system seeds it from (seed, step) alone, so a
+                resumed run draws what the uninterrupted one did and every DDP rank agrees.
+
+        Returns:
+            Whether the step conditions on the time-constant maps. With ``feature_dropout: 0``
+            nothing is drawn and the answer is ``False``.
+        """
+        p = self.cfg.feature_dropout
+        self.features_dropped = p > 0 and bool(torch.rand((), generator=generator) < p)
+        return self.features_dropped
+
+    @torch.no_grad()
+    def visible_views(
+        self,
+        points: Tensor,
+        t: float | Tensor,
+        cameras: Cameras,
+        depth_maps: Tensor | None = None,
+    ) -> Tensor:
+        """``(K, N)`` visibility of ``points`` in the views fused at ``t``, decided as
+        :meth:`forward` decides it (image bounds, occlusion test), in the order of the fusion's
+        weights. Arguments as for :meth:`forward`."""
+        _, idx = self.views_at(t)
+        # Visibility does not depend on the maps: a one-channel dummy keeps the sampling cheap.
+        dummy = points.new_zeros(len(idx), 1, 1, 1)
+        depth = None if depth_maps is None else depth_maps[idx]
+        return sample_point_features(
+            points.detach(), cameras[idx], dummy, depth, self.cfg.depth_tolerance
+        ).visible
 
     @property
     def decouples(self) -> bool:
@@ -146,6 +184,9 @@ class Conditioner(nn.Module):
         times = self.times
         if len(times) == 1:
             return self.maps[:, 0]
+        if self.features_dropped and self.training:
+            # Feature dropout: the middle frame's maps, those the time-constant placebo gives.
+            return self.maps[:, self.maps.shape[1] // 2]
         t = torch.as_tensor(t, dtype=times.dtype, device=times.device).reshape(1)
         t = t.clamp(times[0], times[-1])
         hi = int(torch.searchsorted(times, t).clamp(1, len(times) - 1))
