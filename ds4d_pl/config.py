@@ -443,6 +443,10 @@ class ConditioningConfig:
         reference_refresh: With ``reference_space: point``, steps between two recomputations of
             the per-Gaussian references (they are also recomputed whenever densification
             changes the Gaussians).
+        point_static_half: With ``reference_space: point``, what the first half of the
+            decoupled feature ``[·, dynamic]`` holds: ``feature`` (the sampled feature f, as
+            DSFD's ``concat(f, dynamic)``) or ``reference`` (the point's own reference, constant
+            over time and cameras, so that only the dynamic half can change with the frame).
         tau: Temperature of the distance-aware softmax.
         anchor: DA's anchor view (also GA ``relative``'s and the input-view-only row's input
             view). ``input``: view 0, the real input video of an object capture (with a moving
@@ -497,6 +501,7 @@ class ConditioningConfig:
     reference_alpha: float = 0.5
     reference_space: Literal["pixel", "point"] = "pixel"
     reference_refresh: int = 100
+    point_static_half: Literal["feature", "reference"] = "feature"
     tau: float = 1.0
     anchor: Literal["input", "best"] = "input"
     da_combine: Literal["sum", "concat"] | None = None
@@ -525,6 +530,11 @@ class ConditioningConfig:
             raise ValueError(
                 "conditioning.reference_space must be 'pixel' or 'point', got "
                 f"{self.reference_space!r}"
+            )
+        if self.point_static_half not in ("feature", "reference"):
+            raise ValueError(
+                "conditioning.point_static_half must be 'feature' or 'reference', got "
+                f"{self.point_static_half!r}"
             )
         if self.anchor not in ("input", "best"):
             raise ValueError(f"conditioning.anchor must be 'input' or 'best', got {self.anchor!r}")

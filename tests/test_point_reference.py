@@ -118,6 +118,28 @@ def test_static_point_has_no_dynamic_part_under_a_moving_camera_only_in_point_sp
     assert pixel_energy.mean() > 0.1 and pixel_energy.mean() > 20 * point_energy.mean()
 
 
+def test_reference_half_keeps_the_first_half_constant_over_frames_and_cameras() -> None:
+    """``point_static_half: reference``: the first half is the point's reference in every view
+    and frame (zero where unseen); the dynamic half is the same as with ``feature``."""
+    cams = _moving_cameras()
+    maps, times = _world_anchored_maps(cams), torch.linspace(0, 1, T)
+    points = torch.cat([_points_on_plane(cams, 20), torch.tensor([[0.0, 0.0, 50.0]])])
+    kw = {"temporal_views": 3, "tssf": "mean"}
+    feature = _conditioner("point", **kw)
+    reference = _conditioner("point", point_static_half="reference", **kw)
+    for cond in (feature, reference):
+        cond.set_features(maps, times, per_frame_cameras=True)
+        cond.refresh_reference(points, cams)
+    for t in (0.0, 0.45, 1.0):
+        a, b = feature(points, t, cams)[1].features, reference(points, t, cams)[1].features
+        torch.testing.assert_close(b[:, C:], a[:, C:])
+        torch.testing.assert_close(b[:20, :C], reference.reference[:20])
+        assert not torch.allclose(a[:20, :C], b[:20, :C], atol=1e-3)
+        assert torch.equal(b[20], torch.zeros(2 * C))  # seen by no view: zero, as sampled
+    with pytest.raises(ValueError, match="point_static_half"):
+        ConditioningConfig(point_static_half="mean")
+
+
 def test_reference_is_the_mean_over_the_camera_frame_pairs_that_see_the_point() -> None:
     # Fixed cameras (a rig): the time average is taken before sampling; that must equal the
     # mean of the per-(camera, frame) samples, over the cameras that pass the occlusion test.

@@ -304,7 +304,13 @@ class Conditioner(nn.Module):
         # decouple() projects over axis -3 of (..., C, h, w): one 1 x 1 "token" per point.
         d = decouple(pf.features[..., None, None], self.reference[None, :, :, None, None])
         self.last_point_energy = d.energy[..., 0, 0].detach()
-        return PointFeatures(d.decoupled[..., 0, 0], pf.visible, pf.depth)
+        if self.cfg.point_static_half == "feature":
+            return PointFeatures(d.decoupled[..., 0, 0], pf.visible, pf.depth)
+        # The reference in place of f: the same for every view and frame, so a camera-driven
+        # change can reach the field only through the dynamic half. Zero where unseen, as the
+        # sampled features are.
+        first = self.reference[None] * pf.visible[..., None].to(self.reference.dtype)
+        return PointFeatures(torch.cat([first, d.dynamic[..., 0, 0]], -1), pf.visible, pf.depth)
 
     def forward(
         self,
