@@ -166,6 +166,9 @@ class DS4DModel(nn.Module):
         self._cameras: Cameras | None = None
         self.visibility: Tensor | None = None
         self._last_deformed: tuple[int, Tensor] | None = None
+        # Point references of a checkpoint, adopted at the first conditioned forward (once the
+        # Gaussians are loaded); see restore_point_reference().
+        self._pending_reference: Tensor | None = None
         #: ``(V, N)`` TSSF view weights of the last conditioned forward (for logging).
         self.last_fusion_weights: Tensor | None = None
         #: Also record, at every conditioned forward, where the Gaussians are visible in the
@@ -369,6 +372,7 @@ class DS4DModel(nn.Module):
         ):
             # Recomputed lazily at the next conditioned forward, from the depth renders above.
             self.conditioner.invalidate_reference()
+            self._pending_reference = None
 
     @torch.no_grad()
     def refresh_visibility(self) -> Tensor:
@@ -414,12 +418,35 @@ class DS4DModel(nn.Module):
         if cond is None or not cond.point_reference:
             return None
         gs = self.gaussians
-        key = (id(gs), gs.version, gs.num_gaussians)
+        key = self._reference_key()
+        pending, self._pending_reference = self._pending_reference, None
+        if pending is not None and not force and pending.shape[0] == gs.num_gaussians:
+            return cond.set_reference(pending, key)
         if force or cond.reference_key != key:
             if self.visibility is None:
                 self.refresh_visibility()
             cond.refresh_reference(gs.means, self._training_cameras(), self.visibility, key)
         return cond.reference
+
+    def _reference_key(self) -> tuple[int, int, int]:
+        gs = self.gaussians
+        return (id(gs), gs.version, gs.num_gaussians)
+
+    def point_reference_state(self) -> Tensor | None:
+        """The point references for a checkpoint: ``(N, C)`` when they are current for the
+        Gaussians, else ``None`` (a resumed run then recomputes them, as the uninterrupted run
+        would at its next conditioned forward). Like the occlusion test's depth renders, they
+        are derived state a resumed run must not recompute from later positions."""
+        cond = self.conditioner
+        if cond is None or not cond.point_reference or cond.reference_key != self._reference_key():
+            return None
+        return cond.reference.detach().clone()
+
+    def restore_point_reference(self, reference: Tensor | None) -> None:
+        """Adopt a checkpoint's :meth:`point_reference_state` at the next conditioned forward
+        (when the Gaussians it belongs to are loaded; ignored if their count differs or a
+        scheduled refresh comes first)."""
+        self._pending_reference = None if reference is None else reference.detach()
 
     def _training_cameras(self) -> Cameras:
         if self._cameras is None:

@@ -356,3 +356,32 @@ def test_moving_camera_scene_trains_a_step_with_point_space(scene) -> None:
     loss = params.means.square().sum() + model._condition(0.4).square().sum()
     loss.backward()
     assert model.conditioner.proj.weight.grad.abs().sum() > 0
+
+
+def test_a_resumed_model_adopts_the_checkpointed_references(scene) -> None:
+    """Between refreshes the references lag the positions; a resumed run must use those of its
+    checkpoint, not recompute them from the later positions (resumed == uninterrupted)."""
+    a = _model(scene)
+    a._condition(0.5)
+    with torch.no_grad():
+        a.gaussians.means.add_(0.05)  # optimiser steps: positions move, the table stays
+    state = a.point_reference_state()
+    assert state is not None and torch.equal(state, a.conditioner.reference)
+    b = _model(scene)
+    b.load_state_dict(a.state_dict())
+    b.visibility = a.visibility
+    b.restore_point_reference(state)
+    b._condition(0.5)
+    assert torch.equal(b.conditioner.reference, state)
+    fresh = b.refresh_reference(force=True)
+    assert not torch.allclose(fresh, state)  # so the adoption above was not a recomputation
+    # Stale references are not saved; a scheduled refresh wins over a pending adoption.
+    g = a.gaussians
+    g.replace_tables({n: getattr(g, n).detach().clone() for n in g.TABLES})
+    assert a.point_reference_state() is None
+    b.restore_point_reference(state)
+    b.begin_step(20, deform=True)
+    b._condition(0.5)
+    assert not torch.equal(b.conditioner.reference, state)
+    with pytest.raises(ValueError, match="reference must be"):
+        b.conditioner.set_reference(torch.zeros(5, 3))

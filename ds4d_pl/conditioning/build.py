@@ -287,7 +287,15 @@ class Conditioner(nn.Module):
             )
             total += pf.features.sum(dim=0)  # zero where unseen
             count += pf.visible.sum(dim=0).to(count.dtype)
-        self.reference = total / count.clamp_min(1.0)[:, None]
+        return self.set_reference(total / count.clamp_min(1.0)[:, None], key)
+
+    def set_reference(self, reference: Tensor, key: object | None = None) -> Tensor:
+        """Adopt ``(N, C)`` point references computed earlier (a resumed run takes those of its
+        checkpoint, so it continues as the uninterrupted run did) and mark them current."""
+        c = self.maps.shape[2] if self.ready else reference.shape[-1]
+        if reference.ndim != 2 or reference.shape[1] != c:
+            raise ValueError(f"reference must be (N, {c}), got {tuple(reference.shape)}")
+        self.reference = reference.to(self.maps.device, self.maps.dtype)
         self.reference_key = key
         self._reference_fresh = True
         return self.reference
