@@ -444,9 +444,10 @@ class ConditioningConfig:
             the per-Gaussian references (they are also recomputed whenever densification
             changes the Gaussians).
         point_static_half: With ``reference_space: point``, what the first half of the
-            decoupled feature ``[·, dynamic]`` holds: ``feature`` (the sampled feature f, as
-            DSFD's ``concat(f, dynamic)``) or ``reference`` (the point's own reference, constant
-            over time and cameras, so that only the dynamic half can change with the frame).
+            decoupled feature ``[·, dynamic]`` holds: ``reference`` (the point's own reference,
+            constant over time and cameras, so that only the dynamic half can change with the
+            frame; measured better on the moving-camera scene, docs/design.md §5) or
+            ``feature`` (the sampled feature f, as DSFD's ``concat(f, dynamic)``).
         tau: Temperature of the distance-aware softmax.
         anchor: DA's anchor view (also GA ``relative``'s and the input-view-only row's input
             view). ``input``: view 0, the real input video of an object capture (with a moving
@@ -501,7 +502,7 @@ class ConditioningConfig:
     reference_alpha: float = 0.5
     reference_space: Literal["pixel", "point"] = "pixel"
     reference_refresh: int = 100
-    point_static_half: Literal["feature", "reference"] = "feature"
+    point_static_half: Literal["feature", "reference"] = "reference"
     tau: float = 1.0
     anchor: Literal["input", "best"] = "input"
     da_combine: Literal["sum", "concat"] | None = None

@@ -119,14 +119,16 @@ def test_static_point_has_no_dynamic_part_under_a_moving_camera_only_in_point_sp
 
 
 def test_reference_half_keeps_the_first_half_constant_over_frames_and_cameras() -> None:
-    """``point_static_half: reference``: the first half is the point's reference in every view
-    and frame (zero where unseen); the dynamic half is the same as with ``feature``."""
+    """``point_static_half: reference`` (the default): the first half is the point's reference
+    in every view and frame (zero where unseen); the dynamic half is the same as with
+    ``feature``."""
     cams = _moving_cameras()
     maps, times = _world_anchored_maps(cams), torch.linspace(0, 1, T)
     points = torch.cat([_points_on_plane(cams, 20), torch.tensor([[0.0, 0.0, 50.0]])])
     kw = {"temporal_views": 3, "tssf": "mean"}
-    feature = _conditioner("point", **kw)
-    reference = _conditioner("point", point_static_half="reference", **kw)
+    feature = _conditioner("point", point_static_half="feature", **kw)
+    reference = _conditioner("point", **kw)
+    assert ConditioningConfig().point_static_half == "reference"
     for cond in (feature, reference):
         cond.set_features(maps, times, per_frame_cameras=True)
         cond.refresh_reference(points, cams)
