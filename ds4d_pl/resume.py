@@ -53,6 +53,7 @@ TRAINING_KEYS = (
     "seed",
     "conditioning.visibility_every",
     "conditioning.feature_dropout",
+    "conditioning.reference_refresh",
     "init.num",
     "init.source",
     "init.hull",

@@ -658,6 +658,9 @@ class DS4DSystem(pl.LightningModule):
             "scene": self.scene.name if self.scene else None,
             # Resuming onto other data is refused by comparing this (ds4d_pl/resume.py).
             "data_fingerprint": data_fingerprint(self.scene) if self.scene else None,
+            # Derived from positions at the last refresh: a resumed run must reuse them, not
+            # recompute them from later positions (as for the occlusion depth renders).
+            "point_reference": self.model.point_reference_state(),
             "configs": {
                 "init": asdict(self.init_cfg),
                 "ablation": asdict(self.ablation),
@@ -676,3 +679,4 @@ class DS4DSystem(pl.LightningModule):
         self._densify_totals.update(checkpoint.get("ds4d", {}).get("densify_totals", {}))
         self.model.visibility = checkpoint.get("ds4d", {}).get("visibility_depth")
         self.model.init_record = checkpoint.get("ds4d", {}).get("init_source")
+        self.model.restore_point_reference(checkpoint.get("ds4d", {}).get("point_reference"))

@@ -432,6 +432,37 @@ def test_resumed_run_matches_the_uninterrupted_run(
         torch.testing.assert_close(b["state_dict"][key], value, msg=key)
 
 
+def test_a_resumed_point_reference_run_matches_the_uninterrupted_run(tmp_path: Path) -> None:
+    """The point-space references are computed from the Gaussians' positions at a refresh; a
+    resumed run takes them from its checkpoint instead of recomputing them from the positions it
+    resumes at, so it continues exactly as the uninterrupted run (no refresh falls in between)."""
+
+    def args(run_dir: Path, steps: int) -> list[str]:
+        return [
+            "-c",
+            str(CONFIGS / "demo.yaml"),
+            *tiny_synthetic(),
+            *tiny_overrides(run_dir, steps),
+            "--model.conditioning.reference_space=point",
+            "--model.conditioning.reference_refresh=1000",
+            "--model.densify.start_step=1000",
+            "--test_after_fit=false",
+            "--videos.enabled=false",
+            "--export.enabled=false",
+        ]
+
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run(["fit", *args(straight, 5)])
+    run(["fit", *args(split, 3)])
+    run(["fit", *args(split, 5), "--ckpt_path=last"])
+    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=False)
+    b = torch.load(split / "checkpoints" / "last.ckpt", weights_only=False)
+    assert a["ds4d"]["point_reference"] is not None
+    torch.testing.assert_close(b["ds4d"]["point_reference"], a["ds4d"]["point_reference"])
+    for key, value in a["state_dict"].items():
+        torch.testing.assert_close(b["state_dict"][key], value, msg=key)
+
+
 def test_conditioning_knobs_fit(run_dir: Path) -> None:
     """Non-default conditioning settings (deformed positions, DA concat, mean reference) run."""
     run(
