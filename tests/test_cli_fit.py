@@ -388,6 +388,31 @@ def test_synth_subcommand_writes_the_scene_formats_that_their_readers_load(
     assert n3dv.train.image_size == (12, 16)  # 4:3, even sizes
 
 
+def _straight_and_resumed(tmp_path: Path, extra: list[str]) -> tuple[dict, dict]:
+    """The last checkpoints of a 5-step demo fit run straight through and of the same fit
+    stopped after 3 steps and resumed from ``last``."""
+
+    def args(run_dir: Path, steps: int) -> list[str]:
+        return [
+            "-c",
+            str(CONFIGS / "demo.yaml"),
+            *tiny_synthetic(),
+            *tiny_overrides(run_dir, steps),
+            *extra,
+            "--test_after_fit=false",
+            "--videos.enabled=false",
+            "--export.enabled=false",
+        ]
+
+    straight, split = tmp_path / "straight", tmp_path / "split"
+    run(["fit", *args(straight, 5)])
+    run(["fit", *args(split, 3)])
+    run(["fit", *args(split, 5), "--ckpt_path=last"])
+    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=False)
+    b = torch.load(split / "checkpoints" / "last.ckpt", weights_only=False)
+    return a, b
+
+
 @pytest.mark.parametrize("sds", [False, True], ids=["plain", "with_sds"])
 def test_resumed_run_matches_the_uninterrupted_run(
     tmp_path: Path, sds: bool, zero123_root: Path
@@ -405,25 +430,7 @@ def test_resumed_run_matches_the_uninterrupted_run(
         "--model.densify.grad_threshold=0.0",
         "--model.densify.grad_top_percent=0.2",
     ]
-
-    def args(run_dir: Path, steps: int) -> list[str]:
-        return [
-            "-c",
-            str(CONFIGS / "demo.yaml"),
-            *tiny_synthetic(),
-            *tiny_overrides(run_dir, steps),
-            *densify,
-            "--test_after_fit=false",
-            "--videos.enabled=false",
-            "--export.enabled=false",
-        ]
-
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    run(["fit", *args(straight, 5)])
-    run(["fit", *args(split, 3)])
-    run(["fit", *args(split, 5), "--ckpt_path=last"])
-    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=False)
-    b = torch.load(split / "checkpoints" / "last.ckpt", weights_only=False)
+    a, b = _straight_and_resumed(tmp_path, densify)
     assert a["global_step"] == b["global_step"] == 5
     assert a["ds4d"]["densify_totals"] == b["ds4d"]["densify_totals"]
     assert sum(a["ds4d"]["densify_totals"].values()) > 0, "densification never ran"
@@ -436,27 +443,14 @@ def test_a_resumed_point_reference_run_matches_the_uninterrupted_run(tmp_path: P
     """The point-space references are computed from the Gaussians' positions at a refresh; a
     resumed run takes them from its checkpoint instead of recomputing them from the positions it
     resumes at, so it continues exactly as the uninterrupted run (no refresh falls in between)."""
-
-    def args(run_dir: Path, steps: int) -> list[str]:
-        return [
-            "-c",
-            str(CONFIGS / "demo.yaml"),
-            *tiny_synthetic(),
-            *tiny_overrides(run_dir, steps),
+    a, b = _straight_and_resumed(
+        tmp_path,
+        [
             "--model.conditioning.reference_space=point",
             "--model.conditioning.reference_refresh=1000",
             "--model.densify.start_step=1000",
-            "--test_after_fit=false",
-            "--videos.enabled=false",
-            "--export.enabled=false",
-        ]
-
-    straight, split = tmp_path / "straight", tmp_path / "split"
-    run(["fit", *args(straight, 5)])
-    run(["fit", *args(split, 3)])
-    run(["fit", *args(split, 5), "--ckpt_path=last"])
-    a = torch.load(straight / "checkpoints" / "last.ckpt", weights_only=False)
-    b = torch.load(split / "checkpoints" / "last.ckpt", weights_only=False)
+        ],
+    )
     assert a["ds4d"]["point_reference"] is not None
     torch.testing.assert_close(b["ds4d"]["point_reference"], a["ds4d"]["point_reference"])
     for key, value in a["state_dict"].items():
