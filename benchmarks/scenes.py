@@ -281,7 +281,7 @@ def run_curve(a: argparse.Namespace, scene: Path, tmp: Path, out_path: Path, tex
     budgets = [float(x) for x in a.budgets.split(",")]
     if any(b <= 0 for b in budgets):
         raise SystemExit(f"--budgets must be positive multiples, got {a.budgets}")
-    tasks = [(b, s) for b in budgets for s in range(a.seeds)]
+    tasks = [(b, s) for b in budgets for s in range(a.first_seed, a.first_seed + a.seeds)]
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:
         futures = [
             (
@@ -311,6 +311,9 @@ def main() -> None:
     p.add_argument("--format", default="dnerf", choices=["dnerf", "n3dv"])
     p.add_argument("--out", default=None, help="results JSON (the .md is written next to it)")
     p.add_argument("--seeds", type=int, default=3)
+    p.add_argument(
+        "--first_seed", type=int, default=0, help="seeds are first_seed .. first_seed+seeds-1"
+    )
     p.add_argument("--variants", default=",".join(VARIANTS))
     p.add_argument("--motion", default="mostly_static")
     p.add_argument("--frames", type=int, default=None, help="dnerf: 60 images, n3dv: 20 frames")
@@ -326,6 +329,8 @@ def main() -> None:
     a.frames = a.frames or (60 if a.format == "dnerf" else 20)
     if a.seeds < 1:
         raise SystemExit(f"--seeds must be >= 1, got {a.seeds}")
+    if a.first_seed < 0:
+        raise SystemExit(f"--first_seed must be >= 0, got {a.first_seed}")
     variants = a.variants.split(",")
     unknown = set(variants) - set(VARIANTS)
     if unknown:
@@ -350,7 +355,7 @@ def run_variants(
 ) -> None:
     results: dict = {}
     done: dict[str, list[dict]] = {}
-    tasks = [(v, s) for s in range(a.seeds) for v in variants]
+    tasks = [(v, s) for s in range(a.first_seed, a.first_seed + a.seeds) for v in variants]
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:
         futures = [(t, pool.submit(run_one, a, *t, scene, tmp)) for t in tasks]
         for (variant, _seed), fut in futures:
