@@ -95,3 +95,38 @@ def no_leftover_process_group():
 
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def write_random_metric_weights(wdir: Path, video: bool = True) -> Path:
+    """Randomly initialised metric networks of the real architectures, saved under their
+    published file names, so scorers go through the real resolution and strict loading code:
+    VGG16 + LPIPS heads and a small CLIP vision tower, and with ``video`` also I3D and the FID
+    Inception."""
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from ds4d_pl.metrics.lpips import LPIPSHeads, VGG16Features
+
+    torch.manual_seed(0)
+    torch.save(VGG16Features().state_dict(), wdir / "vgg16-397923af.pth")
+    heads = LPIPSHeads()
+    with torch.no_grad():
+        for p in heads.parameters():
+            p.uniform_(0.1, 1.0)  # LPIPS heads are non-negative
+    torch.save(heads.state_dict(), wdir / "lpips_vgg_v0.1.pth")
+    if video:
+        from ds4d_pl.metrics.i3d import InceptionI3d
+        from ds4d_pl.metrics.inception import InceptionV3
+
+        torch.save(InceptionI3d().state_dict(), wdir / "i3d_pretrained_400.pt")
+        torch.save(InceptionV3().state_dict(), wdir / "pt_inception-2015-12-05-6726825d.pth")
+    cfg = CLIPVisionConfig(
+        hidden_size=32,
+        intermediate_size=37,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        image_size=224,
+        patch_size=32,
+        projection_dim=16,
+    )
+    CLIPVisionModelWithProjection(cfg).save_pretrained(wdir / "clip-vit-base-patch32")
+    return wdir

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import write_random_metric_weights
 
 from ds4d_pl.metrics.protocol import BenchmarkConfig, ProtocolScorer, write_report
 
@@ -360,33 +361,7 @@ def test_eval_rejects_mismatched_frame_counts_sizes_and_missing_objects(
 def random_weights(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Randomly initialised networks of the real architectures, saved under the published file
     names, so the scorer goes through the real resolution and strict loading code."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    from ds4d_pl.metrics.i3d import InceptionI3d
-    from ds4d_pl.metrics.inception import InceptionV3
-    from ds4d_pl.metrics.lpips import LPIPSHeads, VGG16Features
-
-    wdir = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    torch.save(VGG16Features().state_dict(), wdir / "vgg16-397923af.pth")
-    heads = LPIPSHeads()
-    with torch.no_grad():
-        for p in heads.parameters():
-            p.uniform_(0.1, 1.0)  # LPIPS heads are non-negative
-    torch.save(heads.state_dict(), wdir / "lpips_vgg_v0.1.pth")
-    torch.save(InceptionI3d().state_dict(), wdir / "i3d_pretrained_400.pt")
-    torch.save(InceptionV3().state_dict(), wdir / "pt_inception-2015-12-05-6726825d.pth")
-    cfg = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=224,
-        patch_size=32,
-        projection_dim=16,
-    )
-    CLIPVisionModelWithProjection(cfg).save_pretrained(wdir / "clip-vit-base-patch32")
-    return wdir
+    return write_random_metric_weights(tmp_path_factory.mktemp("weights"), video=True)
 
 
 def test_scorer_runs_the_real_networks_when_their_weights_are_present(

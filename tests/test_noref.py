@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import write_random_metric_weights
 
 from ds4d_pl.data.parsers.synthetic import SyntheticConfig, make_synthetic_scene
 from ds4d_pl.metrics.noref import flicker_scores, frame_change, is_object_capture
@@ -61,29 +62,7 @@ def test_a_still_video_has_no_ratio_and_one_frame_no_flicker() -> None:
 @pytest.fixture(scope="module")
 def clip_lpips_weights(tmp_path_factory: pytest.TempPathFactory):
     """Random networks of the real architectures, saved under the published names."""
-    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
-
-    from ds4d_pl.metrics.lpips import LPIPSHeads, VGG16Features
-
-    wdir = tmp_path_factory.mktemp("weights")
-    torch.manual_seed(0)
-    torch.save(VGG16Features().state_dict(), wdir / "vgg16-397923af.pth")
-    heads = LPIPSHeads()
-    with torch.no_grad():
-        for p in heads.parameters():
-            p.uniform_(0.1, 1.0)
-    torch.save(heads.state_dict(), wdir / "lpips_vgg_v0.1.pth")
-    cfg = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=37,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        image_size=224,
-        patch_size=32,
-        projection_dim=16,
-    )
-    CLIPVisionModelWithProjection(cfg).save_pretrained(wdir / "clip-vit-base-patch32")
-    return wdir
+    return write_random_metric_weights(tmp_path_factory.mktemp("weights"), video=False)
 
 
 def test_novel_clip_and_real_view_lpips_with_and_without_weights(
