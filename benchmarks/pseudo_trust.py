@@ -41,7 +41,6 @@ def view_trusts(kind: str, seed: int, a: argparse.Namespace) -> tuple[torch.Tens
     model = DS4DModel(GaussianInit(), FieldConfig(), ROW_H, ConditioningConfig(tau=a.tau))
     model.initialise(scene, torch.Generator().manual_seed(seed))
     model.prepare_conditioning(scene.train, a.cache_dir)
-    model.keep_fusion_visibility = True
     trusts = []
     with torch.no_grad():
         for t in scene.train.times:

@@ -171,10 +171,8 @@ class DS4DModel(nn.Module):
         self._pending_reference: Tensor | None = None
         #: ``(V, N)`` TSSF view weights of the last conditioned forward (for logging).
         self.last_fusion_weights: Tensor | None = None
-        #: Also record, at every conditioned forward, where the Gaussians are visible in the
-        #: fused views (:attr:`last_fusion_visible`): ``loss.pseudo_weighting: tssf`` needs it.
-        self.keep_fusion_visibility = False
-        #: ``(V, N)`` visibility that goes with :attr:`last_fusion_weights` (when kept).
+        #: ``(V, N)`` visibility that goes with :attr:`last_fusion_weights`
+        #: (``loss.pseudo_weighting: tssf`` needs both).
         self.last_fusion_visible: Tensor | None = None
         #: Which points the Gaussians started from (``sphere``, ``mesh:<path>``,
         #: ``scene_points``, ``hull``); ``None`` until :meth:`initialise` (and after loading a
@@ -496,13 +494,9 @@ class DS4DModel(nn.Module):
             self.refresh_visibility()
         if self.conditioner.point_reference:
             self.refresh_reference()
-        cameras = self._training_cameras()
-        cond, fused = self.conditioner(points, t, cameras, self.visibility)
+        cond, fused = self.conditioner(points, t, self._training_cameras(), self.visibility)
         self.last_fusion_weights = fused.weights.detach()
-        if self.keep_fusion_visibility:
-            self.last_fusion_visible = self.conditioner.visible_views(
-                points, t, cameras, self.visibility
-            )
+        self.last_fusion_visible = self.conditioner.last_visible
         return cond
 
     def _volume(self, t: float | Tensor, depth_maps: Tensor | None) -> NeRFAtTime:
@@ -517,6 +511,7 @@ class DS4DModel(nn.Module):
             # Runs once per batch of ray samples (and per proposal pass): the NeRF's main cost.
             feats, fused = conditioner(points, t, cameras, depth_maps)
             self.last_fusion_weights = fused.weights.detach()
+            self.last_fusion_visible = conditioner.last_visible
             return feats
 
         return self.field.at(t, condition)

@@ -185,9 +185,6 @@ class DS4DSystem(pl.LightningModule):
         check_pseudo_weighting(
             self.loss_cfg, self.model.conditioner is not None, self.ablation.tssf, representation
         )
-        # The per-view trusts weigh the pseudo views by the fusion's view weights, which need
-        # the Gaussians' visibility in every view as well.
-        self.model.keep_fusion_visibility = self.loss_cfg.pseudo_weighting == "tssf"
         #: ``(V,)`` pseudo-view trusts of the last conditioned timestep (for logging).
         self._last_trust: Tensor | None = None
         self.metrics = nn.ModuleDict(

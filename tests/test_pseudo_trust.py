@@ -59,7 +59,7 @@ def _trust(tssf: str = "da", bad: int | None = BAD, power: float = 1.0) -> torch
     cond.set_features(_features(bad), torch.linspace(0, 1, T))
     cams, pts = _cameras(), _points()
     _, fused = cond(pts, 0.5, cams)
-    visible = cond.visible_views(pts, 0.5, cams)
+    visible = cond.last_visible
     assert visible.shape == fused.weights.shape == (7, len(pts))
     assert visible[0].all()  # the set-up: the input view sees every point
     return pseudo_view_trust(fused.weights, visible, num_input_views=1, power=power)

@@ -89,6 +89,9 @@ class Conditioner(nn.Module):
         self._reference_fresh = False
         #: ``(K, N)`` ``‖dynamic‖ / ‖f‖`` of the last point-space query (diagnostics).
         self.last_point_energy: Tensor | None = None
+        #: ``(K, N)`` visibility of the points in the views fused by the last query (image
+        #: bounds and occlusion test), in the order of its fusion weights.
+        self.last_visible: Tensor | None = None
 
     #: Whether the current training step conditions on the time-constant maps
     #: (``feature_dropout``; set by :meth:`draw_feature_dropout`, read only in training mode).
@@ -112,25 +115,6 @@ class Conditioner(nn.Module):
         p = self.cfg.feature_dropout
         self.features_dropped = p > 0 and bool(torch.rand((), generator=generator) < p)
         return self.features_dropped
-
-    @torch.no_grad()
-    def visible_views(
-        self,
-        points: Tensor,
-        t: float | Tensor,
-        cameras: Cameras,
-        depth_maps: Tensor | None = None,
-    ) -> Tensor:
-        """``(K, N)`` visibility of ``points`` in the views fused at ``t``, decided as
-        :meth:`forward` decides it (image bounds, occlusion test), in the order of the fusion's
-        weights. Arguments as for :meth:`forward`."""
-        _, idx = self.views_at(t)
-        # Visibility does not depend on the maps: a one-channel dummy keeps the sampling cheap.
-        dummy = points.new_zeros(len(idx), 1, 1, 1)
-        depth = None if depth_maps is None else depth_maps[idx]
-        return sample_point_features(
-            points.detach(), cameras[idx], dummy, depth, self.cfg.depth_tolerance
-        ).visible
 
     @property
     def decouples(self) -> bool:
@@ -361,6 +345,7 @@ class Conditioner(nn.Module):
             None if depth_maps is None else depth_maps[idx],
             self.cfg.depth_tolerance,
         )
+        self.last_visible = pf.visible
         if self.point_reference:
             pf = self._decouple_points(pf)
         anchor: InputView = best_views(pf, cams) if self.cfg.anchor == "best" else 0
