@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import CONFIGS
+from conftest import CONFIGS, tiny_overrides, tiny_synthetic
 
 from ds4d_pl.cli import main
 from ds4d_pl.data.io import read_rgba
@@ -45,25 +45,16 @@ def tiny(run_dir: Path, steps: int = 2) -> list[str]:
     """The cheapest fit that still runs both stages: no encoder, no videos, no exports, no
     test after fit, 300 Gaussians on 4 frames of 32 pixels."""
     return [
-        f"--trainer.default_root_dir={run_dir}",
-        f"--trainer.max_steps={steps}",
-        "--trainer.accelerator=cpu",
-        "--trainer.logger=false",
-        "--trainer.enable_progress_bar=false",
+        *tiny_overrides(run_dir, steps),
+        *tiny_synthetic(),
         "--model.renderer=torch",
-        "--model.schedule.coarse_steps=1",
-        "--model.init.num=300",
         "--model.ablation.frame_features=false",
         "--model.ablation.dsfd=false",
         "--model.ablation.tssf=off",
-        "--data.synthetic.num_frames=4",
-        "--data.synthetic.resolution=32",
-        "--data.synthetic.eval_resolution=32",
         "--data.synthetic.num_init_points=300",
         "--videos.enabled=false",
         "--export.enabled=false",
         "--test_after_fit=false",
-        "--checkpoint.every_n_train_steps=1",
     ]
 
 
