@@ -140,63 +140,33 @@ def photometric_terms(
             terms["rgb_ssim"] = 1.0 - ssim(pred_rgb[inp], target_rgb[inp]).mean()
         if weights.mask > 0:
             terms["mask"] = ((pred_alpha[inp] - target_alpha[inp]) ** 2).mean()
-    if pse.any() and pseudo_weights is not None:
-        terms.update(
-            _weighted_pseudo_terms(
-                pred_rgb[pse],
-                pred_alpha[pse],
-                target_rgb[pse],
-                target_alpha[pse],
-                pseudo_weights[pse].detach(),
-                weights,
-                lpips,
-            )
-        )
-    elif pse.any():
+    if pse.any():
         k = weights.pseudo_downsample
+        w = None if pseudo_weights is None else pseudo_weights[pse].detach().to(pred_rgb.dtype)
         pred, target = _low_pass(pred_rgb[pse], k), _low_pass(target_rgb[pse], k)
         if weights.pseudo_l1 > 0:
-            terms["pseudo_l1"] = (pred - target).abs().mean()
+            terms["pseudo_l1"] = _over_images((pred - target).abs(), w)
         if weights.pseudo_ssim > 0:
-            terms["pseudo_ssim"] = 1.0 - ssim(pred, target).mean()
+            s = ssim(pred, target)
+            terms["pseudo_ssim"] = 1.0 - s.mean() if w is None else _over_images(1.0 - s, w)
         if weights.pseudo_mask > 0:
             diff = _low_pass(pred_alpha[pse], k) - _low_pass(target_alpha[pse], k)
-            terms["pseudo_mask"] = (diff**2).mean()
+            terms["pseudo_mask"] = _over_images(diff**2, w)
         if weights.pseudo_lpips > 0 and lpips is not None:
             p = pred_rgb[pse].permute(0, 3, 1, 2) * 2.0 - 1.0
             t = target_rgb[pse].permute(0, 3, 1, 2) * 2.0 - 1.0
-            terms["pseudo_lpips"] = lpips(p, t).mean()
+            terms["pseudo_lpips"] = _over_images(lpips(p, t), w)
     return terms
 
 
-def _weighted_pseudo_terms(
-    pred_rgb: Tensor,
-    pred_alpha: Tensor,
-    target_rgb: Tensor,
-    target_alpha: Tensor,
-    w: Tensor,
-    weights: LossWeights,
-    lpips: nn.Module | None,
-) -> dict[str, Tensor]:
-    """The pseudo terms of :func:`photometric_terms` for pseudo images only, each image's value
-    multiplied by its weight ``w`` ``(P,)`` before the mean over images (every image has the
-    same pixel count, so with ``w = 1`` this is the unweighted mean)."""
-    terms: dict[str, Tensor] = {}
-    k = weights.pseudo_downsample
-    pred, target = _low_pass(pred_rgb, k), _low_pass(target_rgb, k)
-    w = w.to(pred.dtype)
-    if weights.pseudo_l1 > 0:
-        terms["pseudo_l1"] = (w * (pred - target).abs().mean(dim=(1, 2, 3))).mean()
-    if weights.pseudo_ssim > 0:
-        terms["pseudo_ssim"] = (w * (1.0 - ssim(pred, target))).mean()
-    if weights.pseudo_mask > 0:
-        diff = _low_pass(pred_alpha, k) - _low_pass(target_alpha, k)
-        terms["pseudo_mask"] = (w * (diff**2).mean(dim=(1, 2, 3))).mean()
-    if weights.pseudo_lpips > 0 and lpips is not None:
-        p = pred_rgb.permute(0, 3, 1, 2) * 2.0 - 1.0
-        t = target_rgb.permute(0, 3, 1, 2) * 2.0 - 1.0
-        terms["pseudo_lpips"] = (w * lpips(p, t).reshape(len(w))).mean()
-    return terms
+def _over_images(values: Tensor, w: Tensor | None) -> Tensor:
+    """Mean of per-image values ``(P, ...)``: the plain mean, or with weights ``w`` ``(P,)`` the
+    mean over images of each image's weight × its mean (every image has the same size, so
+    ``w = 1`` is the plain mean)."""
+    if w is None:
+        return values.mean()
+    per_image = values.mean(dim=tuple(range(1, values.ndim))) if values.ndim > 1 else values
+    return (w * per_image).mean()
 
 
 @torch.no_grad()
