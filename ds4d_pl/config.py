@@ -122,6 +122,9 @@ class OptimConfig:
             within the fine stage (+0.19 dB dynamic PSNR for DS4D-DA over 1.6e-3, and every
             conditioned ablation row gained; ``benchmarks/results/ablation_findings.md``).
         cond_lr_final: Final learning rate of the conditioning layers.
+        framing_lr: The pseudo views' learned framing (``model.framing``), in its bounded
+            parameters (a raw step of 0.1 moves the scale by about 2.5 %).
+        framing_lr_final: Final learning rate of the framing.
         restart_at_fine: Decay the field, MLP and conditioning rates over the fine stage alone,
             starting it at their initial rates (as 4D-GS does), instead of over coarse + fine:
             those groups are unused in the coarse stage, and a decay spanning the whole run
@@ -144,8 +147,48 @@ class OptimConfig:
     mlp_lr_final: float = 1.6e-5
     cond_lr: float = 1.6e-2
     cond_lr_final: float = 1.6e-4
+    framing_lr: float = 3e-3
+    framing_lr_final: float = 3e-4
     restart_at_fine: bool = True
     eps: float = 1e-15
+
+
+@dataclass
+class FramingConfig:
+    """Learned framing of the pseudo views (self-calibration of a generator's per-view error).
+
+    A multi-view generator frames each view a little larger or smaller and off centre, by the
+    same amount in every frame of that view; the pseudo-view cameras assume the protocol's
+    framing, so each such view pulls the geometry to its own scale and centre (on the synthetic
+    object's degraded views this is the error that limits every ablation row:
+    ``benchmarks/results/ablation_findings.md``). With ``learn``, each pseudo view gets a
+    similarity, ``x' = c + s (x - c) + d`` about the image centre, applied to the model's
+    render of that view before the loss and learned with the model. The real input views are
+    never moved: they fix the scale and position that the pseudo views are explained against.
+    Evaluation and exported assets are unaffected (the correction exists only between a render
+    and its pseudo-view target).
+
+    Attributes:
+        learn: Learn the correction (off: pseudo views are taken at their nominal framing).
+        per: ``view`` (one similarity per pseudo view, the generator's framing error) or
+            ``frame`` (one per view and frame, which also absorbs per-frame jitter, with fewer
+            pixels constraining each).
+        max_scale: Bound on ``|log s|`` (tanh-squashed), so a view can never collapse.
+        max_shift: Bound on ``|d|`` per axis, as a fraction of the image side.
+    """
+
+    learn: bool = False
+    per: Literal["view", "frame"] = "view"
+    max_scale: float = 0.25
+    max_shift: float = 0.15
+
+    def __post_init__(self) -> None:
+        if self.per not in ("view", "frame"):
+            raise ValueError(f"model.framing.per must be 'view' or 'frame', got {self.per!r}")
+        for name in ("max_scale", "max_shift"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not (0.0 < float(value) <= 1.0):
+                raise ValueError(f"model.framing.{name} must be in (0, 1], got {value!r}")
 
 
 @dataclass

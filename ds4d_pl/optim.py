@@ -64,7 +64,9 @@ def group_table(cfg: OptimConfig) -> tuple[GroupSpec, ...]:
 
     Gaussian tables are named like :attr:`CanonicalGaussians.TABLES`; ``field`` holds the
     encoding (planes / hash tables), ``mlp`` the field's fusion layer, MLP and heads, ``cond`` the
-    learnable conditioning layers (TSSF scoring / merge and the low-rank projection). With
+    learnable conditioning layers (TSSF scoring / merge and the low-rank projection), ``framing``
+    the pseudo views' learned framing (:mod:`ds4d_pl.render.framing`; present only when
+    ``model.framing.learn``, decaying over the whole run: the views are wrong from step 0). With
     ``cfg.restart_at_fine`` the last three restart their schedule at the fine stage.
     """
     restart = cfg.restart_at_fine
@@ -78,6 +80,7 @@ def group_table(cfg: OptimConfig) -> tuple[GroupSpec, ...]:
         GroupSpec("field", cfg.field_lr, cfg.field_lr_final, restarts_at_fine=restart),
         GroupSpec("mlp", cfg.mlp_lr, cfg.mlp_lr_final, restarts_at_fine=restart),
         GroupSpec("cond", cfg.cond_lr, cfg.cond_lr_final, restarts_at_fine=restart),
+        GroupSpec("framing", cfg.framing_lr, cfg.framing_lr_final),
     )
 
 

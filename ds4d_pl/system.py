@@ -33,6 +33,7 @@ from ds4d_pl.config import (
     ConditioningConfig,
     DensifyConfig,
     FieldConfig,
+    FramingConfig,
     GaussianInit,
     LossWeights,
     OptimConfig,
@@ -73,6 +74,7 @@ from ds4d_pl.model import DS4DModel
 from ds4d_pl.optim import build_optimizer, check_table, group_table, set_learning_rates
 from ds4d_pl.priors.sds import SDSConfig, SDSOutput, Zero123Guidance, Zero123SDS
 from ds4d_pl.render.base import GaussianParams, RenderOutput
+from ds4d_pl.render.framing import FramingCorrection
 from ds4d_pl.resume import data_fingerprint
 
 # Offset of the feature-dropout stream's seed: its own stream (without the rank, so DDP ranks
@@ -117,6 +119,8 @@ class DS4DSystem(pl.LightningModule):
             dynamic NeRF, volume-rendered; ``configs/model/nerf.yaml``). A NeRF is not densified
             and has no scale-ratio term.
         nerf: The NeRF's field and sampling settings (``None``: defaults); only for ``nerf``.
+        framing: Learned per-view framing of the pseudo views (scale and shift about the image
+            centre, applied to renders before the loss); off by default.
     """
 
     def __init__(
@@ -136,6 +140,7 @@ class DS4DSystem(pl.LightningModule):
         seed: int = 0,
         representation: Representation = "gaussians",
         nerf: NeRFConfig | None = None,
+        framing: FramingConfig | None = None,
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
@@ -153,12 +158,14 @@ class DS4DSystem(pl.LightningModule):
             "conditioning": _typed(ConditioningConfig, legacy["conditioning"]),
             "benchmark": _typed(BenchmarkConfig, benchmark),
             "sds": _typed(SDSConfig, sds),
+            "framing": _typed(FramingConfig, framing),
         }
         self.init_cfg, self.field_cfg = configs["init"], configs["field"]
         self.loss_cfg, self.optim_cfg = configs["loss"], configs["optim"]
         self.schedule, self.densify_cfg = configs["schedule"], configs["densify"]
         self.ablation, self.cond_cfg = configs["ablation"], configs["conditioning"]
         self.benchmark_cfg, self.sds_cfg = configs["benchmark"], configs["sds"]
+        self.framing_cfg = configs["framing"]
         self.seed = seed
         if len(background) != 3 or not all(0.0 <= c <= 1.0 for c in background):
             raise ValueError(f"model.background must be 3 values in [0, 1], got {background}")
@@ -187,6 +194,8 @@ class DS4DSystem(pl.LightningModule):
         )
         #: ``(V,)`` pseudo-view trusts of the last conditioned timestep (for logging).
         self._last_trust: Tensor | None = None
+        #: The pseudo views' learned framing (``model.framing.learn``), sized in setup().
+        self.framing = FramingCorrection(self.framing_cfg) if self.framing_cfg.learn else None
         self.metrics = nn.ModuleDict(
             {f"{stage}_{split}": StageMetrics() for stage in ("val", "test") for split in SPLITS}
         )
@@ -232,6 +241,8 @@ class DS4DSystem(pl.LightningModule):
             )
         if not self.model.is_initialised:
             self.model.initialise(self.scene, torch.Generator().manual_seed(self.seed))
+        if self.framing is not None:
+            self._setup_framing()
         self.sampler = FrameSampler(
             self.scene.train, self.scene.num_input_views, self.model.background.cpu()
         )
@@ -266,6 +277,23 @@ class DS4DSystem(pl.LightningModule):
                 "unused in coarse steps)"
             )
 
+    def _setup_framing(self) -> None:
+        train = self.scene.train
+        if train.num_views == self.scene.num_input_views:
+            raise ValueError(
+                f"model.framing.learn=true but scene {self.scene.name!r} has no pseudo views "
+                "(every training view is a real observation, whose framing is the camera's): "
+                "set model.framing.learn: false"
+            )
+        if not self.framing.is_built:
+            self.framing.build(train.num_views, train.num_frames)
+        elif self.framing.params.shape[0] != train.num_views:
+            raise ValueError(
+                f"the checkpoint's pseudo-view framing has {self.framing.params.shape[0]} views, "
+                f"scene {self.scene.name!r} has {train.num_views}"
+            )
+        self.framing.to(self.device)
+
     def _check_background(self) -> None:
         intended = self.scene.intended_background()
         if intended is not None and not torch.allclose(intended, self.model.background.cpu()):
@@ -294,8 +322,11 @@ class DS4DSystem(pl.LightningModule):
         return names
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
+        groups = self.model.parameter_groups()
+        if self.framing is not None:
+            groups["framing"] = [self.framing.params]
         return build_optimizer(
-            self.model.parameter_groups(),
+            groups,
             self.optim_table,
             float(self.model.extent),
             self.optim_cfg.eps,
@@ -397,6 +428,10 @@ class DS4DSystem(pl.LightningModule):
             first = params if first is None else first
             out = self.model.renderer(params, fb.cameras, self.model.background)
             renders.append((out, fb.cameras.width, fb.cameras.height))
+            if self.framing is not None:
+                out = self.framing(
+                    out, fb.view_ids, fb.frame_ids, fb.is_input, self.model.background
+                )
             frame_terms = photometric_terms(
                 out.rgb,
                 out.alpha,
@@ -549,6 +584,10 @@ class DS4DSystem(pl.LightningModule):
         conditioner = self.model.conditioner
         if conditioner is not None and self.cond_cfg.feature_dropout > 0:
             log["train/cond/features_dropped"] = float(conditioner.features_dropped)
+        if self.framing is not None:
+            n_in = self.scene.num_input_views
+            for key, values in self.framing.summary(n_in).items():
+                log.update({f"train/framing/{key}_{n_in + k}": x for k, x in enumerate(values)})
         if "sds" in terms and self._last_sds is not None:
             log["train/sds/timestep"] = float(self._last_sds.timesteps.float().mean())
             log["train/sds/grad_norm"] = float(self._last_sds.grad_norm)

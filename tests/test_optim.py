@@ -25,16 +25,19 @@ def _groups() -> dict[str, list[nn.Parameter]]:
 def test_table_names_every_group_once_and_only_positions_scale_with_extent() -> None:
     table = group_table(OptimConfig())
     names = [spec.name for spec in table]
-    assert names == [*CanonicalGaussians.TABLES, "field", "mlp", "cond"]
+    assert names == [*CanonicalGaussians.TABLES, "field", "mlp", "cond", "framing"]
     assert [s.name for s in table if s.scales_with_extent] == ["means"]
-    assert {s.name for s in table if s.lr_final is not None} == {"means", "field", "mlp", "cond"}
+    decaying = {s.name for s in table if s.lr_final is not None}
+    assert decaying == {"means", "field", "mlp", "cond", "framing"}
+    # The pseudo views' framing is wrong from step 0: its schedule spans the whole run.
+    assert not next(s for s in table if s.name == "framing").restarts_at_fine
 
 
 def test_build_optimizer_uses_initial_rates_and_skips_absent_groups() -> None:
     cfg = OptimConfig()
     opt = build_optimizer(_groups(), group_table(cfg), extent=2.5, eps=1e-15)
     rates = {group["name"]: group["lr"] for group in opt.param_groups}
-    assert "cond" not in rates  # no conditioner: no group
+    assert "cond" not in rates and "framing" not in rates  # absent groups are skipped
     assert math.isclose(rates["means"], cfg.means_lr * 2.5)
     assert rates["log_scales"] == cfg.scales_lr and rates["field"] == cfg.field_lr
     assert opt.defaults["eps"] == 1e-15

@@ -30,7 +30,8 @@ class RunInfo(pl.Callback):
     DSFD on, ``diagnostics/dynamic_energy.png`` (a labelled figure: the energy as a colour
     overlay on every training view and frame, with a colour bar) and
     ``diagnostics/dynamic_energy/view_{j}.png`` (one strip of overlays per view); the per-view
-    strips also go to loggers that take images (W&B, TensorBoard)."""
+    strips also go to loggers that take images (W&B, TensorBoard). With ``model.framing.learn``,
+    the pseudo views' learned framing is added to ``run_info.json`` when fitting ends."""
 
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero:
@@ -52,6 +53,25 @@ class RunInfo(pl.Callback):
                 energy.cpu(), root / "diagnostics", frames, pl_module.scene.num_input_views
             )
             log_images(trainer.logger, "diagnostics/dynamic_energy", images, trainer.global_step)
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # The learned framing is a finding about the pseudo views ("view 3 was drawn 8 % too
+        # large"), known only once training has run.
+        framing = getattr(pl_module, "framing", None)
+        if framing is None or not trainer.is_global_zero:
+            return
+        path = Path(trainer.default_root_dir) / "run_info.json"
+        info = json.loads(path.read_text()) if path.exists() else run_info(pl_module)
+        n_in = pl_module.scene.num_input_views
+        summary = framing.summary(n_in)
+        info["pseudo_view_framing"] = {
+            "per": framing.cfg.per,
+            "views": {
+                str(n_in + k): {key: round(values[k], 5) for key, values in summary.items()}
+                for k in range(len(summary["scale"]))
+            },
+        }
+        write_json(path, info)
 
 
 def run_info(pl_module: pl.LightningModule) -> dict:

@@ -51,6 +51,7 @@ __all__ = [
     "ViewAlignment",
     "align_pseudo_views",
     "estimate_alignment",
+    "similarity_grid",
     "similarity_warp",
 ]
 
@@ -87,6 +88,22 @@ class ViewAlignment:
         return d
 
 
+def similarity_grid(scale: Tensor, shift: Tensor, height: int, width: int) -> Tensor:
+    """The ``grid_sample`` grid of ``A(x) = c + scale * (x - c) + shift`` (output pixel ``x``
+    reads input ``A⁻¹(x)``), differentiable in ``scale`` ``(N,)`` and ``shift`` ``(N, 2)``
+    (pixels); ``(N, H, W, 2)``, ``align_corners=False``."""
+    # affine_grid maps output to input in normalised coordinates (the image spans [-1, 1], so a
+    # pixel is 2 / W wide): n_in = (n_out - shift_n) / scale.
+    inv = 1.0 / scale
+    zero = torch.zeros_like(scale)
+    tx = -(2.0 * shift[:, 0] / width) / scale
+    ty = -(2.0 * shift[:, 1] / height) / scale
+    theta = torch.stack(
+        [torch.stack([inv, zero, tx], dim=-1), torch.stack([zero, inv, ty], dim=-1)], dim=1
+    )
+    return F.affine_grid(theta, [scale.shape[0], 1, height, width], align_corners=False)
+
+
 def similarity_warp(
     rgb: Tensor, alpha: Tensor, scale: Tensor, shift: Tensor, fill: float = 1.0
 ) -> tuple[Tensor, Tensor]:
@@ -109,13 +126,7 @@ def similarity_warp(
     n, h, w, _ = rgb.shape
     scale = torch.as_tensor(scale, dtype=rgb.dtype).reshape(n)
     shift = torch.as_tensor(shift, dtype=rgb.dtype).reshape(n, 2)
-    # affine_grid maps output to input in normalised coordinates (align_corners=False: the image
-    # spans [-1, 1], so a pixel is 2 / W wide): n_in = (n_out - shift_n) / scale.
-    theta = torch.zeros(n, 2, 3, dtype=rgb.dtype)
-    theta[:, 0, 0] = theta[:, 1, 1] = 1.0 / scale
-    theta[:, 0, 2] = -(2.0 * shift[:, 0] / w) / scale
-    theta[:, 1, 2] = -(2.0 * shift[:, 1] / h) / scale
-    grid = F.affine_grid(theta, [n, 4, h, w], align_corners=False)
+    grid = similarity_grid(scale, shift, h, w)
     x = torch.cat([rgb * alpha, alpha], dim=-1).permute(0, 3, 1, 2)
     y = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     y = y.permute(0, 2, 3, 1)

@@ -1,0 +1,164 @@
+"""The pseudo views' learned framing: a per-view similarity applied to renders before the loss.
+
+A generator's view ``v`` shows the object at ``A_v(x) = c + s_v (x - c) + d_v`` of where the
+protocol's camera puts it (``c`` the image centre). Rather than guess ``A_v`` from the input
+silhouette alone (:mod:`ds4d_pl.data.align`, whose object model leaves up to 7.5 % of scale
+error), the model's own render of view ``v`` is moved by ``A_v`` before it is compared with the
+view, and ``A_v`` is learned with everything else. The real input views are never moved: they
+fix the gauge (the object's size and position) that the pseudo views are explained against,
+and the other views constrain the depth the input cannot see.
+
+The render is moved premultiplied (colour times coverage, and coverage), bilinearly, so what
+enters from outside the image is empty and is composited over the background again; at the
+identity the warp reads every pixel at its own centre and returns the render unchanged (to
+float rounding).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ds4d_pl.config import FramingConfig
+from ds4d_pl.data.align import similarity_grid
+from ds4d_pl.render.base import RenderOutput
+
+
+def warp_render(
+    out: RenderOutput, scale: Tensor, shift: Tensor, background: Tensor
+) -> RenderOutput:
+    """Move every image of ``out`` by ``x' = c + scale (x - c) + shift``.
+
+    Args:
+        out: ``C`` rendered images, composited over ``background``.
+        scale: ``(C,)`` scales about the image centre.
+        shift: ``(C, 2)`` shifts in pixels ``(dx, dy)``.
+        background: ``(3,)`` colour the render was composited over.
+
+    Returns:
+        The moved render: colour (re-composited over ``background``), coverage and depth;
+        ``means2d`` and ``radii`` are the original ones (densification reads the gradient that
+        reaches the unmoved projection).
+    """
+    c, h, w, _ = out.rgb.shape
+    bg = background.to(out.rgb)
+    premult = out.rgb - (1.0 - out.alpha) * bg
+    stacked = torch.cat([premult, out.alpha, out.depth * out.alpha], dim=-1).permute(0, 3, 1, 2)
+    grid = similarity_grid(scale.to(out.rgb), shift.to(out.rgb), h, w)
+    moved = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    moved = moved.permute(0, 2, 3, 1)
+    alpha = moved[..., 3:4].clamp(0.0, 1.0)
+    rgb = moved[..., :3] + (1.0 - alpha) * bg
+    depth = torch.where(
+        alpha > 1e-4, moved[..., 4:5] / alpha.clamp_min(1e-4), torch.zeros_like(alpha)
+    )
+    return RenderOutput(rgb=rgb, alpha=alpha, depth=depth, means2d=out.means2d, radii=out.radii)
+
+
+class FramingCorrection(nn.Module):
+    """One learned similarity per training view (or per view and frame), for pseudo views.
+
+    Parameters are bounded: ``log s = max_scale * tanh(p_0)`` and ``d = max_shift * tanh(p_1:3)``
+    (times the image side), zero-initialised (the identity). The table holds a row for every
+    training view so view ids index it directly; the rows of real views are never used and stay
+    zero.
+
+    Args:
+        cfg: The framing settings.
+
+    Attributes:
+        params: ``(V, F, 3)`` raw parameters (``F`` = 1 per view, or the frame count); ``(0, 1,
+            3)`` until :meth:`build` (or a loaded state dict) sizes it.
+    """
+
+    def __init__(self, cfg: FramingConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.params = nn.Parameter(torch.zeros(0, 1, 3))
+
+    def build(self, num_views: int, num_frames: int) -> None:
+        """Size the table for a scene with ``num_views`` training views of ``num_frames``."""
+        rows = num_frames if self.cfg.per == "frame" else 1
+        self.params = nn.Parameter(torch.zeros(num_views, rows, 3, device=self.params.device))
+
+    @property
+    def is_built(self) -> bool:
+        return self.params.shape[0] > 0
+
+    def transform(self, view_ids: Tensor, frame_ids: Tensor) -> tuple[Tensor, Tensor]:
+        """Scales ``(B,)`` and shifts ``(B, 2)`` (fractions of the image side) of samples."""
+        rows = frame_ids if self.cfg.per == "frame" else torch.zeros_like(frame_ids)
+        p = self.params[view_ids.to(self.params.device), rows.to(self.params.device)]
+        scale = torch.exp(self.cfg.max_scale * torch.tanh(p[:, 0]))
+        shift = self.cfg.max_shift * torch.tanh(p[:, 1:])
+        return scale, shift
+
+    def forward(
+        self,
+        out: RenderOutput,
+        view_ids: Tensor,
+        frame_ids: Tensor,
+        is_input: Tensor,
+        background: Tensor,
+    ) -> RenderOutput:
+        """``out`` with its pseudo-view images moved by their learned framing (real views,
+        and a batch without pseudo views, are returned as they are)."""
+        pseudo = ~is_input.to(torch.bool).cpu()
+        if not bool(pseudo.any()):
+            return out
+        h, w = out.rgb.shape[1:3]
+        scale, shift = self.transform(view_ids.cpu(), frame_ids.cpu())
+        one = torch.ones_like(scale)
+        # Real views keep the identity, exactly, without a resampling pass of their own.
+        scale = torch.where(pseudo.to(scale.device), scale, one)
+        shift = shift * pseudo.to(shift.device)[:, None].to(shift.dtype)
+        px = torch.tensor([float(w), float(h)], dtype=shift.dtype, device=shift.device)
+        idx = pseudo.nonzero()[:, 0].to(out.rgb.device)
+        sub = RenderOutput(
+            rgb=out.rgb[idx],
+            alpha=out.alpha[idx],
+            depth=out.depth[idx],
+            means2d=out.means2d,
+            radii=out.radii,
+        )
+        moved = warp_render(sub, scale[idx.cpu()], shift[idx.cpu()] * px, background)
+        rgb, alpha, depth = out.rgb.clone(), out.alpha.clone(), out.depth.clone()
+        rgb[idx], alpha[idx], depth[idx] = moved.rgb, moved.alpha, moved.depth
+        return RenderOutput(rgb=rgb, alpha=alpha, depth=depth, means2d=out.means2d, radii=out.radii)
+
+    def summary(self, num_input_views: int) -> dict[str, list[float]]:
+        """Per pseudo view (mean over frames): ``scale`` and ``shift_x``/``shift_y`` as
+        fractions of the image side, for logs and ``run_info.json``."""
+        if not self.is_built:
+            return {"scale": [], "shift_x": [], "shift_y": []}
+        with torch.no_grad():
+            p = self.params[num_input_views:]
+            scale = torch.exp(self.cfg.max_scale * torch.tanh(p[..., 0])).mean(1)
+            shift = (self.cfg.max_shift * torch.tanh(p[..., 1:])).mean(1)
+        return {
+            "scale": [float(x) for x in scale],
+            "shift_x": [float(x) for x in shift[:, 0]],
+            "shift_y": [float(x) for x in shift[:, 1]],
+        }
+
+    def _load_from_state_dict(
+        self,
+        state_dict: Mapping[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        error_msgs: list[str],
+    ) -> None:
+        # The table's size is the scene's: take it from the checkpoint, as the Gaussians do.
+        src = state_dict.get(prefix + "params")
+        if src is not None and src.ndim == 3 and tuple(src.shape) != tuple(self.params.shape):
+            self.params = nn.Parameter(torch.empty(src.shape, device=self.params.device))
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
+        )

@@ -1,0 +1,213 @@
+"""The pseudo views' learned framing (``model.framing``): the warp, its learning, its bounds."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from ds4d_pl.config import FramingConfig
+from ds4d_pl.data.align import similarity_warp
+from ds4d_pl.render.base import RenderOutput
+from ds4d_pl.render.framing import FramingCorrection, warp_render
+from ds4d_pl.system import DS4DSystem
+
+BG = torch.tensor([1.0, 1.0, 1.0])
+
+
+def _object(h: int = 40, w: int = 48) -> tuple[torch.Tensor, torch.Tensor]:
+    """A textured, off-centre ellipse with a soft edge: ``(1, H, W, 3)`` colour and alpha."""
+    y, x = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32) + 0.5,
+        torch.arange(w, dtype=torch.float32) + 0.5,
+        indexing="ij",
+    )
+    r = ((x - 0.55 * w) / (0.22 * w)) ** 2 + ((y - 0.45 * h) / (0.3 * h)) ** 2
+    alpha = torch.sigmoid(6.0 * (1.0 - r))[None, ..., None]
+    rgb = torch.stack(
+        [0.5 + 0.4 * torch.sin(x / 3.0), 0.5 + 0.4 * torch.cos(y / 4.0), 0.3 + 0.0 * x], dim=-1
+    )[None]
+    return rgb, alpha
+
+
+def _render(rgb: torch.Tensor, alpha: torch.Tensor) -> RenderOutput:
+    """A render of the straight-alpha image over :data:`BG`."""
+    n = rgb.shape[0]
+    return RenderOutput(
+        rgb=rgb * alpha + (1 - alpha) * BG,
+        alpha=alpha,
+        depth=torch.where(alpha > 1e-4, 2.0, 0.0),  # 0 where empty, as the renderers
+        means2d=torch.zeros(n, 1, 2),
+        radii=torch.zeros(n, 1, dtype=torch.int32),
+    )
+
+
+def test_the_identity_returns_the_render() -> None:
+    out = _render(*_object())
+    moved = warp_render(out, torch.ones(1), torch.zeros(1, 2), BG)
+    assert torch.allclose(moved.rgb, out.rgb, atol=1e-5)
+    assert torch.allclose(moved.alpha, out.alpha, atol=1e-5)
+    assert torch.allclose(moved.depth, out.depth, atol=1e-4)
+
+
+def test_a_moved_render_is_the_moved_image_composited() -> None:
+    """The same similarity as the degradation's (:func:`similarity_warp`), so a learned
+    correction equal to a view's error reproduces that view."""
+    rgb, alpha = _object()
+    scale, shift = torch.tensor([1.1]), torch.tensor([[2.5, -1.5]])
+    moved = warp_render(_render(rgb, alpha), scale, shift, BG)
+    want_rgb, want_alpha = similarity_warp(rgb, alpha, scale, shift)
+    assert torch.allclose(moved.alpha, want_alpha, atol=1e-5)
+    assert torch.allclose(moved.rgb, want_rgb * want_alpha + (1 - want_alpha) * BG, atol=1e-4)
+    # Not a no-op: the object did move.
+    assert (moved.alpha - alpha).abs().max() > 0.3
+
+
+@pytest.mark.parametrize("per", ["view", "frame"])
+def test_learning_recovers_a_known_framing(per: str) -> None:
+    """Gradient descent on the photometric loss finds the scale and shift of a mis-framed view."""
+    rgb, alpha = _object()
+    h, w = alpha.shape[1:3]
+    true_scale, true_shift = 1.07, torch.tensor([[1.5, -2.0]])
+    t_rgb, t_alpha = similarity_warp(rgb, alpha, torch.tensor([true_scale]), true_shift)
+    target = t_rgb * t_alpha + (1 - t_alpha) * BG
+    framing = FramingCorrection(FramingConfig(learn=True, per=per))
+    framing.build(num_views=2, num_frames=3)
+    opt = torch.optim.Adam(framing.parameters(), lr=0.02)
+    render = _render(rgb, alpha)
+    view, frame, is_input = torch.tensor([1]), torch.tensor([2]), torch.tensor([False])
+    for _ in range(300):
+        moved = framing(render, view, frame, is_input, BG)
+        loss = (moved.rgb - target).abs().mean() + (moved.alpha - t_alpha).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        scale, shift = framing.transform(view, frame)
+    assert abs(float(scale) - true_scale) < 0.01
+    px = torch.tensor([w, h], dtype=torch.float32)
+    assert torch.allclose(shift * px, true_shift, atol=0.3)
+    # Only the row that was used moved (the input view's row and other frames stay put).
+    moved_rows = (framing.params.detach().abs().sum(-1) > 0).nonzero().tolist()
+    assert moved_rows == ([[1, 2]] if per == "frame" else [[1, 0]])
+
+
+def test_real_views_are_never_moved() -> None:
+    rgb, alpha = _object()
+    render = _render(rgb.expand(2, -1, -1, -1), alpha.expand(2, -1, -1, -1))
+    framing = FramingCorrection(FramingConfig(learn=True))
+    framing.build(num_views=2, num_frames=1)
+    with torch.no_grad():
+        framing.params.fill_(0.5)
+    moved = framing(
+        render, torch.tensor([0, 1]), torch.tensor([0, 0]), torch.tensor([True, False]), BG
+    )
+    assert torch.equal(moved.rgb[0], render.rgb[0])
+    assert not torch.allclose(moved.rgb[1], render.rgb[1], atol=1e-3)
+    moved.rgb.sum().backward()
+    assert framing.params.grad[0].abs().sum() == 0
+    assert framing.params.grad[1].abs().sum() > 0
+    # A batch of real views only is returned as it is.
+    same = framing(
+        render, torch.tensor([0, 0]), torch.tensor([0, 0]), torch.tensor([True, True]), BG
+    )
+    assert same is render
+
+
+def test_the_correction_is_bounded() -> None:
+    cfg = FramingConfig(learn=True, max_scale=0.2, max_shift=0.1)
+    framing = FramingCorrection(cfg)
+    framing.build(num_views=2, num_frames=1)
+    with torch.no_grad():
+        framing.params.fill_(1e4)
+    with torch.no_grad():
+        scale, shift = framing.transform(torch.tensor([1]), torch.tensor([0]))
+    assert float(scale) <= torch.exp(torch.tensor(0.2)) + 1e-6
+    assert float(shift.abs().max()) <= 0.1 + 1e-6
+    summary = framing.summary(num_input_views=1)
+    assert list(summary) == ["scale", "shift_x", "shift_y"] and len(summary["scale"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "key"),
+    [
+        ({"per": "pixel"}, "per"),
+        ({"max_scale": 0.0}, "max_scale"),
+        ({"max_shift": 2.0}, "max_shift"),
+    ],
+)
+def test_bad_settings_are_refused_by_name(kwargs: dict, key: str) -> None:
+    with pytest.raises(ValueError, match=f"model.framing.{key}"):
+        FramingConfig(**kwargs)
+
+
+def test_the_table_takes_its_size_from_a_checkpoint() -> None:
+    saved = FramingCorrection(FramingConfig(learn=True, per="frame"))
+    saved.build(num_views=7, num_frames=12)
+    with torch.no_grad():
+        saved.params.normal_()
+    fresh = FramingCorrection(FramingConfig(learn=True, per="frame"))
+    assert not fresh.is_built
+    fresh.load_state_dict(saved.state_dict())
+    assert torch.equal(fresh.params, saved.params)
+
+
+def test_a_scene_without_pseudo_views_is_refused() -> None:
+    system = DS4DSystem(framing=FramingConfig(learn=True))
+    system.scene = SimpleNamespace(
+        name="rig", num_input_views=3, train=SimpleNamespace(num_views=3, num_frames=5)
+    )
+    with pytest.raises(ValueError, match="no pseudo views"):
+        system._setup_framing()
+
+
+def test_off_by_default_and_its_optimiser_group_only_when_on() -> None:
+    assert DS4DSystem().framing is None
+    system = DS4DSystem(framing=FramingConfig(learn=True))
+    system.scene = SimpleNamespace(
+        name="object", num_input_views=1, train=SimpleNamespace(num_views=7, num_frames=4)
+    )
+    system._setup_framing()
+    assert tuple(system.framing.params.shape) == (7, 1, 3)
+    assert system.hparams["framing"]["learn"] is True
+
+
+def test_a_fit_learns_logs_and_records_the_framing(run_dir) -> None:
+    import csv
+    import json
+
+    from conftest import CONFIGS, tiny_overrides, tiny_synthetic
+
+    from ds4d_pl.cli import main
+
+    overrides = [a for a in tiny_overrides(run_dir, 4) if not a.startswith("--trainer.logger")]
+    main(
+        [
+            "fit",
+            "-c",
+            str(CONFIGS / "base.yaml"),
+            "-c",
+            str(CONFIGS / "ablation" / "row_b.yaml"),
+            *tiny_synthetic(),
+            *overrides,
+            "--data.synthetic.pseudo_views=degraded",
+            "--trainer.log_every_n_steps=1",
+            "--test_after_fit=false",
+            "--model.framing.learn=true",
+        ]
+    )
+    log = next(iter((run_dir / "lightning_logs").rglob("metrics.csv")))
+    rows = [r for r in csv.DictReader(log.open()) if r.get("train/framing/scale_1")]
+    assert rows and rows[-1].get("train/lr/framing")
+    # Adam's first steps move every pseudo view that was rendered off the identity.
+    assert any(float(rows[-1][f"train/framing/scale_{k}"]) != 1.0 for k in range(1, 7))
+    info = json.loads((run_dir / "run_info.json").read_text())
+    record = info["pseudo_view_framing"]
+    assert record["per"] == "view" and sorted(record["views"], key=int) == [
+        str(k) for k in range(1, 7)
+    ]
+    assert set(record["views"]["1"]) == {"scale", "shift_x", "shift_y"}
+    ckpt = next(iter((run_dir / "checkpoints").glob("*.ckpt")))
+    state = __import__("torch").load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    assert tuple(state["framing.params"].shape) == (7, 1, 3)
