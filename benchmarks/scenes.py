@@ -21,6 +21,9 @@ held-out camera or test split: PSNR, SSIM, dynamic-region PSNR (exact masks), LP
 weights are present, as mean ± std over seeds and as per-seed differences to the baseline
 (same seed, same initial points and samples), plus wall time and median fine-stage step time.
 
+``--merge A.json B.json ...`` fits nothing: it builds one table from results files of the same
+scene written earlier (seeds added later with ``--first_seed``, variants run separately).
+
 ``--curve`` then fits the baseline at several step budgets (``--budgets`` times the preset's
 schedule, densification and opacity-reset steps scaled alike) and records its dynamic-region
 PSNR, to show where the baseline plateaus.
@@ -325,6 +328,13 @@ def main() -> None:
     p.add_argument("--curve", action="store_true", help="also fit the baseline at --budgets")
     p.add_argument("--budgets", default="0.25,0.5,1,2,4", help="multiples of the preset schedule")
     p.add_argument("--skip_variants", action="store_true", help="only the --curve runs")
+    p.add_argument(
+        "--merge",
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="fit nothing: one table from these results files of the same scene",
+    )
     a = p.parse_args()
     a.frames = a.frames or (60 if a.format == "dnerf" else 20)
     if a.seeds < 1:
@@ -338,6 +348,9 @@ def main() -> None:
     default_name = "scenes.json" if a.format == "dnerf" else f"scenes_{a.format}.json"
     out_path = Path(a.out) if a.out else REPO / "benchmarks" / "results" / default_name
     out_path.parent.mkdir(parents=True, exist_ok=True)
+    if a.merge:
+        merge(a, a.merge, out_path)
+        return
     with tempfile.TemporaryDirectory() as tmp_dir:
         tmp = Path(tmp_dir)
         scene = Path(a.scene) if a.scene else tmp / "scene"
@@ -368,6 +381,11 @@ def run_variants(
                 results = {v: results[v] for v in variants if v in results}
                 # Written after every finished variant, so a long run leaves partial results.
                 out_path.write_text(json.dumps(results, indent=2) + "\n")
+    write_results(results, a, out_path, text)
+
+
+def write_results(results: dict, a: argparse.Namespace, out_path: Path, text: str) -> None:
+    """The results JSON (with paired differences to the baseline) and its markdown table."""
     diffs = {}
     for v, r in results.items():
         r["scene"] = text
@@ -378,6 +396,32 @@ def run_variants(
     md = markdown(results, diffs, a, text)
     out_path.with_suffix(".md").write_text(md)
     print(md)
+
+
+def merge(a: argparse.Namespace, paths: list[str], out_path: Path) -> None:
+    """One table from earlier results files of the same scene (e.g. seeds run on different
+    days with ``--first_seed``): every (variant, seed) once, summarised and paired again."""
+    runs: dict[str, dict[int, dict]] = {}
+    scenes: dict[str, str] = {}
+    for path in paths:
+        data = json.loads(Path(path).read_text())
+        for variant, r in data.items():
+            if variant not in VARIANTS:
+                raise SystemExit(f"{path}: unknown variant {variant!r}")
+            scenes[path] = r.get("scene", "")
+            if len(set(scenes.values())) != 1:
+                listed = "; ".join(f"{p}: {t}" for p, t in scenes.items())
+                raise SystemExit(f"the files were measured on different scenes: {listed}")
+            for run in r["seeds"]:
+                if run["seed"] in runs.setdefault(variant, {}):
+                    raise SystemExit(f"{path}: {variant} seed {run['seed']} is in two files")
+                runs[variant][run["seed"]] = run
+    results = {
+        v: summarise_variant(sorted(runs[v].values(), key=lambda r: r["seed"]), a.format)
+        for v in VARIANTS
+        if v in runs
+    }
+    write_results(results, a, out_path, next(iter(scenes.values())))
 
 
 if __name__ == "__main__":
