@@ -280,11 +280,13 @@ class DS4DSystem(pl.LightningModule):
     def _setup_framing(self) -> None:
         train = self.scene.train
         if train.num_views == self.scene.num_input_views:
-            raise ValueError(
+            # A preset for generated views may meet a clip without any: nothing to learn.
+            rank_zero_warn(
                 f"model.framing.learn=true but scene {self.scene.name!r} has no pseudo views "
-                "(every training view is a real observation, whose framing is the camera's): "
-                "set model.framing.learn: false"
+                "(every training view is a real observation); training without it"
             )
+            self.framing = None
+            return
         if not self.framing.is_built:
             self.framing.build(train.num_views, train.num_frames)
         elif self.framing.params.shape[0] != train.num_views:

@@ -153,13 +153,18 @@ def test_the_table_takes_its_size_from_a_checkpoint() -> None:
     assert torch.equal(fresh.params, saved.params)
 
 
-def test_a_scene_without_pseudo_views_is_refused() -> None:
+def test_a_scene_without_pseudo_views_trains_without_it() -> None:
+    """A preset for generated views may meet a clip without any: warned, then off; a model
+    saved that way loads again with the setting still on."""
     system = DS4DSystem(framing=FramingConfig(learn=True))
     system.scene = SimpleNamespace(
         name="rig", num_input_views=3, train=SimpleNamespace(num_views=3, num_frames=5)
     )
-    with pytest.raises(ValueError, match="no pseudo views"):
+    with pytest.warns(UserWarning, match="no pseudo views"):
         system._setup_framing()
+    assert system.framing is None
+    assert not any(k.startswith("framing.") for k in system.state_dict())
+    DS4DSystem(framing=FramingConfig(learn=True)).load_state_dict(system.state_dict())
 
 
 def test_off_by_default_and_its_optimiser_group_only_when_on() -> None:

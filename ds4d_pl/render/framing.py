@@ -162,3 +162,6 @@ class FramingCorrection(nn.Module):
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
+        if src is None and not self.is_built and prefix + "params" in missing_keys:
+            # A run whose scene had no pseudo views never sized (or saved) the table.
+            missing_keys.remove(prefix + "params")
