@@ -420,7 +420,7 @@ def test_resumed_run_matches_the_uninterrupted_run(
     """Kill-and-resume through densification events gives the same parameters and Gaussian
     count as training straight through (docs/design.md §8: a resumed run continues
     identically), also with SDS, whose views, timesteps, noise and annealing derive from the
-    global step."""
+    global step; the pseudo views' learned framing (model.framing) is on in both."""
     prior = ["-c", str(CONFIGS / "model" / "zero123_sds.yaml"), f"--model.sds.path={zero123_root}"]
     prior += [_SDS_SIZE, "--model.sds.anneal_steps=4"]
     densify = [
@@ -430,7 +430,9 @@ def test_resumed_run_matches_the_uninterrupted_run(
         "--model.densify.grad_threshold=0.0",
         "--model.densify.grad_top_percent=0.2",
     ]
-    a, b = _straight_and_resumed(tmp_path, densify)
+    # The pseudo views' learned framing resumes with its Adam state too.
+    a, b = _straight_and_resumed(tmp_path, [*densify, "--model.framing.learn=true"])
+    assert a["state_dict"]["framing.params"].abs().sum() > 0, "the framing never moved"
     assert a["global_step"] == b["global_step"] == 5
     assert a["ds4d"]["densify_totals"] == b["ds4d"]["densify_totals"]
     assert sum(a["ds4d"]["densify_totals"].values()) > 0, "densification never ran"
