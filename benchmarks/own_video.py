@@ -86,6 +86,7 @@ def fit_args(a: argparse.Namespace, data: Path, row: str, seed: int) -> list[str
         f"--model.schedule.fine_steps={a.fine_steps}",
         f"--seed_everything={seed}", f"--model.seed={seed}",
         *QUIET_FIT_ARGS,
+        *a.override,
     ]  # fmt: skip
 
 
@@ -169,6 +170,7 @@ def main() -> None:
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--coarse_steps", type=int, default=150)
     p.add_argument("--fine_steps", type=int, default=450)
+    p.add_argument("--override", action="append", default=[], help="extra ds4d fit argument")
     a = p.parse_args()
     with tempfile.TemporaryDirectory(prefix="ds4d-own-") as tmp:
         tmp = Path(tmp)

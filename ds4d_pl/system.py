@@ -281,9 +281,9 @@ class DS4DSystem(pl.LightningModule):
         train = self.scene.train
         if train.num_views == self.scene.num_input_views:
             # A preset for generated views may meet a clip without any: nothing to learn.
-            rank_zero_warn(
-                f"model.framing.learn=true but scene {self.scene.name!r} has no pseudo views "
-                "(every training view is a real observation); training without it"
+            rank_zero_info(
+                f"ds4d: model.framing.learn is on but scene {self.scene.name!r} has no pseudo "
+                "views (every training view is a real observation); nothing to learn"
             )
             self.framing = None
             return
