@@ -107,17 +107,13 @@ class FramingCorrection(nn.Module):
     ) -> RenderOutput:
         """``out`` with its pseudo-view images moved by their learned framing (real views,
         and a batch without pseudo views, are returned as they are)."""
-        pseudo = ~is_input.to(torch.bool).cpu()
-        if not bool(pseudo.any()):
+        pseudo = (~is_input.to(torch.bool)).nonzero()[:, 0].cpu()
+        if len(pseudo) == 0:
             return out
         h, w = out.rgb.shape[1:3]
-        scale, shift = self.transform(view_ids.cpu(), frame_ids.cpu())
-        one = torch.ones_like(scale)
-        # Real views keep the identity, exactly, without a resampling pass of their own.
-        scale = torch.where(pseudo.to(scale.device), scale, one)
-        shift = shift * pseudo.to(shift.device)[:, None].to(shift.dtype)
+        scale, shift = self.transform(view_ids.cpu()[pseudo], frame_ids.cpu()[pseudo])
         px = torch.tensor([float(w), float(h)], dtype=shift.dtype, device=shift.device)
-        idx = pseudo.nonzero()[:, 0].to(out.rgb.device)
+        idx = pseudo.to(out.rgb.device)
         sub = RenderOutput(
             rgb=out.rgb[idx],
             alpha=out.alpha[idx],
@@ -125,7 +121,8 @@ class FramingCorrection(nn.Module):
             means2d=out.means2d,
             radii=out.radii,
         )
-        moved = warp_render(sub, scale[idx.cpu()], shift[idx.cpu()] * px, background)
+        moved = warp_render(sub, scale, shift * px, background)
+        # Real views keep their render exactly, without a resampling pass of their own.
         rgb, alpha, depth = out.rgb.clone(), out.alpha.clone(), out.depth.clone()
         rgb[idx], alpha[idx], depth[idx] = moved.rgb, moved.alpha, moved.depth
         return RenderOutput(rgb=rgb, alpha=alpha, depth=depth, means2d=out.means2d, radii=out.radii)
