@@ -405,6 +405,8 @@ def merge(a: argparse.Namespace, paths: list[str], out_path: Path) -> None:
     scenes: dict[str, str] = {}
     for path in paths:
         data = json.loads(Path(path).read_text())
+        if not isinstance(data, dict):
+            raise SystemExit(f"{path}: not a results file of variants (a --curve file?)")
         for variant, r in data.items():
             if variant not in VARIANTS:
                 raise SystemExit(f"{path}: unknown variant {variant!r}")
