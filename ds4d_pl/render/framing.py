@@ -92,9 +92,14 @@ class FramingCorrection(nn.Module):
     def transform(self, view_ids: Tensor, frame_ids: Tensor) -> tuple[Tensor, Tensor]:
         """Scales ``(B,)`` and shifts ``(B, 2)`` (fractions of the image side) of samples."""
         rows = frame_ids if self.cfg.per == "frame" else torch.zeros_like(frame_ids)
-        p = self.params[view_ids.to(self.params.device), rows.to(self.params.device)]
-        scale = torch.exp(self.cfg.max_scale * torch.tanh(p[:, 0]))
-        shift = self.cfg.max_shift * torch.tanh(p[:, 1:])
+        return self._bounded(
+            self.params[view_ids.to(self.params.device), rows.to(self.params.device)]
+        )
+
+    def _bounded(self, p: Tensor) -> tuple[Tensor, Tensor]:
+        """Scales ``(...)`` and shifts ``(..., 2)`` of raw parameters ``(..., 3)``."""
+        scale = torch.exp(self.cfg.max_scale * torch.tanh(p[..., 0]))
+        shift = self.cfg.max_shift * torch.tanh(p[..., 1:])
         return scale, shift
 
     def forward(
@@ -133,9 +138,8 @@ class FramingCorrection(nn.Module):
         if not self.is_built:
             return {"scale": [], "shift_x": [], "shift_y": []}
         with torch.no_grad():
-            p = self.params[num_input_views:]
-            scale = torch.exp(self.cfg.max_scale * torch.tanh(p[..., 0])).mean(1)
-            shift = (self.cfg.max_shift * torch.tanh(p[..., 1:])).mean(1)
+            scale, shift = self._bounded(self.params[num_input_views:])
+            scale, shift = scale.mean(1), shift.mean(1)
         return {
             "scale": [float(x) for x in scale],
             "shift_x": [float(x) for x in shift[:, 0]],
