@@ -51,7 +51,7 @@ __all__ = [
     "ViewAlignment",
     "align_pseudo_views",
     "estimate_alignment",
-    "similarity_grid",
+    "similarity_resample",
     "similarity_warp",
 ]
 
@@ -88,20 +88,26 @@ class ViewAlignment:
         return d
 
 
-def similarity_grid(scale: Tensor, shift: Tensor, height: int, width: int) -> Tensor:
-    """The ``grid_sample`` grid of ``A(x) = c + scale * (x - c) + shift`` (output pixel ``x``
-    reads input ``A⁻¹(x)``), differentiable in ``scale`` ``(N,)`` and ``shift`` ``(N, 2)``
-    (pixels); ``(N, H, W, 2)``, ``align_corners=False``."""
+def similarity_resample(x: Tensor, scale: Tensor, shift: Tensor) -> Tensor:
+    """Resample channels-last images ``(N, H, W, C)`` so that output pixel ``x`` reads input
+    ``A⁻¹(x)``, ``A(x) = c + scale * (x - c) + shift`` (``c`` the image centre); bilinear, zero
+    outside the image, differentiable in ``x``, ``scale`` ``(N,)`` and ``shift`` ``(N, 2)``
+    (pixels). Callers pass premultiplied channels, so what enters from outside is empty."""
+    n, h, w, _ = x.shape
     # affine_grid maps output to input in normalised coordinates (the image spans [-1, 1], so a
     # pixel is 2 / W wide): n_in = (n_out - shift_n) / scale.
     inv = 1.0 / scale
     zero = torch.zeros_like(scale)
-    tx = -(2.0 * shift[:, 0] / width) / scale
-    ty = -(2.0 * shift[:, 1] / height) / scale
+    tx = -(2.0 * shift[:, 0] / w) / scale
+    ty = -(2.0 * shift[:, 1] / h) / scale
     theta = torch.stack(
         [torch.stack([inv, zero, tx], dim=-1), torch.stack([zero, inv, ty], dim=-1)], dim=1
     )
-    return F.affine_grid(theta, [scale.shape[0], 1, height, width], align_corners=False)
+    grid = F.affine_grid(theta, [n, 1, h, w], align_corners=False)
+    y = F.grid_sample(
+        x.permute(0, 3, 1, 2), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+    )
+    return y.permute(0, 2, 3, 1)
 
 
 def similarity_warp(
@@ -126,10 +132,7 @@ def similarity_warp(
     n, h, w, _ = rgb.shape
     scale = torch.as_tensor(scale, dtype=rgb.dtype).reshape(n)
     shift = torch.as_tensor(shift, dtype=rgb.dtype).reshape(n, 2)
-    grid = similarity_grid(scale, shift, h, w)
-    x = torch.cat([rgb * alpha, alpha], dim=-1).permute(0, 3, 1, 2)
-    y = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    y = y.permute(0, 2, 3, 1)
+    y = similarity_resample(torch.cat([rgb * alpha, alpha], dim=-1), scale, shift)
     a = y[..., 3:].clamp(0.0, 1.0)
     colour = torch.where(
         a > 1e-4, y[..., :3] / a.clamp_min(1e-4), torch.full_like(y[..., :3], fill)

@@ -20,11 +20,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ds4d_pl.config import FramingConfig
-from ds4d_pl.data.align import similarity_grid
+from ds4d_pl.data.align import similarity_resample
 from ds4d_pl.render.base import RenderOutput
 
 
@@ -44,13 +43,10 @@ def warp_render(
         ``means2d`` and ``radii`` are the original ones (densification reads the gradient that
         reaches the unmoved projection).
     """
-    c, h, w, _ = out.rgb.shape
     bg = background.to(out.rgb)
     premult = out.rgb - (1.0 - out.alpha) * bg
-    stacked = torch.cat([premult, out.alpha, out.depth * out.alpha], dim=-1).permute(0, 3, 1, 2)
-    grid = similarity_grid(scale.to(out.rgb), shift.to(out.rgb), h, w)
-    moved = F.grid_sample(stacked, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
-    moved = moved.permute(0, 2, 3, 1)
+    stacked = torch.cat([premult, out.alpha, out.depth * out.alpha], dim=-1)
+    moved = similarity_resample(stacked, scale.to(out.rgb), shift.to(out.rgb))
     alpha = moved[..., 3:4].clamp(0.0, 1.0)
     rgb = moved[..., :3] + (1.0 - alpha) * bg
     depth = torch.where(
