@@ -73,8 +73,9 @@ def pseudo_view_args(a: argparse.Namespace, seed: int) -> list[str]:
     return ["--data.synthetic.pseudo_views=degraded", f"--data.synthetic.degrade.seed={seed}"]
 
 
-def run_one(a: argparse.Namespace, motion: str, row: str, seed: int, tmp: Path) -> dict:
-    args = [
+def fit_args(a: argparse.Namespace, motion: str, row: str, seed: int) -> list[str]:
+    """The ``ds4d fit`` arguments of one (motion, row, seed) at the shared budget."""
+    return [
         "-c",
         str(REPO / "configs" / "base.yaml"),
         "-c",
@@ -85,8 +86,11 @@ def run_one(a: argparse.Namespace, motion: str, row: str, seed: int, tmp: Path) 
         f"--seed_everything={seed}",
         *budget_args(a),
         *pseudo_view_args(a, seed),
-        *a.override,
     ]
+
+
+def run_one(a: argparse.Namespace, motion: str, row: str, seed: int, tmp: Path) -> dict:
+    args = [*fit_args(a, motion, row, seed), *a.override]
     run_dir = tmp / f"{motion}_{row}_{seed}"
     label = f"{motion}/{row}/seed {seed}"
     result = run_fit(args, run_dir, a.jobs, label, METRICS)

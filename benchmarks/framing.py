@@ -24,7 +24,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ablation import budget_args, pseudo_view_args
+from ablation import fit_args
 from fit_runs import REPO, run_fit
 
 METRICS = ("psnr", "dyn_psnr_pooled")
@@ -32,16 +32,7 @@ METRICS = ("psnr", "dyn_psnr_pooled")
 
 def one(a: argparse.Namespace, seed: int, tmp: Path) -> dict:
     args = [
-        "-c",
-        str(REPO / "configs" / "base.yaml"),
-        "-c",
-        str(REPO / "configs" / "ablation" / f"{a.row}.yaml"),
-        f"--data.synthetic.motion={a.motion}",
-        f"--data.synthetic.seed={seed}",
-        f"--model.seed={seed}",
-        f"--seed_everything={seed}",
-        *budget_args(a),
-        *pseudo_view_args(a, seed),
+        *fit_args(a, a.motion, a.row, seed),
         "--model.framing.learn=true",
         f"--model.framing.per={a.per}",
     ]
