@@ -24,6 +24,10 @@ weights are present, as mean ± std over seeds and as per-seed differences to th
 ``--merge A.json B.json ...`` fits nothing: it builds one table from results files of the same
 scene written earlier (seeds added later with ``--first_seed``, variants run separately).
 
+``--budget F`` fits the variants at F times the preset's step budget (the same keys as the
+curve scales), to compare them where the baseline has plateaued. ``--merge`` accepts
+``--curve`` files too (their points are baseline runs) and refuses files of different budgets.
+
 ``--curve`` then fits the baseline at several step budgets (``--budgets`` times the preset's
 schedule, densification and opacity-reset steps scaled alike) and records its dynamic-region
 PSNR, to show where the baseline plateaus.
@@ -203,8 +207,14 @@ def markdown(results: dict, diffs: dict, a: argparse.Namespace, scene_text: str)
         scene_text,
         "",
         f"`ds4d fit -c configs/scene/{a.format}.yaml -c configs/ablation/<variant>.yaml` "
-        "(DS4D-DA: row_h, baseline: row_b); "
-        f"metrics on the {split}, mean ± std over seeds; dynamic PSNR over the exact "
+        "(DS4D-DA: row_h, baseline: row_b)"
+        + (
+            f" at {a.budget:g}x the preset's step budget ({budget_args(a.format, a.budget)[1]} "
+            "steps; coarse, fine, densification and opacity-reset steps scaled alike); "
+            if a.budget != 1
+            else "; "
+        )
+        + f"metrics on the {split}, mean ± std over seeds; dynamic PSNR over the exact "
         "moving-part masks; wall time of fit + test"
         + (f"; CPU limits: `{' '.join(CPU_LIMITS[a.format])}`" if CPU_LIMITS[a.format] else "")
         + (f", {a.jobs} runs sharing the CPU." if a.jobs > 1 else ", one run at a time."),
@@ -239,6 +249,13 @@ def markdown(results: dict, diffs: dict, a: argparse.Namespace, scene_text: str)
                     else f"{x['mean']:+.{digits}f} ± {x['std']:.{digits}f} ({x['better']}/{x['n']})"
                 )
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    unrecorded = sorted({p for r in results.values() for p in r.get("scene_not_recorded_in", [])})
+    if unrecorded:
+        lines += [
+            "",
+            f"Merged; the scene is not recorded in {', '.join(f'`{p}`' for p in unrecorded)} "
+            "(a --curve file from before curve files recorded it), which the same command wrote.",
+        ]
     if a.format == "dnerf" and results:
         met = ", ".join(f"{n}: {'yes' if r['target_met'] else 'no'}" for n, r in results.items())
         lines += ["", f"Test PSNR ≥ {TARGET_PSNR:g} dB in under 10 minutes: {met}."]
@@ -301,7 +318,7 @@ def run_curve(a: argparse.Namespace, scene: Path, tmp: Path, out_path: Path, tex
     points = []
     for b in budgets:
         point = summarise(done[b], (*METRICS, "wall_s"))
-        points.append({"budget": b, "steps": budget_args(a.format, b)[1], **point})
+        points.append({"budget": b, "steps": budget_args(a.format, b)[1], "scene": text, **point})
     curve_json = out_path.with_name(f"{out_path.stem}_curve.json")
     curve_json.write_text(json.dumps(points, indent=2) + "\n")
     md = curve_markdown(points, a, text)
@@ -325,6 +342,9 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=1)
     p.add_argument("--scene", default=None, help="existing scene folder (else written)")
     p.add_argument("--override", action="append", default=[], help="extra ds4d fit argument")
+    p.add_argument(
+        "--budget", type=float, default=1.0, help="the variants' multiple of the preset schedule"
+    )
     p.add_argument("--curve", action="store_true", help="also fit the baseline at --budgets")
     p.add_argument("--budgets", default="0.25,0.5,1,2,4", help="multiples of the preset schedule")
     p.add_argument("--skip_variants", action="store_true", help="only the --curve runs")
@@ -339,6 +359,8 @@ def main() -> None:
     a.frames = a.frames or (60 if a.format == "dnerf" else 20)
     if a.seeds < 1:
         raise SystemExit(f"--seeds must be >= 1, got {a.seeds}")
+    if a.budget <= 0:
+        raise SystemExit(f"--budget must be a positive multiple, got {a.budget}")
     if a.first_seed < 0:
         raise SystemExit(f"--first_seed must be >= 0, got {a.first_seed}")
     variants = a.variants.split(",")
@@ -370,7 +392,10 @@ def run_variants(
     done: dict[str, list[dict]] = {}
     tasks = [(v, s) for s in range(a.first_seed, a.first_seed + a.seeds) for v in variants]
     with ThreadPoolExecutor(max_workers=a.jobs) as pool:
-        futures = [(t, pool.submit(run_one, a, *t, scene, tmp)) for t in tasks]
+        extra, tag = (
+            (budget_args(a.format, a.budget)[0], f"x{a.budget:g}") if a.budget != 1 else ([], "")
+        )
+        futures = [(t, pool.submit(run_one, a, *t, scene, tmp, extra, tag)) for t in tasks]
         for (variant, _seed), fut in futures:
             result = fut.result()
             print(variant, result, flush=True)
@@ -389,6 +414,7 @@ def write_results(results: dict, a: argparse.Namespace, out_path: Path, text: st
     diffs = {}
     for v, r in results.items():
         r["scene"] = text
+        r["budget"] = a.budget
         if v != "baseline" and "baseline" in results:
             diffs[v] = r["paired_vs_baseline"] = paired(r["seeds"], results["baseline"]["seeds"])
     # One entry per variant at the top level (what notebooks/02_ablation_results.ipynb reads).
@@ -398,31 +424,58 @@ def write_results(results: dict, a: argparse.Namespace, out_path: Path, text: st
     print(md)
 
 
+def _entries(path: str) -> list[tuple[str, dict]]:
+    """(variant, summary) pairs of a results file; a ``--curve`` file's points are baseline
+    runs, each at its own budget."""
+    data = json.loads(Path(path).read_text())
+    if isinstance(data, list):
+        return [("baseline", point) for point in data]
+    if not isinstance(data, dict):
+        raise SystemExit(f"{path}: neither a results file of variants nor a --curve file")
+    for variant in data:
+        if variant not in VARIANTS:
+            raise SystemExit(f"{path}: unknown variant {variant!r}")
+    return list(data.items())
+
+
 def merge(a: argparse.Namespace, paths: list[str], out_path: Path) -> None:
-    """One table from earlier results files of the same scene (e.g. seeds run on different
-    days with ``--first_seed``): every (variant, seed) once, summarised and paired again."""
+    """One table from earlier results files of the same scene and budget (e.g. seeds run on
+    different days with ``--first_seed``, or a curve point as the baseline): every (variant,
+    seed) once, summarised and paired again."""
     runs: dict[str, dict[int, dict]] = {}
     scenes: dict[str, str] = {}
+    budgets: dict[str, float] = {}
+    unrecorded: list[str] = []
     for path in paths:
-        data = json.loads(Path(path).read_text())
-        if not isinstance(data, dict):
-            raise SystemExit(f"{path}: not a results file of variants (a --curve file?)")
-        for variant, r in data.items():
-            if variant not in VARIANTS:
-                raise SystemExit(f"{path}: unknown variant {variant!r}")
-            scenes[path] = r.get("scene", "")
-            if len(set(scenes.values())) != 1:
+        for variant, r in _entries(path):
+            budgets[path] = float(r.get("budget", 1.0))
+            if len(set(budgets.values())) != 1:
+                listed = "; ".join(f"{p}: {b:g}x" for p, b in budgets.items())
+                raise SystemExit(f"the files were fitted at different budgets: {listed}")
+            if r.get("scene"):
+                scenes[path] = r["scene"]
+            elif path not in unrecorded:
+                # Curve files written before they recorded their scene.
+                unrecorded.append(path)
+            if len(set(scenes.values())) > 1:
                 listed = "; ".join(f"{p}: {t}" for p, t in scenes.items())
                 raise SystemExit(f"the files were measured on different scenes: {listed}")
             for run in r["seeds"]:
                 if run["seed"] in runs.setdefault(variant, {}):
                     raise SystemExit(f"{path}: {variant} seed {run['seed']} is in two files")
                 runs[variant][run["seed"]] = run
+    if not scenes:
+        raise SystemExit("no file records its scene; merge at least one results file of variants")
+    a.budget = next(iter(budgets.values()))
     results = {
         v: summarise_variant(sorted(runs[v].values(), key=lambda r: r["seed"]), a.format)
         for v in VARIANTS
         if v in runs
     }
+    for r in results.values():
+        r["merged_from"] = list(paths)
+        if unrecorded:
+            r["scene_not_recorded_in"] = unrecorded
     write_results(results, a, out_path, next(iter(scenes.values())))
 
 
