@@ -550,10 +550,10 @@ def test_bad_cond_raises_with_widths() -> None:
     conditioned = build_field(small_cfg(), cond_dim=5)
     with pytest.raises(ValueError, match=r"cond_dim=5.*\(4, 3\)"):
         conditioned(torch.zeros(4, 3), 0.5, torch.zeros(4, 3))
-    with pytest.raises(ValueError, match="cond_dim=5 but cond is None"):
+    with pytest.raises(ValueError, match="cond_dim=5 but no conditioning was given"):
         conditioned(torch.zeros(4, 3), 0.5)
     plain = build_field(small_cfg(), cond_dim=0)
-    with pytest.raises(ValueError, match="width 5.*cond_dim=0"):
+    with pytest.raises(ValueError, match=r"shape \(4, 5\).*cond_dim=0"):
         plain(torch.zeros(4, 3), 0.5, torch.zeros(4, 5))
 
 

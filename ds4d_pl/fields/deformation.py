@@ -29,6 +29,7 @@ from torch import Tensor, nn
 from ds4d_pl.config import FieldConfig
 from ds4d_pl.fields.hashgrid import HashGrid4D
 from ds4d_pl.fields.hexplane import BoundedEncoding, HexPlane
+from ds4d_pl.fields.trunk import check_cond, relu_stack
 
 #: Output width of every head, by delta key.
 HEAD_DIMS: dict[str, int] = {
@@ -38,6 +39,7 @@ HEAD_DIMS: dict[str, int] = {
     "logit_opacities": 1,
     "sh_dc": 3,
 }
+_HOW = "build it with build_field(cfg, cond_dim=...) to condition it"
 #: Delta keys of checkpoints written before the keys took the table names.
 LEGACY_HEAD_KEYS: dict[str, str] = {"scales": "log_scales", "opacities": "logit_opacities"}
 
@@ -113,11 +115,7 @@ class DeformationField(nn.Module):
             width = cfg.hidden
         else:
             self.fusion = None
-        layers: list[nn.Module] = []
-        for _ in range(cfg.depth):
-            layers += [nn.Linear(width, cfg.hidden), nn.ReLU()]
-            width = cfg.hidden
-        self.mlp = nn.Sequential(*layers)
+        self.mlp, width = relu_stack(width, cfg.hidden, cfg.depth)
         self.keys = ["means", "quats", "log_scales"]
         if cfg.deform_opacity:
             self.keys.append("logit_opacities")
@@ -151,26 +149,6 @@ class DeformationField(nn.Module):
             if module is not None:
                 yield from module.parameters()
 
-    def _check_cond(self, cond: Tensor | None, n: int) -> None:
-        if self.cond_dim == 0:
-            if cond is not None:
-                raise ValueError(
-                    "DeformationField: got cond of width "
-                    f"{cond.shape[-1] if cond.ndim else 0} but the field was built with "
-                    "cond_dim=0; build it with build_field(cfg, cond_dim=...) to condition it"
-                )
-            return
-        if cond is None:
-            raise ValueError(
-                f"DeformationField: built with cond_dim={self.cond_dim} but cond is None; pass an "
-                f"(N, {self.cond_dim}) conditioning feature"
-            )
-        if cond.ndim != 2 or cond.shape != (n, self.cond_dim):
-            raise ValueError(
-                f"DeformationField: cond must have shape (N={n}, cond_dim={self.cond_dim}), got "
-                f"{tuple(cond.shape)}"
-            )
-
     def fusion_inputs(self, feat: Tensor, cond: Tensor) -> tuple[Tensor, Tensor]:
         """The two inputs of the fusion layer: the encoding and conditioning features, each
         layer-normalised when ``fusion_norm`` is ``layernorm``, the latter gated when
@@ -198,7 +176,7 @@ class DeformationField(nn.Module):
         """
         feat = self.encoding(means, t)  # validates means and t
         n = means.shape[0]
-        self._check_cond(cond, n)
+        check_cond("DeformationField", cond, n, self.cond_dim, _HOW)
         if self.fusion is not None:
             feat = self.fusion(torch.cat(self.fusion_inputs(feat, cond), dim=-1))
         hidden = self.mlp(feat)

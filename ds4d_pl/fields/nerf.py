@@ -35,6 +35,7 @@ from torch import Tensor, nn
 from ds4d_pl.config import FieldConfig
 from ds4d_pl.fields.deformation import build_encoding
 from ds4d_pl.fields.hexplane import aabb_from_points, check_query
+from ds4d_pl.fields.trunk import check_cond, relu_stack
 
 DensityActivation = Literal["exp", "softplus", "relu"]
 Sampler = Literal["uniform", "proposal", "occupancy"]
@@ -55,7 +56,8 @@ class NeRFConfig:
         grid: The space-time encoding, read through
             :func:`~ds4d_pl.fields.deformation.build_encoding`: ``encoding`` and its sizes
             (``plane_resolution`` ... ``hash_backend``). The deformation-MLP keys of that
-            dataclass (``hidden``, ``depth``) are not read here; ``deform_opacity`` and
+            dataclass (``hidden``, ``depth``, ``fusion_norm``, ``cond_gate``) are not read here
+            (a conditioned NeRF concatenates its two inputs as they are); ``deform_opacity`` and
             ``deform_color`` must stay off (they mean nothing for a radiance field).
         hidden: Width of the trunk and of the colour head.
         depth: Hidden layers of the shared trunk (after the optional conditioning fusion).
@@ -268,16 +270,9 @@ class NeRFField(nn.Module):
             width = cfg.hidden
         else:
             self.fusion = None
-        layers: list[nn.Module] = []
-        for _ in range(cfg.depth):
-            layers += [nn.Linear(width, cfg.hidden), nn.ReLU()]
-            width = cfg.hidden
-        self.trunk = nn.Sequential(*layers)
+        self.trunk, width = relu_stack(width, cfg.hidden, cfg.depth)
         self.density_head = nn.Linear(width, 1)
-        color: list[nn.Module] = []
-        for _ in range(cfg.color_depth):
-            color += [nn.Linear(width, cfg.hidden), nn.ReLU()]
-            width = cfg.hidden
+        color, width = relu_stack(width, cfg.hidden, cfg.color_depth)
         self.color_head = nn.Sequential(*color, nn.Linear(width, 3))
         self.density_activation = cfg.density_activation
         self.density_bias = float(cfg.density_bias)
@@ -331,28 +326,15 @@ class NeRFField(nn.Module):
             if module is not None:
                 yield from module.parameters()
 
-    def _check_cond(self, cond: Tensor | None, n: int) -> None:
-        if self.cond_dim == 0:
-            if cond is not None:
-                raise ValueError(
-                    f"NeRFField: got a conditioning feature of shape {tuple(cond.shape)} but the "
-                    "field was built with cond_dim=0; build it with NeRFField(cfg, cond_dim=...)"
-                )
-            return
-        if cond is None:
-            raise ValueError(
-                f"NeRFField: built with cond_dim={self.cond_dim} but no conditioning was given; "
-                f"pass an (N, {self.cond_dim}) feature (NeRFField.at(t, cond=...))"
-            )
-        if cond.shape != (n, self.cond_dim):
-            raise ValueError(
-                f"NeRFField: conditioning must have shape (N={n}, cond_dim={self.cond_dim}), got "
-                f"{tuple(cond.shape)}"
-            )
-
     def _hidden(self, x: Tensor, t: Tensor | float, cond: Tensor | None) -> Tensor:
         feat = self.encoding(x, t)  # validates x and t
-        self._check_cond(cond, x.shape[0])
+        check_cond(
+            "NeRFField",
+            cond,
+            x.shape[0],
+            self.cond_dim,
+            "build it with NeRFField(cfg, cond_dim=...)",
+        )
         if self.fusion is not None:
             assert cond is not None
             feat = self.fusion(torch.cat([feat, cond.to(feat.dtype)], dim=-1))
