@@ -171,8 +171,8 @@ class FramingConfig:
     Attributes:
         learn: Learn the correction (off: pseudo views are taken at their nominal framing).
         per: ``view`` (one similarity per pseudo view, the generator's framing error) or
-            ``frame`` (one per view and frame, which also absorbs per-frame jitter, with fewer
-            pixels constraining each).
+            ``frame`` (the view's shared similarity plus a residual per frame, centred over
+            the frames, which also absorbs per-frame jitter).
         max_scale: Bound on ``|log s|`` (tanh-squashed), so a view can never collapse.
         max_shift: Bound on ``|d|`` per axis, as a fraction of the image side.
     """

@@ -88,9 +88,46 @@ def test_learning_recovers_a_known_framing(per: str) -> None:
     assert abs(float(scale) - true_scale) < 0.01
     px = torch.tensor([w, h], dtype=torch.float32)
     assert torch.allclose(shift * px, true_shift, atol=0.3)
-    # Only the row that was used moved (the input view's row and other frames stay put).
+    # Only the view that was used moved (per frame: its shared entry and its residuals, which
+    # are centred over the frames); the input view's rows stay put.
     moved_rows = (framing.params.detach().abs().sum(-1) > 0).nonzero().tolist()
-    assert moved_rows == ([[1, 2]] if per == "frame" else [[1, 0]])
+    assert moved_rows == ([[1, k] for k in range(4)] if per == "frame" else [[1, 0]])
+
+
+def test_per_frame_learns_a_shared_error_from_every_frame_and_the_jitter_per_frame() -> None:
+    """A view framed too large in every frame, with a different small shift in each: the
+    shared entry takes the common scale from all frames, the residuals the per-frame shifts."""
+    rgb, alpha = _object()
+    h, w = alpha.shape[1:3]
+    scales = torch.tensor([1.06, 1.06, 1.06])
+    shifts = torch.tensor([[1.0, 0.0], [-1.0, 0.5], [0.0, -1.0]])
+    targets = []
+    for f in range(3):
+        t_rgb, t_alpha = similarity_warp(rgb, alpha, scales[f : f + 1], shifts[f : f + 1])
+        targets.append((t_rgb * t_alpha + (1 - t_alpha) * BG, t_alpha))
+    framing = FramingCorrection(FramingConfig(learn=True, per="frame"))
+    framing.build(num_views=2, num_frames=3)
+    opt = torch.optim.Adam(framing.parameters(), lr=0.02)
+    render = _render(rgb, alpha)
+    view, is_input = torch.tensor([1]), torch.tensor([False])
+    for step in range(600):
+        f = step % 3
+        moved = framing(render, view, torch.tensor([f]), is_input, BG)
+        loss = (moved.rgb - targets[f][0]).abs().mean() + (moved.alpha - targets[f][1]).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    px = torch.tensor([w, h], dtype=torch.float32)
+    with torch.no_grad():
+        for f in range(3):
+            scale, shift = framing.transform(view, torch.tensor([f]))
+            assert abs(float(scale) - 1.06) < 0.01
+            assert torch.allclose(shift * px, shifts[f : f + 1], atol=0.3)
+        shared_scale, _ = framing._bounded(framing.params[1, 0])
+    # The common error sits in the shared entry; the centred residuals only hold the jitter.
+    assert abs(float(shared_scale) - 1.06) < 0.01
+    summary = framing.summary(num_input_views=1)
+    assert abs(summary["scale"][0] - 1.06) < 0.01
 
 
 def test_real_views_are_never_moved() -> None:

@@ -61,14 +61,20 @@ class FramingCorrection(nn.Module):
     Parameters are bounded: ``log s = max_scale * tanh(p_0)`` and ``d = max_shift * tanh(p_1:3)``
     (times the image side), zero-initialised (the identity). The table holds a row for every
     training view so view ids index it directly; the rows of real views are never used and stay
-    zero.
+    zero. Per frame, ``p`` of view ``v`` at frame ``f`` is the view's shared entry plus the
+    frame's residual minus the mean residual of the view: the residuals can only describe how
+    frames differ, so the common part (a generator's per-view error) sits in the shared entry,
+    which every frame of the view trains, as fast as per view.
+    (A table of independent per-frame entries, each updated only when its frame is drawn,
+    recovered about half the framing error in the steps that per view recovers three quarters.)
 
     Args:
         cfg: The framing settings.
 
     Attributes:
-        params: ``(V, F, 3)`` raw parameters (``F`` = 1 per view, or the frame count); ``(0, 1,
-            3)`` until :meth:`build` (or a loaded state dict) sizes it.
+        params: ``(V, K, 3)`` raw parameters: ``K = 1`` per view; per frame ``K = 1 + F``, the
+            view's shared entry then one residual per frame. ``(0, 1, 3)`` until :meth:`build`
+            (or a loaded state dict) sizes it.
     """
 
     def __init__(self, cfg: FramingConfig) -> None:
@@ -78,7 +84,7 @@ class FramingCorrection(nn.Module):
 
     def build(self, num_views: int, num_frames: int) -> None:
         """Size the table for a scene with ``num_views`` training views of ``num_frames``."""
-        rows = num_frames if self.cfg.per == "frame" else 1
+        rows = 1 + num_frames if self.cfg.per == "frame" else 1
         self.params = nn.Parameter(torch.zeros(num_views, rows, 3, device=self.params.device))
 
     @property
@@ -87,10 +93,13 @@ class FramingCorrection(nn.Module):
 
     def transform(self, view_ids: Tensor, frame_ids: Tensor) -> tuple[Tensor, Tensor]:
         """Scales ``(B,)`` and shifts ``(B, 2)`` (fractions of the image side) of samples."""
-        rows = frame_ids if self.cfg.per == "frame" else torch.zeros_like(frame_ids)
-        return self._bounded(
-            self.params[view_ids.to(self.params.device), rows.to(self.params.device)]
-        )
+        views = view_ids.to(self.params.device)
+        raw = self.params[views, 0]
+        if self.cfg.per == "frame":
+            residuals = self.params[views, 1:]
+            frames = 1 + frame_ids.to(self.params.device)
+            raw = raw + self.params[views, frames] - residuals.mean(1)
+        return self._bounded(raw)
 
     def _bounded(self, p: Tensor) -> tuple[Tensor, Tensor]:
         """Scales ``(...)`` and shifts ``(..., 2)`` of raw parameters ``(..., 3)``."""
@@ -134,7 +143,10 @@ class FramingCorrection(nn.Module):
         if not self.is_built:
             return {"scale": [], "shift_x": [], "shift_y": []}
         with torch.no_grad():
-            scale, shift = self._bounded(self.params[num_input_views:])
+            raw = self.params[num_input_views:]
+            if self.cfg.per == "frame":
+                raw = raw[:, :1] + raw[:, 1:] - raw[:, 1:].mean(1, keepdim=True)
+            scale, shift = self._bounded(raw)
             scale, shift = scale.mean(1), shift.mean(1)
         return {
             "scale": [float(x) for x in scale],
