@@ -13,7 +13,7 @@ import copy
 from typing import Any
 
 #: Hyper-parameters :func:`upgrade_hparams` may rewrite.
-UPGRADED_HPARAMS = ("loss", "ablation", "conditioning", "renderer", "field", "optim")
+UPGRADED_HPARAMS = ("loss", "ablation", "conditioning", "renderer", "field", "optim", "framing")
 
 #: State-dict entries that moved under ``model.`` when the asset became ``DS4DModel``.
 _LEGACY_PREFIXES = ("background", "extent", "gaussians.", "field.", "conditioner.")
@@ -31,7 +31,8 @@ def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
     * ``optim.restart_at_fine`` did not exist: those runs decayed every rate over the whole run
       (``False``), which matters when one is resumed;
     * ``conditioning.exclude_own_frame`` did not exist: those models were trained with a
-      moving camera's own frame among its views (``False``).
+      moving camera's own frame among its views (``False``);
+    * ``framing.fix_gauge`` did not exist: those framings took every motion (``False``).
     """
     h = copy.deepcopy(hparams)
     loss = h.get("loss")
@@ -55,6 +56,8 @@ def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
         h["optim"] = {}
     if isinstance(h.get("optim"), dict):
         h["optim"].setdefault("restart_at_fine", False)
+    if isinstance(h.get("framing"), dict):
+        h["framing"].setdefault("fix_gauge", False)
     if h.get("renderer") == "torch_tiled":
         h["renderer"] = "torch"
     return h

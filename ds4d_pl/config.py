@@ -175,12 +175,18 @@ class FramingConfig:
             the frames, which also absorbs per-frame jitter).
         max_scale: Bound on ``|log s|`` (tanh-squashed), so a view can never collapse.
         max_shift: Bound on ``|d|`` per axis, as a fraction of the image side.
+        fix_gauge: Never take the framing that a similarity of the whole scene would explain
+            while the input views stay unchanged (with one input view: the object further away
+            and larger). Off, the pseudo views can absorb a wrong depth of the object, e.g.
+            one inherited from a visual hull carved off the true place, and the true novel
+            views then see it shifted (``benchmarks/results/own_video.md``).
     """
 
     learn: bool = False
     per: Literal["view", "frame"] = "view"
     max_scale: float = 0.25
     max_shift: float = 0.15
+    fix_gauge: bool = True
 
     def __post_init__(self) -> None:
         if self.per not in ("view", "frame"):

@@ -74,7 +74,7 @@ from ds4d_pl.model import DS4DModel
 from ds4d_pl.optim import build_optimizer, check_table, group_table, set_learning_rates
 from ds4d_pl.priors.sds import SDSConfig, SDSOutput, Zero123Guidance, Zero123SDS
 from ds4d_pl.render.base import GaussianParams, RenderOutput
-from ds4d_pl.render.framing import FramingCorrection
+from ds4d_pl.render.framing import FramingCorrection, framing_gauge
 from ds4d_pl.resume import data_fingerprint
 
 # Offset of the feature-dropout stream's seed: its own stream (without the rank, so DDP ranks
@@ -293,6 +293,19 @@ class DS4DSystem(pl.LightningModule):
             raise ValueError(
                 f"the checkpoint's pseudo-view framing has {self.framing.params.shape[0]} views, "
                 f"scene {self.scene.name!r} has {train.num_views}"
+            )
+        if self.framing_cfg.fix_gauge:
+            if self.model.is_nerf:
+                centre = self.model.field.aabb.mean(0)
+            else:
+                centre = self.model.gaussians.means.detach().mean(0)
+            self.framing.set_gauge(
+                framing_gauge(
+                    train.cameras_at(train.num_frames // 2),
+                    self.scene.num_input_views,
+                    centre,
+                    float(self.model.extent),
+                )
             )
         self.framing.to(self.device)
 

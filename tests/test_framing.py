@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import math
 from types import SimpleNamespace
 
 import pytest
 import torch
 
+from ds4d_pl.cameras import Cameras, orbit_cameras, zero123pp_cameras
 from ds4d_pl.config import FramingConfig
 from ds4d_pl.data.align import similarity_warp
 from ds4d_pl.render.base import RenderOutput
-from ds4d_pl.render.framing import FramingCorrection, warp_render
+from ds4d_pl.render.framing import (
+    FramingCorrection,
+    _emulating_framing,
+    framing_gauge,
+    warp_render,
+)
 from ds4d_pl.system import DS4DSystem
 
 BG = torch.tensor([1.0, 1.0, 1.0])
@@ -123,7 +130,7 @@ def test_per_frame_learns_a_shared_error_from_every_frame_and_the_jitter_per_fra
             scale, shift = framing.transform(view, torch.tensor([f]))
             assert abs(float(scale) - 1.06) < 0.01
             assert torch.allclose(shift * px, shifts[f : f + 1], atol=0.3)
-        shared_scale, _ = framing._bounded(framing.params[1, 0])
+        shared_scale = torch.exp(framing._view_table()[0][1])
     # The common error sits in the shared entry; the centred residuals only hold the jitter.
     assert abs(float(shared_scale) - 1.06) < 0.01
     summary = framing.summary(num_input_views=1)
@@ -205,7 +212,8 @@ def test_a_scene_without_pseudo_views_trains_without_it() -> None:
 
 def test_off_by_default_and_its_optimiser_group_only_when_on() -> None:
     assert DS4DSystem().framing is None
-    system = DS4DSystem(framing=FramingConfig(learn=True))
+    # (The gauge needs the scene's cameras and initial points: the fit below covers it.)
+    system = DS4DSystem(framing=FramingConfig(learn=True, fix_gauge=False))
     system.scene = SimpleNamespace(
         name="object", num_input_views=1, train=SimpleNamespace(num_views=7, num_frames=4)
     )
@@ -245,6 +253,8 @@ def test_a_fit_learns_logs_and_records_the_framing(run_dir) -> None:
     assert any(float(rows[-1][f"train/framing/scale_{k}"]) != 1.0 for k in range(1, 7))
     info = json.loads((run_dir / "run_info.json").read_text())
     record = info["pseudo_view_framing"]
+    # One input view: one motion of the object (depth with scale) it cannot see.
+    assert record["gauge_directions"] == 1
     assert record["per"] == "view" and sorted(record["views"], key=int) == [
         str(k) for k in range(1, 7)
     ]
@@ -252,3 +262,60 @@ def test_a_fit_learns_logs_and_records_the_framing(run_dir) -> None:
     ckpt = next(iter((run_dir / "checkpoints").glob("*.ckpt")))
     state = __import__("torch").load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     assert tuple(state["framing.params"].shape) == (7, 1, 3)
+
+
+def _rig(num_inputs: int) -> Cameras:
+    """Input camera(s) in front (and, with two, one at 90 degrees), then six Zero123++ views."""
+    inputs = orbit_cameras([0.0, 0.0][:num_inputs], [0.0, 90.0][:num_inputs], 64, 64)
+    return Cameras.cat([inputs, zero123pp_cameras(64, 64)])
+
+
+def test_the_gauge_is_the_one_motion_the_input_view_cannot_see() -> None:
+    """With one input view the gauge is one direction: the framing that moving the object
+    along the input's axis and scaling it about the input camera would cause; the input view's
+    own framing is untouched by it. A second input view from the side sees that motion too."""
+    cams = _rig(1)
+    basis = framing_gauge(cams, 1, torch.zeros(3), extent=1.0)
+    assert basis.shape == (21, 1)
+    assert torch.allclose(basis.T @ basis, torch.eye(1), atol=1e-5)
+    assert basis[:3].abs().max() == 0
+    # Scaling the scene about the input camera's centre by 5 %: the input image is unchanged,
+    # the pseudo views' framing changes, and all of that change lies in the gauge.
+    centre = cams.centers[0]
+    points = torch.randn(200, 3) * 0.3
+    moved = centre + 1.05 * (points - centre)
+    uv0, _ = cams.project(points)
+    uv1, _ = cams.project(moved)
+    assert (uv1[0] - uv0[0]).abs().max() < 1e-3
+    emulated = _emulating_framing(
+        cams, torch.zeros(3), torch.cat([0.05 * -centre, torch.tensor([math.log(1.05)])])
+    )
+    flat = emulated.reshape(-1)
+    flat[:3] = 0.0
+    residual = flat - basis @ (basis.T @ flat)
+    assert residual.norm() < 0.05 * flat.norm()
+    assert framing_gauge(_rig(2), 2, torch.zeros(3)).shape[1] == 0
+
+
+def test_the_correction_never_takes_the_gauge() -> None:
+    """Parameters pushed along the gauge give the identity; a single view's own error is kept
+    (mostly: only its small component along the gauge goes)."""
+    cams = _rig(1)
+    framing = FramingCorrection(FramingConfig(learn=True))
+    framing.build(num_views=7, num_frames=1)
+    framing.set_gauge(framing_gauge(cams, 1, torch.zeros(3)))
+    views, frames = torch.arange(7), torch.zeros(7, dtype=torch.long)
+    with torch.no_grad():
+        # Raw parameters whose bounded values are 0.2 x the gauge direction.
+        bounds = torch.tensor([0.25, 0.15, 0.15])  # max_scale, max_shift
+        framing.params[:, 0] = torch.atanh(0.2 * framing.gauge[:, 0].reshape(7, 3) / bounds)
+        scale, shift = framing.transform(views, frames)
+    assert torch.allclose(scale, torch.ones(7), atol=1e-3)
+    assert shift.abs().max() < 1e-3
+    with torch.no_grad():
+        framing.params.zero_()
+        framing.params[2, 0, 0] = 0.2  # view 2 framed 5 % too large
+        scale, _ = framing.transform(views, frames)
+    assert float(scale[2]) > 1.03 and (scale[[0, 1, 3, 4, 5, 6]] - 1).abs().max() < 0.01
+    with pytest.raises(ValueError, match="basis for 8 views"):
+        framing.set_gauge(torch.zeros(24, 1))

@@ -8,6 +8,15 @@ view, and ``A_v`` is learned with everything else. The real input views are neve
 fix the gauge (the object's size and position) that the pseudo views are explained against,
 and the other views constrain the depth the input cannot see.
 
+One motion of the whole object is invisible in the input view: scaling the scene about the
+input camera's centre (the object further away and larger, or nearer and smaller). Seen from the
+pseudo views it is a change of scale and shift per view, which the framing could absorb, so
+nothing would hold the object's depth: from a visual hull carved off the true place the model
+then stays there, and the true novel views see it shifted. :func:`framing_gauge` finds such
+motions from the cameras (those of a scene similarity that leave every input view unchanged),
+and the correction never takes their component: the object's depth is the reconstruction's to
+fit, the framing keeps what differs between views.
+
 The render is moved premultiplied (colour times coverage, and coverage), bilinearly, so what
 enters from outside the image is empty and is composited over the background again; at the
 identity the warp reads every pixel at its own centre and returns the render unchanged (to
@@ -22,6 +31,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ds4d_pl.cameras import Cameras
 from ds4d_pl.config import FramingConfig
 from ds4d_pl.data.align import similarity_resample
 from ds4d_pl.render.base import RenderOutput
@@ -55,6 +65,66 @@ def warp_render(
     return RenderOutput(rgb=rgb, alpha=alpha, depth=depth, means2d=out.means2d, radii=out.radii)
 
 
+def _emulating_framing(cams: Cameras, centre: Tensor, g: Tensor) -> Tensor:
+    """``(N, 3)`` framing (log-scale, shift as fractions of the side) that reproduces, in each
+    camera, the image motion of the scene similarity ``g = (dx, dy, dz, log k)`` (translation
+    and scale about ``centre``), to first order about the projection of ``centre``."""
+    uv0, z0 = cams.project(centre[None])
+    uv1, z1 = cams.project((centre + g[:3])[None])
+    scale = g[3] + torch.log(z0[:, 0] / z1[:, 0])
+    c_img = torch.tensor([cams.width / 2.0, cams.height / 2.0], dtype=uv0.dtype)
+    # The object's image moves as p -> p1 + s (p - p0): about the image centre that is a scale
+    # s and a shift p1 - c - s (p0 - c).
+    shift = uv1[:, 0] - c_img - torch.exp(scale)[:, None] * (uv0[:, 0] - c_img)
+    side = torch.tensor([float(cams.width), float(cams.height)], dtype=uv0.dtype)
+    return torch.cat([scale[:, None], shift / side], dim=-1)
+
+
+def framing_gauge(
+    cameras: Cameras, num_input_views: int, centre: Tensor, extent: float = 1.0
+) -> Tensor:
+    """Orthonormal basis ``(3 V, k)`` of the framing motions that a similarity of the whole
+    scene explains while leaving every input view unchanged.
+
+    Args:
+        cameras: The ``V`` training cameras of one frame, input views first.
+        num_input_views: How many leading cameras are real observations.
+        centre: ``(3,)`` the object's centre (the similarity's scale is about it).
+        extent: The object's size, the step of the finite differences.
+
+    Returns:
+        Columns over the flattened ``(V, 3)`` table of (log-scale, shift x, shift y); the input
+        views' rows are zero. ``k`` is 1 for one perspective input view (scale about its centre),
+        0 when the input views see every such motion.
+    """
+    cams = Cameras(cameras.c2w.double(), cameras.K.double(), cameras.width, cameras.height)
+    c = centre.detach().double().cpu()
+    cams = cams.to("cpu")
+    h = 1e-4 * max(float(extent), 1e-6)
+    steps = torch.eye(4, dtype=torch.float64) * torch.tensor([h, h, h, 1e-4], dtype=torch.float64)
+    # Response of every camera's framing to each of the 4 similarity parameters (central
+    # differences, per unit of the parameter).
+    jac = torch.stack(
+        [
+            (_emulating_framing(cams, c, d) - _emulating_framing(cams, c, -d)).reshape(-1)
+            / (2 * d.abs().max())
+            for d in steps
+        ],
+        dim=1,
+    )  # (3 V, 4)
+    inputs = jac[: 3 * num_input_views]
+    _, sv, vh = torch.linalg.svd(inputs, full_matrices=True)
+    rank = int((sv > 1e-6 * max(float(sv.max()), 1e-12)).sum()) if len(sv) else 0
+    null = vh[rank:].T  # (4, k) similarities the input views do not see
+    gauge = jac @ null
+    gauge[: 3 * num_input_views] = 0.0
+    if gauge.shape[1] == 0:
+        return gauge.float()
+    u, sg, _ = torch.linalg.svd(gauge, full_matrices=False)
+    keep = sg > 1e-6 * max(float(sg.max()), 1e-12)
+    return u[:, keep].float()
+
+
 class FramingCorrection(nn.Module):
     """One learned similarity per training view (or per view and frame), for pseudo views.
 
@@ -77,10 +147,24 @@ class FramingCorrection(nn.Module):
             (or a loaded state dict) sizes it.
     """
 
+    gauge: Tensor
+
     def __init__(self, cfg: FramingConfig) -> None:
         super().__init__()
         self.cfg = cfg
         self.params = nn.Parameter(torch.zeros(0, 1, 3))
+        # Derived from the cameras at every setup, so not saved.
+        self.register_buffer("gauge", torch.zeros(0, 0), persistent=False)
+
+    def set_gauge(self, basis: Tensor) -> None:
+        """The ``(3 V, k)`` orthonormal directions (:func:`framing_gauge`) the correction never
+        takes; ``k = 0``: none."""
+        if self.is_built and basis.shape[0] != 3 * self.params.shape[0]:
+            raise ValueError(
+                f"FramingCorrection.set_gauge: basis for {basis.shape[0] // 3} views, the table "
+                f"has {self.params.shape[0]}"
+            )
+        self.gauge = basis.to(self.params.device, self.params.dtype)
 
     def build(self, num_views: int, num_frames: int) -> None:
         """Size the table for a scene with ``num_views`` training views of ``num_frames``."""
@@ -94,18 +178,32 @@ class FramingCorrection(nn.Module):
     def transform(self, view_ids: Tensor, frame_ids: Tensor) -> tuple[Tensor, Tensor]:
         """Scales ``(B,)`` and shifts ``(B, 2)`` (fractions of the image side) of samples."""
         views = view_ids.to(self.params.device)
-        raw = self.params[views, 0]
+        log_scale, shift = self._view_table()
+        log_scale, shift = log_scale[views], shift[views]
         if self.cfg.per == "frame":
             residuals = self.params[views, 1:]
             frames = 1 + frame_ids.to(self.params.device)
-            raw = raw + self.params[views, frames] - residuals.mean(1)
-        return self._bounded(raw)
+            res = self.params[views, frames] - residuals.mean(1)
+            log_scale = log_scale + self.cfg.max_scale * torch.tanh(res[..., 0])
+            shift = shift + self.cfg.max_shift * torch.tanh(res[..., 1:])
+        return torch.exp(log_scale), shift
 
-    def _bounded(self, p: Tensor) -> tuple[Tensor, Tensor]:
-        """Scales ``(...)`` and shifts ``(..., 2)`` of raw parameters ``(..., 3)``."""
-        scale = torch.exp(self.cfg.max_scale * torch.tanh(p[..., 0]))
-        shift = self.cfg.max_shift * torch.tanh(p[..., 1:])
-        return scale, shift
+    def _view_table(self) -> tuple[Tensor, Tensor]:
+        """Log-scales ``(V,)`` and shifts ``(V, 2)`` of every view's shared entry, without
+        their component along the gauge."""
+        p = self.params[:, 0]
+        table = torch.cat(
+            [
+                self.cfg.max_scale * torch.tanh(p[:, :1]),
+                self.cfg.max_shift * torch.tanh(p[:, 1:]),
+            ],
+            dim=-1,
+        )
+        if self.gauge.numel():
+            flat = table.reshape(-1)
+            flat = flat - self.gauge @ (self.gauge.T @ flat)
+            table = flat.reshape(-1, 3)
+        return table[:, 0], table[:, 1:]
 
     def forward(
         self,
@@ -143,11 +241,14 @@ class FramingCorrection(nn.Module):
         if not self.is_built:
             return {"scale": [], "shift_x": [], "shift_y": []}
         with torch.no_grad():
-            raw = self.params[num_input_views:]
+            log_scale, shift = self._view_table()
+            log_scale, shift = log_scale[num_input_views:], shift[num_input_views:]
             if self.cfg.per == "frame":
-                raw = raw[:, :1] + raw[:, 1:] - raw[:, 1:].mean(1, keepdim=True)
-            scale, shift = self._bounded(raw)
-            scale, shift = scale.mean(1), shift.mean(1)
+                raw = self.params[num_input_views:, 1:]
+                res = raw - raw.mean(1, keepdim=True)
+                log_scale = log_scale + (self.cfg.max_scale * torch.tanh(res[..., 0])).mean(1)
+                shift = shift + (self.cfg.max_shift * torch.tanh(res[..., 1:])).mean(1)
+            scale = torch.exp(log_scale)
         return {
             "scale": [float(x) for x in scale],
             "shift_x": [float(x) for x in shift[:, 0]],
