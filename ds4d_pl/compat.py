@@ -32,7 +32,7 @@ def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
       (``False``), which matters when one is resumed;
     * ``conditioning.exclude_own_frame`` did not exist: those models were trained with a
       moving camera's own frame among its views (``False``);
-    * ``framing.fix_gauge`` did not exist: those framings took every motion (``False``).
+    * ``framing.gauge`` did not exist: those framings took every motion (``init``).
     """
     h = copy.deepcopy(hparams)
     loss = h.get("loss")
@@ -57,7 +57,7 @@ def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
     if isinstance(h.get("optim"), dict):
         h["optim"].setdefault("restart_at_fine", False)
     if isinstance(h.get("framing"), dict):
-        h["framing"].setdefault("fix_gauge", False)
+        h["framing"].setdefault("gauge", "init")
     if h.get("renderer") == "torch_tiled":
         h["renderer"] = "torch"
     return h

@@ -175,22 +175,32 @@ class FramingConfig:
             the frames, which also absorbs per-frame jitter).
         max_scale: Bound on ``|log s|`` (tanh-squashed), so a view can never collapse.
         max_shift: Bound on ``|d|`` per axis, as a fraction of the image side.
-        fix_gauge: Never take the framing that a similarity of the whole scene would explain
-            while the input views stay unchanged (with one input view: the object further away
-            and larger). Off, the pseudo views can absorb a wrong depth of the object, e.g.
-            one inherited from a visual hull carved off the true place, and the true novel
-            views then see it shifted (``benchmarks/results/own_video.md``).
+        gauge: What fixes the one motion of the whole object the input views cannot see (with
+            one input view: the object further away and larger), which a per-view framing
+            could otherwise absorb. ``views``: the pseudo views' average (the framing never
+            takes that motion); ``init``: the initial Gaussians (the framing may take it, so
+            the object keeps the depth it started at). ``auto``: ``init`` when the initial
+            Gaussians come from points or a mesh (an estimate independent of the generated
+            views), ``views`` when they are carved from those views (the hull inherits their
+            errors) or a sphere. Measured: a hull start with ``init`` lost 2.6 dB on the true
+            novel views (``benchmarks/results/own_video.md``); true points with ``views`` lost
+            up to 2.5 dB on a seed whose views share a common error
+            (``benchmarks/results/ablation_findings.md``).
     """
 
     learn: bool = False
     per: Literal["view", "frame"] = "view"
     max_scale: float = 0.25
     max_shift: float = 0.15
-    fix_gauge: bool = True
+    gauge: Literal["auto", "views", "init"] = "auto"
 
     def __post_init__(self) -> None:
         if self.per not in ("view", "frame"):
             raise ValueError(f"model.framing.per must be 'view' or 'frame', got {self.per!r}")
+        if self.gauge not in ("auto", "views", "init"):
+            raise ValueError(
+                f"model.framing.gauge must be 'auto', 'views' or 'init', got {self.gauge!r}"
+            )
         for name in ("max_scale", "max_shift"):
             value = getattr(self, name)
             if isinstance(value, bool) or not (0.0 < float(value) <= 1.0):

@@ -196,6 +196,8 @@ class DS4DSystem(pl.LightningModule):
         self._last_trust: Tensor | None = None
         #: The pseudo views' learned framing (``model.framing.learn``), sized in setup().
         self.framing = FramingCorrection(self.framing_cfg) if self.framing_cfg.learn else None
+        # "auto" resolves at setup, once the initial Gaussians' source is known.
+        self.framing_gauge: str = self.framing_cfg.gauge
         self.metrics = nn.ModuleDict(
             {f"{stage}_{split}": StageMetrics() for stage in ("val", "test") for split in SPLITS}
         )
@@ -294,7 +296,14 @@ class DS4DSystem(pl.LightningModule):
                 f"the checkpoint's pseudo-view framing has {self.framing.params.shape[0]} views, "
                 f"scene {self.scene.name!r} has {train.num_views}"
             )
-        if self.framing_cfg.fix_gauge:
+        self.framing_gauge = self.framing_cfg.gauge
+        if self.framing_gauge == "auto":
+            # Points or a mesh place the object independently of the generated views; a hull
+            # is carved from them and inherits their common error.
+            record = self.model.init_record or ""
+            independent = record.startswith(("scene_points", "mesh"))
+            self.framing_gauge = "init" if independent else "views"
+        if self.framing_gauge == "views":
             if self.model.is_nerf:
                 centre = self.model.field.aabb.mean(0)
             else:

@@ -177,6 +177,7 @@ def test_the_correction_is_bounded() -> None:
     ("kwargs", "key"),
     [
         ({"per": "pixel"}, "per"),
+        ({"gauge": "hull"}, "gauge"),
         ({"max_scale": 0.0}, "max_scale"),
         ({"max_shift": 2.0}, "max_shift"),
     ],
@@ -213,7 +214,7 @@ def test_a_scene_without_pseudo_views_trains_without_it() -> None:
 def test_off_by_default_and_its_optimiser_group_only_when_on() -> None:
     assert DS4DSystem().framing is None
     # (The gauge needs the scene's cameras and initial points: the fit below covers it.)
-    system = DS4DSystem(framing=FramingConfig(learn=True, fix_gauge=False))
+    system = DS4DSystem(framing=FramingConfig(learn=True, gauge="init"))
     system.scene = SimpleNamespace(
         name="object", num_input_views=1, train=SimpleNamespace(num_views=7, num_frames=4)
     )
@@ -222,7 +223,18 @@ def test_off_by_default_and_its_optimiser_group_only_when_on() -> None:
     assert system.hparams["framing"]["learn"] is True
 
 
-def test_a_fit_learns_logs_and_records_the_framing(run_dir) -> None:
+@pytest.mark.parametrize(
+    ("init_source", "gauge", "directions"),
+    [
+        # The synthetic object's own points place it independently of the pseudo views.
+        ("auto", "init", 0),
+        # A hull is carved from the pseudo views: their average fixes the depth instead.
+        ("hull", "views", 1),
+    ],
+)
+def test_a_fit_learns_logs_and_records_the_framing(
+    run_dir, init_source: str, gauge: str, directions: int
+) -> None:
     import csv
     import json
 
@@ -244,6 +256,7 @@ def test_a_fit_learns_logs_and_records_the_framing(run_dir) -> None:
             "--trainer.log_every_n_steps=1",
             "--test_after_fit=false",
             "--model.framing.learn=true",
+            f"--model.init.source={init_source}",
         ]
     )
     log = next(iter((run_dir / "lightning_logs").rglob("metrics.csv")))
@@ -253,8 +266,7 @@ def test_a_fit_learns_logs_and_records_the_framing(run_dir) -> None:
     assert any(float(rows[-1][f"train/framing/scale_{k}"]) != 1.0 for k in range(1, 7))
     info = json.loads((run_dir / "run_info.json").read_text())
     record = info["pseudo_view_framing"]
-    # One input view: one motion of the object (depth with scale) it cannot see.
-    assert record["gauge_directions"] == 1
+    assert record["gauge"] == gauge and record["gauge_directions"] == directions
     assert record["per"] == "view" and sorted(record["views"], key=int) == [
         str(k) for k in range(1, 7)
     ]
@@ -319,3 +331,12 @@ def test_the_correction_never_takes_the_gauge() -> None:
     assert float(scale[2]) > 1.03 and (scale[[0, 1, 3, 4, 5, 6]] - 1).abs().max() < 0.01
     with pytest.raises(ValueError, match="basis for 8 views"):
         framing.set_gauge(torch.zeros(24, 1))
+
+
+def test_a_checkpoint_from_before_the_gauge_keeps_its_free_framing() -> None:
+    from ds4d_pl.compat import upgrade_hparams
+
+    old = upgrade_hparams({"framing": {"learn": True, "per": "view"}})
+    assert old["framing"]["gauge"] == "init"
+    current = upgrade_hparams({"framing": {"learn": True, "gauge": "views"}})
+    assert current["framing"]["gauge"] == "views"

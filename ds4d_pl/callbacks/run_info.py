@@ -66,7 +66,9 @@ class RunInfo(pl.Callback):
         summary = framing.summary(n_in)
         info["pseudo_view_framing"] = {
             "per": framing.cfg.per,
-            # Motions of the whole object the framing was kept from absorbing (framing_gauge).
+            # What fixed the object's depth, and how many motions of the whole object the
+            # framing was kept from absorbing (framing_gauge).
+            "gauge": pl_module.framing_gauge,
             "gauge_directions": int(framing.gauge.shape[1]),
             "views": {
                 str(n_in + k): {key: round(values[k], 5) for key, values in summary.items()}
