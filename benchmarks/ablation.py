@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -34,7 +33,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fit_runs import QUIET_FIT_ARGS, REPO, run_fit, summarise
+from fit_runs import QUIET_FIT_ARGS, REPO, checkout_env, run_fit, summarise
 
 MOTIONS = ("static_only", "mostly_static", "dynamic_only")
 ROWS = ("row_b", "row_d", "row_e", "row_f", "row_g", "row_h")
@@ -107,7 +106,7 @@ def post_fit(run_dir: Path, label: str) -> dict:
         "--out",
         str(out),
     ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = checkout_env(OMP_NUM_THREADS="1")
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-3000:])

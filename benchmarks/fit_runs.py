@@ -16,6 +16,20 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+# This checkout's package, in this process and in every subprocess: an editable install points
+# at the checkout it was made from, so a benchmark run from another worktree would otherwise
+# fit with one version and analyse with another (a script's sys.path starts at benchmarks/).
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+
+def checkout_env(**extra: str) -> dict[str, str]:
+    """The environment for a subprocess of this checkout: ``PYTHONPATH`` starts at ``REPO``,
+    Hugging Face stays offline, plus ``extra``."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", **extra}
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH", "")) if p)
+    return env
+
 
 #: Arguments that keep a benchmark fit to training and one final test: no periodic validation,
 #: videos, exports or intermediate checkpoints.
@@ -56,7 +70,7 @@ def run_fit(
     """
     cmd = [sys.executable, "-m", "ds4d_pl.cli", "fit", *args]
     cmd.append(f"--trainer.default_root_dir={run_dir}")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    env = checkout_env()
     if jobs > 1:
         # Small tensors scale poorly across threads: one thread per concurrent run gets more
         # runs through the CPU than all threads per run (measured 32 s vs 35 s per run alone).

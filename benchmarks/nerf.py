@@ -31,7 +31,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fit_runs import QUIET_FIT_ARGS, REPO, fine_step_ms, summarise
+from fit_runs import QUIET_FIT_ARGS, REPO, checkout_env, fine_step_ms, summarise
 
 VARIANTS = ("gaussians_row_b", "gaussians_row_h", "nerf_row_b", "nerf_row_h")
 METRICS = ("psnr", "ssim", "dyn_psnr")
@@ -74,7 +74,7 @@ def run_one(a: argparse.Namespace, variant: str, seed: int, tmp: Path) -> dict:
     cmd.append(f"--trainer.default_root_dir={run_dir}")
     # One thread per run: small tensors scale poorly across threads, and concurrent runs
     # would otherwise fight over the cores (benchmarks/fit_runs.py).
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = checkout_env(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     start = time.perf_counter()
     log = run_dir.with_suffix(".log")
     with open(log, "w") as out:

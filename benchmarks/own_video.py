@@ -26,7 +26,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fit_runs import QUIET_FIT_ARGS, REPO, run_fit
+from fit_runs import QUIET_FIT_ARGS, REPO, checkout_env, run_fit
 
 ROWS = ("row_b", "row_h")
 #: Scores a user gets without ground truth (metrics.json keys).
@@ -48,7 +48,7 @@ GT = ("psnr", "dyn_psnr", "ssim")
 
 def _run(cmd: list[str]) -> float:
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=checkout_env())
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-3000:])
         raise SystemExit(f"failed: {' '.join(cmd)}")

@@ -48,7 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
-from fit_runs import QUIET_FIT_ARGS, REPO, run_fit, summarise
+from fit_runs import QUIET_FIT_ARGS, REPO, checkout_env, run_fit, summarise
 
 ABLATIONS = REPO / "configs" / "ablation"
 VARIANTS = {
@@ -92,7 +92,7 @@ def write_scene(root: Path, a: argparse.Namespace) -> None:
     cmd += [f"--motion={a.motion}", f"--num_frames={a.frames}", f"--resolution={a.resolution}"]
     if a.format == "n3dv":
         cmd += [f"--num_cameras={a.cameras}", "--background=room"]
-    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True)
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, env=checkout_env())
 
 
 def scene_args(a: argparse.Namespace, scene: Path) -> list[str]:

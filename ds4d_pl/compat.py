@@ -32,7 +32,8 @@ def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
       (``False``), which matters when one is resumed;
     * ``conditioning.exclude_own_frame`` did not exist: those models were trained with a
       moving camera's own frame among its views (``False``);
-    * ``framing.gauge`` did not exist: those framings took every motion (``init``).
+    * ``framing.gauge`` did not exist: those framings took every motion (``init``); it was
+      briefly ``fix_gauge`` (``True``: ``views``).
     """
     h = copy.deepcopy(hparams)
     loss = h.get("loss")
@@ -57,7 +58,11 @@ def upgrade_hparams(hparams: dict[str, Any]) -> dict[str, Any]:
     if isinstance(h.get("optim"), dict):
         h["optim"].setdefault("restart_at_fine", False)
     if isinstance(h.get("framing"), dict):
-        h["framing"].setdefault("gauge", "init")
+        framing = h["framing"]
+        if "fix_gauge" in framing:
+            # Briefly a boolean before it took three values.
+            framing.setdefault("gauge", "views" if framing.pop("fix_gauge") else "init")
+        framing.setdefault("gauge", "init")
     if h.get("renderer") == "torch_tiled":
         h["renderer"] = "torch"
     return h

@@ -338,5 +338,6 @@ def test_a_checkpoint_from_before_the_gauge_keeps_its_free_framing() -> None:
 
     old = upgrade_hparams({"framing": {"learn": True, "per": "view"}})
     assert old["framing"]["gauge"] == "init"
+    assert upgrade_hparams({"framing": {"fix_gauge": True}})["framing"] == {"gauge": "views"}
     current = upgrade_hparams({"framing": {"learn": True, "gauge": "views"}})
     assert current["framing"]["gauge"] == "views"
