@@ -43,11 +43,14 @@ def _colors_from_dc(g: CanonicalGaussians) -> torch.Tensor:
 
 
 def test_activation_ranges():
-    g = CanonicalGaussians.random_in_sphere(200, 0.5, sh_degree=1)
+    gen = torch.Generator().manual_seed(0)
+    g = CanonicalGaussians.random_in_sphere(200, 0.5, sh_degree=1, generator=gen)
     with torch.no_grad():
-        g.quats.normal_()
-        g.log_scales.normal_()
-        g.logit_opacities.normal_(std=5.0)
+        g.quats.copy_(torch.randn(g.quats.shape, generator=gen))
+        g.log_scales.copy_(torch.randn(g.log_scales.shape, generator=gen))
+        # Wide, but inside the range where float32's sigmoid stays strictly inside (0, 1) (it
+        # rounds to exactly 1 above a logit of about 16.6, which an unseeded N(0, 25) reached).
+        g.logit_opacities.copy_((torch.randn(200, generator=gen) * 5.0).clamp(-15.0, 15.0))
     p = g.activated()
     assert torch.allclose(p.quats.norm(dim=-1), torch.ones(200), atol=1e-5)
     assert (p.scales > 0).all()
