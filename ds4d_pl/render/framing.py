@@ -183,22 +183,21 @@ class FramingCorrection(nn.Module):
         if self.cfg.per == "frame":
             residuals = self.params[views, 1:]
             frames = 1 + frame_ids.to(self.params.device)
-            res = self.params[views, frames] - residuals.mean(1)
-            log_scale = log_scale + self.cfg.max_scale * torch.tanh(res[..., 0])
-            shift = shift + self.cfg.max_shift * torch.tanh(res[..., 1:])
+            d_log_scale, d_shift = self._bound(self.params[views, frames] - residuals.mean(1))
+            log_scale, shift = log_scale + d_log_scale, shift + d_shift
         return torch.exp(log_scale), shift
+
+    def _bound(self, p: Tensor) -> tuple[Tensor, Tensor]:
+        """Log-scales ``(...)`` and shifts ``(..., 2)`` of raw parameters ``(..., 3)``."""
+        return self.cfg.max_scale * torch.tanh(p[..., 0]), self.cfg.max_shift * torch.tanh(
+            p[..., 1:]
+        )
 
     def _view_table(self) -> tuple[Tensor, Tensor]:
         """Log-scales ``(V,)`` and shifts ``(V, 2)`` of every view's shared entry, without
         their component along the gauge."""
-        p = self.params[:, 0]
-        table = torch.cat(
-            [
-                self.cfg.max_scale * torch.tanh(p[:, :1]),
-                self.cfg.max_shift * torch.tanh(p[:, 1:]),
-            ],
-            dim=-1,
-        )
+        log_scale, shift = self._bound(self.params[:, 0])
+        table = torch.cat([log_scale[:, None], shift], dim=-1)
         if self.gauge.numel():
             flat = table.reshape(-1)
             flat = flat - self.gauge @ (self.gauge.T @ flat)
@@ -245,9 +244,8 @@ class FramingCorrection(nn.Module):
             log_scale, shift = log_scale[num_input_views:], shift[num_input_views:]
             if self.cfg.per == "frame":
                 raw = self.params[num_input_views:, 1:]
-                res = raw - raw.mean(1, keepdim=True)
-                log_scale = log_scale + (self.cfg.max_scale * torch.tanh(res[..., 0])).mean(1)
-                shift = shift + (self.cfg.max_shift * torch.tanh(res[..., 1:])).mean(1)
+                d_log_scale, d_shift = self._bound(raw - raw.mean(1, keepdim=True))
+                log_scale, shift = log_scale + d_log_scale.mean(1), shift + d_shift.mean(1)
             scale = torch.exp(log_scale)
         return {
             "scale": [float(x) for x in scale],
