@@ -22,12 +22,20 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _shown(path: str) -> str:
+    """``path`` as a user would type it from the repository root (absolute when outside)."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(REPO)) if resolved.is_relative_to(REPO) else str(resolved)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "demo.json"))
     p.add_argument("--config", default=str(REPO / "configs" / "demo.yaml"))
     p.add_argument("extra", nargs="*", help="extra ds4d fit arguments (after --)")
     a = p.parse_args()
+    # The fit runs in the repository root: a config named from elsewhere must not change meaning.
+    a.config = str(Path(a.config).resolve())
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = Path(tmp) / "demo"
         cmd = [
@@ -52,7 +60,7 @@ def main() -> None:
         metrics = json.loads((run_dir / "metrics.json").read_text())
         outputs = sorted(str(p.relative_to(run_dir)) for p in run_dir.rglob("*") if p.is_file())
     result = {
-        "command": " ".join(["ds4d", *cmd[3:5], "configs/demo.yaml", *a.extra]),
+        "command": " ".join(["ds4d", "fit", "-c", _shown(a.config), *a.extra]),
         "wall_time_s": round(wall, 1),
         "peak_rss_gb": round(peak_rss_gb, 3),
         "psnr": metrics["psnr"],

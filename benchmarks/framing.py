@@ -1,6 +1,7 @@
 """How well the learned framing (``model.framing``) recovers each degraded view's true error.
 
     python benchmarks/framing.py [--seeds 3] [--jobs 2] [--row row_b] [--per view]
+        [--override=--model.framing.gauge=views ...]
 
 Fits a row (default B) on the synthetic object's degraded pseudo views at the ablation budget
 (``benchmarks/ablation.py``'s arguments, ``--pseudo_views degraded``) with
@@ -35,6 +36,7 @@ def one(a: argparse.Namespace, seed: int, tmp: Path) -> dict:
         *fit_args(a, a.motion, a.row, seed),
         "--model.framing.learn=true",
         f"--model.framing.per={a.per}",
+        *a.override,
     ]
     run_dir = tmp / f"seed{seed}"
     result = run_fit(args, run_dir, a.jobs, f"{a.row}/seed {seed}", METRICS)
@@ -125,6 +127,12 @@ def main() -> None:
     p.add_argument("--fine_steps", type=int, default=450)
     p.add_argument("--resolution", type=int, default=64)
     p.add_argument("--frames", type=int, default=12)
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="extra ds4d fit argument for every run, e.g. --override=--model.framing.gauge=views",
+    )
     a = p.parse_args()
     a.pseudo_views = "degraded"
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(a.jobs) as pool:
@@ -134,7 +142,8 @@ def main() -> None:
     out = Path(a.out)
     out.write_text(json.dumps({"errors": errors(good), "runs": runs}, indent=2) + "\n")
     command = "python benchmarks/framing.py " + " ".join(
-        f"--{k} {getattr(a, k)}" for k in ("seeds", "jobs", "row", "per")
+        [f"--{k} {getattr(a, k)}" for k in ("seeds", "jobs", "row", "per")]
+        + [f"--override={o}" for o in a.override]
     )
     md = markdown(runs, a, command)
     out.with_suffix(".md").write_text(md)

@@ -197,6 +197,21 @@ class DS4DModel(nn.Module):
             return bool(self.extent > 0)
         return self.gaussians.num_gaussians > 0
 
+    @property
+    def placed_independently(self) -> bool:
+        """Whether the start (points or a mesh) placed the object without the generated views.
+
+        A hull is carved from the pseudo views and inherits their common framing error; a sphere
+        places nothing. Decides the framing's gauge under ``model.framing.gauge: auto``.
+        """
+        return (self.init_record or "").startswith(("scene_points", "mesh"))
+
+    def object_centre(self) -> Tensor:
+        """``(3,)`` centre of the object: the field's box for a NeRF, else the Gaussians' mean."""
+        if self.is_nerf:
+            return self.field.aabb.mean(0)
+        return self.gaussians.means.detach().mean(0)
+
     def initialise(self, scene: Scene4D, generator: torch.Generator) -> None:
         """Place the canonical Gaussians for ``scene`` and fit the field's box to them.
 

@@ -298,21 +298,13 @@ class DS4DSystem(pl.LightningModule):
             )
         self.framing_gauge = self.framing_cfg.gauge
         if self.framing_gauge == "auto":
-            # Points or a mesh place the object independently of the generated views; a hull
-            # is carved from them and inherits their common error.
-            record = self.model.init_record or ""
-            independent = record.startswith(("scene_points", "mesh"))
-            self.framing_gauge = "init" if independent else "views"
+            self.framing_gauge = "init" if self.model.placed_independently else "views"
         if self.framing_gauge == "views":
-            if self.model.is_nerf:
-                centre = self.model.field.aabb.mean(0)
-            else:
-                centre = self.model.gaussians.means.detach().mean(0)
             self.framing.set_gauge(
                 framing_gauge(
                     train.cameras_at(train.num_frames // 2),
                     self.scene.num_input_views,
-                    centre,
+                    self.model.object_centre(),
                     float(self.model.extent),
                 )
             )

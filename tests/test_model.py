@@ -6,6 +6,7 @@
 * per-Gaussian side tables never outlive a densification event, even one that clones as many
   Gaussians as it prunes;
 * every trainable parameter is in exactly one optimiser group;
+* the model says whether its start placed the object without the generated views, and where;
 * checkpoints written before the model existed still load and score identically.
 """
 
@@ -139,6 +140,21 @@ def test_parameter_groups_hold_every_trainable_parameter_once(scene) -> None:
     grouped = [id(p) for params in groups.values() for p in params]
     assert len(grouped) == len(set(grouped))
     assert set(grouped) == {id(p) for p in model.parameters() if p.requires_grad}
+
+
+@pytest.mark.parametrize(("source", "independent"), [("auto", True), ("hull", False)])
+def test_start_says_whether_it_placed_the_object_itself(scene, source, independent) -> None:
+    # The synthetic scene carries its surface points, so ``auto`` starts from them; a hull is
+    # carved from the pseudo views and so inherits their framing.
+    field = FieldConfig(plane_resolution=8, time_resolution=2, feature_dim=8, hidden=16)
+    init = GaussianInit(num=300, source=source)
+    model = DS4DModel(init, field, ROWS["none"], ConditioningConfig(cache_dir=""), "torch")
+    assert not model.placed_independently  # nothing placed yet
+    model.initialise(scene, torch.Generator().manual_seed(0))
+    assert model.init_record == ("scene_points" if source == "auto" else "hull")
+    assert model.placed_independently is independent
+    means = model.gaussians.means.detach()
+    assert torch.allclose(model.object_centre(), means.mean(0))
 
 
 def test_prepare_conditioning_is_required_before_conditioned_forwards(scene) -> None:
