@@ -49,6 +49,7 @@ POST_FIT = {
     "placebo_test.dyn_psnr_pooled": "placebo_dyn_psnr_pooled",
     "fusion.tv": "fusion_tv",
     "fusion.input_share": "fusion_input_share",
+    "placement.depth_ratio": "depth_ratio",
 }
 SUMMARY_KEYS = (*METRICS, *POST_FIT.values(), "num_gaussians", "step_ms")
 
