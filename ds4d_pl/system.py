@@ -42,7 +42,7 @@ from ds4d_pl.config import (
 )
 from ds4d_pl.data.datamodule import SPLITS
 from ds4d_pl.data.sampler import FrameSampler, step_generator
-from ds4d_pl.data.types import FrameBatch, composite
+from ds4d_pl.data.types import FrameBatch, Scene4D, composite
 from ds4d_pl.divergence import find_divergence
 from ds4d_pl.errors import DivergenceError
 from ds4d_pl.fields.nerf import NeRFConfig
@@ -80,6 +80,15 @@ from ds4d_pl.resume import data_fingerprint
 # Offset of the feature-dropout stream's seed: its own stream (without the rank, so DDP ranks
 # agree), so turning dropout on does not change which frames and views are drawn.
 _DROPOUT_SEED = 9_091
+# ds4d test warns when the evaluation draws the Gaussians at more than this factor (either way)
+# of the pixel scale they were fitted at, with what that cost on the synthetic object (row B,
+# full-frame PSNR against the same model drawn with the footprint it was fitted with:
+# benchmarks/post_fit.py, benchmarks/results/ablation_findings.md, "Training at 128²").
+RENDER_SCALE_TOLERANCE = 1.5
+RENDER_SCALE_COST = (
+    "on the synthetic object, fitted at 64² and drawn at 128²: 24 instead of 30 dB; fitted at "
+    "128² and drawn at 64²: 23.1 instead of 33.6 dB"
+)
 
 
 def _typed(cls: type, value: object) -> object:
@@ -663,6 +672,7 @@ class DS4DSystem(pl.LightningModule):
             return
         scene = self.scene
         if scene.eval is not None:
+            self._check_render_scale(scene)
             results = score_model(
                 self.render,
                 scene.eval,
@@ -688,6 +698,30 @@ class DS4DSystem(pl.LightningModule):
         results["num_gaussians"] = self.model.gaussians.num_gaussians
         results["init_source"] = self.model.init_record
         write_report(self.trainer.default_root_dir, results, title=scene.name)
+
+    def _check_render_scale(self, scene: Scene4D) -> None:
+        """Warn when the evaluation draws the Gaussians at another pixel scale than they were
+        fitted at: splats drawn larger show gaps between them, drawn smaller they alias, and
+        the scores then measure the drawing as much as the model."""
+        if self.model.is_nerf:
+            return  # volume rendering samples the field per pixel at any resolution
+        h, w = scene.eval.image_size
+        if self.benchmark_cfg.resolution:
+            h = w = self.benchmark_cfg.resolution
+        drawn = scene.eval.cameras_at(0).resized(w, h).K[:, 0, 0].median()
+        fitted = scene.train.cameras_at(0).K[:, 0, 0].median()
+        ratio = float(drawn / fitted)
+        if 1 / RENDER_SCALE_TOLERANCE <= ratio <= RENDER_SCALE_TOLERANCE:
+            return
+        th, tw = scene.train.image_size
+        rank_zero_warn(
+            f"ds4d test: scene {scene.name!r} is evaluated at {w}x{h}, {ratio:.2g}x the pixel "
+            f"scale its training views ({tw}x{th}) fitted the Gaussians at; drawn "
+            + ("larger they show gaps" if ratio > 1 else "smaller they alias")
+            + f" ({RENDER_SCALE_COST}), so the scores measure that too. Evaluate at the "
+            "training resolution (the data preset's eval_resolution, benchmark.resolution) or "
+            "train at the evaluation one"
+        )
 
     def predict_step(self, batch: dict, batch_idx: int) -> tuple[int, Tensor]:
         """Every evaluation view at one frame as straight RGBA (written by

@@ -4,6 +4,7 @@ Spec:
   * every YAML preset under ``configs/`` fits 2 steps on CPU (1 coarse + 1 fine);
   * ``fit`` writes the run directory of docs/design.md §8; ``test`` reloads the checkpoint and
     reproduces the metrics; ``--ckpt_path last`` resumes;
+  * the test says so when it draws the Gaussians at another pixel scale than they were fitted at;
   * a wrong key, a wrong type, a missing data root and a NaN loss each fail with a message naming
     the culprit, and a NaN loss leaves the last good checkpoint byte-identical.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -207,6 +209,32 @@ def test_fit_writes_the_run_directory_contract(run_dir: Path) -> None:
     again = run_dir.parent / "again"
     run(["fit", "-c", str(run_dir / "config.yaml"), f"--trainer.default_root_dir={again}"])
     assert (again / "checkpoints" / "last.ckpt").is_file()
+
+
+@pytest.mark.parametrize(("eval_resolution", "warned"), [(64, True), (32, False), (16, True)])
+def test_evaluation_at_another_scale_than_training_is_flagged(
+    run_dir: Path, eval_resolution: int, warned: bool
+) -> None:
+    args = [
+        "fit",
+        "-c",
+        str(CONFIGS / "demo.yaml"),
+        "--data.synthetic.num_frames=4",
+        "--data.synthetic.resolution=32",
+        f"--data.synthetic.eval_resolution={eval_resolution}",
+        *tiny_overrides(run_dir),
+        "--videos.enabled=false",
+        "--export.enabled=false",
+    ]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        run(args)
+    flagged = [str(w.message) for w in caught if "pixel scale" in str(w.message)]
+    assert bool(flagged) is warned
+    if warned:
+        side = f"{eval_resolution}x{eval_resolution}"
+        assert f"evaluated at {side}" in flagged[0] and "(32x32)" in flagged[0]
+        assert ("gaps" if eval_resolution > 32 else "alias") in flagged[0]
 
 
 def test_test_subcommand_reloads_checkpoint_and_reproduces_metrics(run_dir: Path) -> None:
