@@ -54,6 +54,20 @@ POST_FIT = {
 SUMMARY_KEYS = (*METRICS, *POST_FIT.values(), "num_gaussians", "step_ms")
 
 
+def add_budget_arguments(p: argparse.ArgumentParser) -> None:
+    """The shared budget's options (read by :func:`budget_args`) and ``--override``."""
+    p.add_argument("--coarse_steps", type=int, default=150)
+    p.add_argument("--fine_steps", type=int, default=450)
+    p.add_argument("--resolution", type=int, default=64)
+    p.add_argument("--frames", type=int, default=12)
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        help="extra ds4d fit argument for every run, e.g. --override=--model.optim.cond_lr=0.016",
+    )
+
+
 def budget_args(a: argparse.Namespace) -> list[str]:
     """The shared budget: identical for every row."""
     return [
@@ -208,16 +222,7 @@ def main() -> None:
         help="comma-separated presets of configs/ablation/ (the paper's rows, or e.g. ga_relative, "
         "row_h_trust, row_h_dropout)",
     )
-    p.add_argument("--coarse_steps", type=int, default=150)
-    p.add_argument("--fine_steps", type=int, default=450)
-    p.add_argument("--resolution", type=int, default=64)
-    p.add_argument("--frames", type=int, default=12)
-    p.add_argument(
-        "--override",
-        action="append",
-        default=[],
-        help="extra ds4d fit argument for every run, e.g. --override=--model.optim.cond_lr=0.016",
-    )
+    add_budget_arguments(p)
     p.add_argument(
         "--keep_runs",
         default=None,

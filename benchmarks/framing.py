@@ -25,7 +25,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ablation import fit_args
+from ablation import add_budget_arguments, fit_args
 from fit_runs import REPO, run_fit
 
 METRICS = ("psnr", "dyn_psnr_pooled")
@@ -123,16 +123,7 @@ def main() -> None:
     p.add_argument("--row", default="row_b")
     p.add_argument("--per", default="view", choices=["view", "frame"])
     p.add_argument("--motion", default="mostly_static")
-    p.add_argument("--coarse_steps", type=int, default=150)
-    p.add_argument("--fine_steps", type=int, default=450)
-    p.add_argument("--resolution", type=int, default=64)
-    p.add_argument("--frames", type=int, default=12)
-    p.add_argument(
-        "--override",
-        action="append",
-        default=[],
-        help="extra ds4d fit argument for every run, e.g. --override=--model.framing.gauge=views",
-    )
+    add_budget_arguments(p)
     a = p.parse_args()
     a.pseudo_views = "degraded"
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(a.jobs) as pool:

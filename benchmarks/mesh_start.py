@@ -25,7 +25,7 @@ import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from ablation import SUMMARY_KEYS, run_one
+from ablation import SUMMARY_KEYS, add_budget_arguments, run_one
 from fit_runs import REPO, summarise
 
 from ds4d_pl.data.parsers.synthetic import SyntheticConfig, make_synthetic_scene
@@ -122,13 +122,7 @@ def main() -> None:
     p.add_argument("--row", default="row_b")
     p.add_argument("--depth_scales", default="1.0,0.95", help="comma-separated factors")
     p.add_argument("--gauges", default="init,views", help="comma-separated: init, views")
-    p.add_argument("--coarse_steps", type=int, default=150)
-    p.add_argument("--fine_steps", type=int, default=450)
-    p.add_argument("--resolution", type=int, default=64)
-    p.add_argument("--frames", type=int, default=12)
-    p.add_argument(
-        "--override", action="append", default=[], help="extra ds4d fit argument for every run"
-    )
+    add_budget_arguments(p)
     a = p.parse_args()
     a.pseudo_views = "degraded"
     scales = [float(x) for x in a.depth_scales.split(",")]
