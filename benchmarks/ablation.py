@@ -26,14 +26,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from fit_runs import QUIET_FIT_ARGS, REPO, checkout_env, run_fit, summarise
+from fit_runs import (
+    QUIET_FIT_ARGS,
+    REPO,
+    checkout_env,
+    mean_pm,
+    paired_seeds,
+    run_fit,
+    summarise,
+)
 
 MOTIONS = ("static_only", "mostly_static", "dynamic_only")
 ROWS = ("row_b", "row_d", "row_e", "row_f", "row_g", "row_h")
@@ -139,21 +146,7 @@ def paired_difference(rows: dict, row: str, key: str) -> tuple[float, float] | N
     base = rows.get("row_b")
     if base is None or row not in rows:
         return None
-    by_seed = {s["seed"]: s[key] for s in base["seeds"] if s.get(key) is not None}
-    diffs = [
-        s[key] - by_seed[s["seed"]]
-        for s in rows[row]["seeds"]
-        if s.get(key) is not None and s["seed"] in by_seed
-    ]
-    if not diffs:
-        return None
-    return statistics.mean(diffs), statistics.stdev(diffs) if len(diffs) > 1 else 0.0
-
-
-def _pm(r: dict, key: str, digits: int = 2) -> str:
-    if r.get(key) is None:
-        return "n/a"
-    return f"{r[key]:.{digits}f} ± {r[f'{key}_std']:.{digits}f}"
+    return paired_seeds(base["seeds"], rows[row]["seeds"], key)
 
 
 def _paired(rows: dict, row: str, key: str) -> str:
@@ -194,12 +187,12 @@ def markdown(results: dict, a: argparse.Namespace) -> str:
             step = "n/a" if r.get("step_ms") is None else f"{r['step_ms']:.0f}"
             gaussians = "n/a" if r.get("num_gaussians") is None else f"{r['num_gaussians']:.0f}"
             lines.append(
-                f"| {row} | {r.get('n_seeds', len(r['seeds']))} | {_pm(r, 'psnr')} | "
-                f"{_pm(r, 'dyn_psnr')} | {_pm(r, 'dyn_psnr_pooled')} | "
-                f"{_pm(r, 'dyn_psnr_pooled_128')} | {_paired(rows, row, 'dyn_psnr_pooled')} | "
-                f"{_paired(rows, row, 'dyn_psnr')} | {_pm(r, 'arm_error', 3)} | "
-                f"{_pm(r, 'arm_reach', 3)} | {_pm(r, 'placebo_dyn_psnr_pooled')} | "
-                f"{_pm(r, 'fusion_tv', 3)} | {gaussians} | {step} |"
+                f"| {row} | {r.get('n_seeds', len(r['seeds']))} | {mean_pm(r, 'psnr')} | "
+                f"{mean_pm(r, 'dyn_psnr')} | {mean_pm(r, 'dyn_psnr_pooled')} | "
+                f"{mean_pm(r, 'dyn_psnr_pooled_128')} | {_paired(rows, row, 'dyn_psnr_pooled')} | "
+                f"{_paired(rows, row, 'dyn_psnr')} | {mean_pm(r, 'arm_error', 3)} | "
+                f"{mean_pm(r, 'arm_reach', 3)} | {mean_pm(r, 'placebo_dyn_psnr_pooled')} | "
+                f"{mean_pm(r, 'fusion_tv', 3)} | {gaussians} | {step} |"
             )
         lines.append("")
     return "\n".join(lines)

@@ -103,3 +103,24 @@ def summarise(seeds: list[dict], keys: tuple[str, ...]) -> dict:
     out["n_seeds"] = len(seeds)
     out["seeds"] = seeds
     return out
+
+
+def mean_pm(r: dict, key: str, digits: int = 2) -> str:
+    """``mean ± std`` of ``key`` in a :func:`summarise` result (``n/a`` when it has none)."""
+    if r.get(key) is None:
+        return "n/a"
+    return f"{r[key]:.{digits}f} ± {r[f'{key}_std']:.{digits}f}"
+
+
+def paired_seeds(base: list[dict], other: list[dict], key: str) -> tuple[float, float] | None:
+    """Mean and std over seeds of ``other − base`` in ``key``, paired by seed (runs without the
+    key or without a partner skipped); ``None`` when no pair is left."""
+    by_seed = {s["seed"]: s[key] for s in base if s.get(key) is not None}
+    diffs = [
+        s[key] - by_seed[s["seed"]]
+        for s in other
+        if s.get(key) is not None and s["seed"] in by_seed
+    ]
+    if not diffs:
+        return None
+    return statistics.mean(diffs), statistics.stdev(diffs) if len(diffs) > 1 else 0.0

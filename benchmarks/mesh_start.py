@@ -20,23 +20,22 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ablation import SUMMARY_KEYS, add_budget_arguments, run_one
-from fit_runs import REPO, summarise
+from fit_runs import REPO, mean_pm, paired_seeds, summarise
 
 from ds4d_pl.data.parsers.synthetic import SyntheticConfig, make_synthetic_scene
 from ds4d_pl.export.density import save_points_ply
 
 MOTION = "mostly_static"
-KEYS = SUMMARY_KEYS  # includes post_fit.placement's depth_ratio
 
 
-def write_start(a: argparse.Namespace, seed: int, scale: float, folder: Path) -> Path:
-    """The seed's true middle-frame points, scaled by ``scale`` about the input camera."""
+def write_starts(a: argparse.Namespace, seed: int, scales: list[float], folder: Path) -> dict:
+    """The seed's true middle-frame points scaled by each of ``scales`` about the input
+    camera, one PLY each: ``{scale: path}``."""
     cfg = SyntheticConfig(
         motion=MOTION,
         seed=seed,
@@ -46,12 +45,17 @@ def write_start(a: argparse.Namespace, seed: int, scale: float, folder: Path) ->
     )
     scene = make_synthetic_scene(cfg)
     centre = scene.train.cameras_at(scene.train.num_frames // 2).c2w[0, :3, 3]
-    points = centre + scale * (scene.init_points - centre)
-    return save_points_ply(folder / f"start_s{seed}_x{scale}.ply", points, scene.init_colors)
+    return {
+        x: save_points_ply(
+            folder / f"start_s{seed}_x{x}.ply",
+            centre + x * (scene.init_points - centre),
+            scene.init_colors,
+        )
+        for x in scales
+    }
 
 
-def one(a: argparse.Namespace, seed: int, scale: float, gauge: str, tmp: Path) -> dict:
-    start = write_start(a, seed, scale, tmp)
+def one(a: argparse.Namespace, seed: int, scale: float, gauge: str, start: Path, tmp: Path) -> dict:
     run = argparse.Namespace(**vars(a))
     run.override = [
         "--model.framing.learn=true",
@@ -63,14 +67,6 @@ def one(a: argparse.Namespace, seed: int, scale: float, gauge: str, tmp: Path) -
     ]
     result = run_one(run, MOTION, a.row, seed, tmp / f"x{scale}_{gauge}")
     return {**result, "depth_scale": scale, "gauge": gauge}
-
-
-def paired(base: list[dict], other: list[dict], key: str) -> tuple[float, float] | None:
-    by_seed = {s["seed"]: s[key] for s in base if s.get(key) is not None}
-    diffs = [s[key] - by_seed[s["seed"]] for s in other if s["seed"] in by_seed]
-    if not diffs or any(d is None for d in diffs):
-        return None
-    return statistics.mean(diffs), statistics.stdev(diffs) if len(diffs) > 1 else 0.0
 
 
 def markdown(runs: dict, a: argparse.Namespace, command: str) -> str:
@@ -90,18 +86,13 @@ def markdown(runs: dict, a: argparse.Namespace, command: str) -> str:
     for label, r in runs.items():
         scale, gauge = label.split(" / ")
 
-        def pm(key: str, digits: int = 2, r: dict = r) -> str:
-            if r.get(key) is None:
-                return "n/a"
-            return f"{r[key]:.{digits}f} ± {r[f'{key}_std']:.{digits}f}"
-
         def delta(key: str, r: dict = r) -> str:
-            d = paired(runs[first]["seeds"], r["seeds"], key)
+            d = paired_seeds(runs[first]["seeds"], r["seeds"], key)
             return "n/a" if d is None else f"{d[0]:+.2f} ± {d[1]:.2f}"
 
         lines.append(
-            f"| {scale} | {gauge} | {pm('psnr')} | {pm('dyn_psnr_pooled')} | "
-            f"{pm('arm_error', 3)} | {pm('depth_ratio', 3)} | {delta('psnr')} | "
+            f"| {scale} | {gauge} | {mean_pm(r, 'psnr')} | {mean_pm(r, 'dyn_psnr_pooled')} | "
+            f"{mean_pm(r, 'arm_error', 3)} | {mean_pm(r, 'depth_ratio', 3)} | {delta('psnr')} | "
             f"{delta('dyn_psnr_pooled')} |"
         )
     lines += ["", "Per seed (PSNR / pooled dyn / depth):", ""]
@@ -134,14 +125,16 @@ def main() -> None:
     # Seed-major: every configuration meets the same mix of co-running fits.
     tasks = [(s, x, g) for s in range(a.seeds) for x, g in configs]
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(a.jobs) as pool:
-        futures = [pool.submit(one, a, s, x, g, Path(tmp)) for s, x, g in tasks]
+        # One start per (seed, scale), shared by the gauges.
+        starts = {s: write_starts(a, s, scales, Path(tmp)) for s in range(a.seeds)}
+        futures = [pool.submit(one, a, s, x, g, starts[s][x], Path(tmp)) for s, x, g in tasks]
         done = [f.result() for f in futures]
     runs = {}
     for x, g in configs:
         seeds = sorted(
             (r for r in done if r["depth_scale"] == x and r["gauge"] == g), key=lambda r: r["seed"]
         )
-        runs[f"{x} / {g}"] = summarise(seeds, KEYS)
+        runs[f"{x} / {g}"] = summarise(seeds, SUMMARY_KEYS)
     out = Path(a.out)
     out.write_text(json.dumps(runs, indent=2) + "\n")
     command = "python benchmarks/mesh_start.py " + " ".join(

@@ -48,7 +48,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
-from fit_runs import QUIET_FIT_ARGS, REPO, checkout_env, run_fit, summarise
+from fit_runs import QUIET_FIT_ARGS, REPO, checkout_env, mean_pm, run_fit, summarise
 
 ABLATIONS = REPO / "configs" / "ablation"
 VARIANTS = {
@@ -175,12 +175,6 @@ def summarise_variant(seeds: list[dict], fmt: str) -> dict:
     return out
 
 
-def _pm(r: dict, key: str, digits: int) -> str:
-    if r.get(key) is None:
-        return "n/a"
-    return f"{r[key]:.{digits}f} ± {r[f'{key}_std']:.{digits}f}"
-
-
 def scene_line(a: argparse.Namespace, scene: Path) -> str:
     if a.format == "dnerf":
         return (
@@ -226,9 +220,9 @@ def markdown(results: dict, diffs: dict, a: argparse.Namespace, scene_text: str)
         step = "n/a" if r["step_ms"] is None else f"{r['step_ms']:.0f}"
         gaussians = "n/a" if r["num_gaussians"] is None else f"{r['num_gaussians']:.0f}"
         lines.append(
-            f"| {name} | {r['n_seeds']} | {_pm(r, 'psnr', 2)} | {_pm(r, 'ssim', 4)} | "
-            f"{_pm(r, 'dyn_psnr', 2)} | {_pm(r, 'lpips', 4)} | {r['wall_s']:.0f} | {step} | "
-            f"{gaussians} |"
+            f"| {name} | {r['n_seeds']} | {mean_pm(r, 'psnr', 2)} | {mean_pm(r, 'ssim', 4)} | "
+            f"{mean_pm(r, 'dyn_psnr', 2)} | {mean_pm(r, 'lpips', 4)} | {r['wall_s']:.0f} | "
+            f"{step} | {gaussians} |"
         )
     if diffs:
         lines += [
@@ -291,8 +285,8 @@ def curve_markdown(points: list[dict], a: argparse.Namespace, scene_text: str) -
     ]
     for p in points:
         lines.append(
-            f"| {p['budget']:g}x | {p['steps']} | {_pm(p, 'dyn_psnr', 2)} | {_pm(p, 'psnr', 2)} "
-            f"| {_pm(p, 'ssim', 4)} | {p['wall_s']:.0f} |"
+            f"| {p['budget']:g}x | {p['steps']} | {mean_pm(p, 'dyn_psnr', 2)} | "
+            f"{mean_pm(p, 'psnr', 2)} | {mean_pm(p, 'ssim', 4)} | {p['wall_s']:.0f} |"
         )
     return "\n".join(lines) + "\n"
 
