@@ -12,15 +12,12 @@ embedded synthetic object and prints (or writes) one JSON object:
 * ``placement``: how far from the input camera the model put the object, against the truth
   (:func:`placement`): the one error a single input view cannot see;
 * ``eval_<res>``: PSNR, per-image and pooled dynamic-region PSNR with the evaluation views
-  rendered (and the ground truth ray-cast) at ``res``², for each ``--resolutions`` entry. Above
-  the training resolution the renderer's low-pass dilation (``eps2d``, in px²) is scaled by
-  ``(res / training res)²``, so the Gaussians are drawn with the footprint they were fitted
-  with: at the training dilation a model fitted at 64² and drawn at 128² shows gaps between its
-  Gaussians (full-frame PSNR 24 instead of 30 dB on a row-B model) and the comparison would
-  measure those, not the motion. Below it (an integer factor), the views are rendered at the
-  training resolution and averaged down (``supersample`` in the block): drawn directly at 64², a
-  model fitted at 128² has Gaussians smaller than a pixel, point-sampled, and scored 23 dB
-  full-frame where its 128² render scores 30;
+  rendered (and the ground truth ray-cast) at ``res``², for each ``--resolutions`` entry, drawn
+  at the pixel scale the Gaussians were fitted at as ``ds4d test`` does
+  (:mod:`ds4d_pl.render.scale`: above the training resolution the low-pass dilation grows with
+  it, below it the views are rendered at the training resolution and averaged down,
+  ``supersample`` in the block). Drawn natively, a model fitted at 64² shows gaps at 128² and
+  one fitted at 128² aliases at 64², and the comparison would measure those, not the motion;
 * ``placebo_test``: the same metrics at the run's own evaluation resolution with the
   conditioning given time-constant features (every frame the middle frame's,
   ``conditioning.placebo: time_constant``) at test time only: how much of the motion the
@@ -38,7 +35,6 @@ import sys
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 import yaml
 from torch import Tensor
 
@@ -46,7 +42,7 @@ from ds4d_pl.conditioning.build import feature_cache_dir
 from ds4d_pl.data.parsers.synthetic import SyntheticConfig, make_synthetic_scene, moving_part_end
 from ds4d_pl.metrics.protocol import BenchmarkConfig, score_model
 from ds4d_pl.model import DS4DModel
-from ds4d_pl.render.base import RenderOutput
+from ds4d_pl.render.scale import ScalePlan, at_fitted_scale, focal_px
 from ds4d_pl.system import DS4DSystem
 
 #: Metrics of the protocol reported here (the pretrained-network ones are off: no weights here,
@@ -159,29 +155,10 @@ def placement(model: DS4DModel, scene) -> dict[str, float]:
     return {"depth_ratio": float(model_depth / true_depth)}
 
 
-def supersampled(render, factor: int):
-    """``render(cameras, t)`` drawn at ``factor`` times the cameras' size and averaged down.
-
-    Averaging the composited colour and the alpha alike is exact compositing: both are linear in
-    the premultiplied colour.
-    """
-
-    def draw(cameras, t) -> RenderOutput:
-        out = render(cameras.resized(cameras.width * factor, cameras.height * factor), t)
-
-        def pool(x: Tensor) -> Tensor:
-            return F.avg_pool2d(x.permute(0, 3, 1, 2), factor).permute(0, 2, 3, 1)
-
-        alpha = pool(out.alpha)
-        depth = pool(out.depth * out.alpha) / alpha.clamp_min(1e-4)
-        return RenderOutput(pool(out.rgb), alpha, depth, out.means2d, out.radii)
-
-    return draw
-
-
-def _score(model: DS4DModel, scene, name: str, factor: int = 1) -> dict[str, float | None]:
+def _score(model: DS4DModel, scene, name: str, fitted: float) -> dict[str, float | None]:
+    """Protocol scores drawn at the pixel scale ``fitted`` (focal length in px), as ds4d test."""
     cfg = BenchmarkConfig(clip=False, lpips=False, fvd=False, fid_vid=False)
-    render = model.render if factor == 1 else supersampled(model.render, factor)
+    render = at_fitted_scale(model.render, model.renderer, fitted)
     results = score_model(render, scene.eval, cfg, model.background, name)
     return {key: results[key] for key in PROTOCOL_KEYS}
 
@@ -208,21 +185,16 @@ def analyse(
     if model.conditioner is not None:
         out["fusion"] = fusion_spread(model, scene.train.times)
     out["placement"] = placement(model, scene)
-    eps2d = getattr(model.renderer, "eps2d", None)
+    fitted = focal_px(scene.train.cameras_at(0))
     for res in resolutions:
-        other = dataclasses.replace(synthetic, eval_resolution=res)
-        factor = synthetic.resolution // res if synthetic.resolution % res == 0 else 1
-        if eps2d is not None:
-            scale = 1.0 if factor > 1 else (res / synthetic.resolution) ** 2
-            model.renderer.eps2d = eps2d * scale
-        block = _score(model, make_synthetic_scene(other), scene.name, factor)
-        out[f"eval_{res}"] = {**block, "supersample": factor}
-    if eps2d is not None:
-        model.renderer.eps2d = eps2d
+        other = make_synthetic_scene(dataclasses.replace(synthetic, eval_resolution=res))
+        plan = ScalePlan.for_ratio(focal_px(other.eval.cameras_at(0)) / fitted)
+        block = _score(model, other, scene.name, fitted)
+        out[f"eval_{res}"] = {**block, "supersample": plan.supersample}
     if placebo and model.conditioner is not None:
         model.conditioner.cfg = dataclasses.replace(model.conditioner.cfg, placebo="time_constant")
         model.prepare_conditioning(scene.train, cache)
-        out["placebo_test"] = _score(model, scene, scene.name)
+        out["placebo_test"] = _score(model, scene, scene.name, fitted)
     return out
 
 

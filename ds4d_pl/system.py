@@ -75,16 +75,16 @@ from ds4d_pl.optim import build_optimizer, check_table, group_table, set_learnin
 from ds4d_pl.priors.sds import SDSConfig, SDSOutput, Zero123Guidance, Zero123SDS
 from ds4d_pl.render.base import GaussianParams, RenderOutput
 from ds4d_pl.render.framing import FramingCorrection, framing_gauge
+from ds4d_pl.render.scale import SCALE_TOLERANCE, ScalePlan, at_fitted_scale, focal_px
 from ds4d_pl.resume import data_fingerprint
 
 # Offset of the feature-dropout stream's seed: its own stream (without the rank, so DDP ranks
 # agree), so turning dropout on does not change which frames and views are drawn.
 _DROPOUT_SEED = 9_091
-# ds4d test warns when the evaluation draws the Gaussians at more than this factor (either way)
-# of the pixel scale they were fitted at, with what that cost on the synthetic object (row B,
-# full-frame PSNR against the same model drawn with the footprint it was fitted with:
-# benchmarks/post_fit.py, benchmarks/results/ablation_findings.md, "Training at 128²").
-RENDER_SCALE_TOLERANCE = 1.5
+# Where the evaluation draws the Gaussians at another pixel scale than they were fitted at, what
+# drawing them natively (benchmark.render_scale: native) cost on the synthetic object (row B,
+# full-frame PSNR against the same model drawn at the fitted scale: benchmarks/post_fit.py,
+# benchmarks/results/ablation_findings.md, "Training at 128²").
 RENDER_SCALE_COST = (
     "on the synthetic object, fitted at 64² and drawn at 128²: 24 instead of 30 dB; fitted at "
     "128² and drawn at 64²: 23.1 instead of 33.6 dB"
@@ -639,7 +639,7 @@ class DS4DSystem(pl.LightningModule):
         split = batch["split"]
         views = self.trainer.datamodule.split_views(split)
         with torch.no_grad():
-            out = self.render(views.cameras_at(int(batch["frame"])), batch["time"])
+            out = self.draw(views.cameras_at(int(batch["frame"])), batch["time"])
         target = composite(batch["rgb"], batch["alpha"], self.model.background)
         self.metrics[f"{stage}_{split}"].update(
             out.rgb.clamp(0.0, 1.0), target, batch["dyn_mask"], batch["alpha"] > 0.5
@@ -672,9 +672,9 @@ class DS4DSystem(pl.LightningModule):
             return
         scene = self.scene
         if scene.eval is not None:
-            self._check_render_scale(scene)
+            scale = self._render_scale(scene)
             results = score_model(
-                self.render,
+                self.draw,
                 scene.eval,
                 self.benchmark_cfg,
                 self.model.background,
@@ -684,6 +684,8 @@ class DS4DSystem(pl.LightningModule):
             )
             results["num_frames"] = scene.eval.num_frames
             results["num_views"] = scene.eval.num_views
+            if scale is not None:
+                results["render_scale"] = scale
         else:
             results = unavailable_protocol(NO_EVAL_VIEWS.format(name=scene.name))
         results.update({k: v for k, v in values.items() if "/" in k})
@@ -692,42 +694,63 @@ class DS4DSystem(pl.LightningModule):
             if split in dm.splits("test"):
                 views = dm.split_views(split)
                 cfg = self.benchmark_cfg
-                results.update(real_view_lpips(self.render, views, cfg, bg, split, self.device))
-        results.update(flicker_scores(self.render, scene, bg))
-        results.update(novel_view_clip(self.render, scene, self.benchmark_cfg, bg, self.device))
+                results.update(real_view_lpips(self.draw, views, cfg, bg, split, self.device))
+        results.update(flicker_scores(self.draw, scene, bg))
+        results.update(novel_view_clip(self.draw, scene, self.benchmark_cfg, bg, self.device))
         results["num_gaussians"] = self.model.gaussians.num_gaussians
         results["init_source"] = self.model.init_record
         write_report(self.trainer.default_root_dir, results, title=scene.name)
 
-    def _check_render_scale(self, scene: Scene4D) -> None:
-        """Warn when the evaluation draws the Gaussians at another pixel scale than they were
-        fitted at: splats drawn larger show gaps between them, drawn smaller they alias, and
-        the scores then measure the drawing as much as the model."""
+    def _render_scale(self, scene: Scene4D) -> dict[str, object] | None:
+        """How the protocol draws the Gaussians against the pixel scale they were fitted at
+        (``metrics.json``'s ``render_scale``; ``None`` for a NeRF, whose volume rendering
+        samples the field per pixel at any resolution). Drawn natively at another scale, the
+        scores measure the drawing as much as the model: say so."""
         if self.model.is_nerf:
-            return  # volume rendering samples the field per pixel at any resolution
+            return None
         h, w = scene.eval.image_size
         if self.benchmark_cfg.resolution:
             h = w = self.benchmark_cfg.resolution
-        drawn = scene.eval.cameras_at(0).resized(w, h).K[:, 0, 0].median()
-        fitted = scene.train.cameras_at(0).K[:, 0, 0].median()
-        ratio = float(drawn / fitted)
-        if 1 / RENDER_SCALE_TOLERANCE <= ratio <= RENDER_SCALE_TOLERANCE:
-            return
-        th, tw = scene.train.image_size
-        rank_zero_warn(
-            f"ds4d test: scene {scene.name!r} is evaluated at {w}x{h}, {ratio:.2g}x the pixel "
-            f"scale its training views ({tw}x{th}) fitted the Gaussians at; drawn "
-            + ("larger they show gaps" if ratio > 1 else "smaller they alias")
-            + f" ({RENDER_SCALE_COST}), so the scores measure that too. Evaluate at the "
-            "training resolution (the data preset's eval_resolution, benchmark.resolution) or "
-            "train at the evaluation one"
+        ratio = focal_px(scene.eval.cameras_at(0).resized(w, h)) / focal_px(
+            scene.train.cameras_at(0)
         )
+        mode = self.benchmark_cfg.render_scale
+        plan = ScalePlan.for_ratio(ratio) if mode == "fitted" else ScalePlan(ratio)
+        record = {"mode": mode, **plan.record()}
+        if mode == "native":
+            if 1 / SCALE_TOLERANCE <= ratio <= SCALE_TOLERANCE:
+                return record
+            th, tw = scene.train.image_size
+            rank_zero_warn(
+                f"ds4d test: scene {scene.name!r} is evaluated at {w}x{h}, {ratio:.2g}x the "
+                f"pixel scale its training views ({tw}x{th}) fitted the Gaussians at, and "
+                "model.benchmark.render_scale is 'native': drawn "
+                + ("larger they show gaps" if ratio > 1 else "smaller they alias")
+                + f" ({RENDER_SCALE_COST}), so the scores measure that too. Leave render_scale "
+                "at 'fitted' or evaluate at the training resolution"
+            )
+        elif not plan.identity:
+            rank_zero_info(
+                f"ds4d test: {scene.name!r} is evaluated at {w}x{h}, {ratio:.2g}x the pixel "
+                f"scale the Gaussians were fitted at; drawn at the fitted scale "
+                f"({plan.describe()})"
+            )
+        return record
+
+    def draw(self, cameras: Cameras, t: float | Tensor) -> RenderOutput:
+        """Render for evaluation: as :meth:`render`, at the pixel scale the Gaussians were
+        fitted at whatever the cameras' resolution (``benchmark.render_scale``; see
+        :mod:`ds4d_pl.render.scale`)."""
+        if self.model.is_nerf or self.benchmark_cfg.render_scale == "native":
+            return self.render(cameras, t)
+        fitted = focal_px(self.scene.train.cameras_at(0))
+        return at_fitted_scale(self.render, self.model.renderer, fitted)(cameras, t)
 
     def predict_step(self, batch: dict, batch_idx: int) -> tuple[int, Tensor]:
         """Every evaluation view at one frame as straight RGBA (written by
         :class:`~ds4d_pl.callbacks.predictions.EvalViewWriter`)."""
         with torch.no_grad():
-            out = self.render(self.scene.eval.cameras_at(int(batch["frame"])), batch["time"])
+            out = self.draw(self.scene.eval.cameras_at(int(batch["frame"])), batch["time"])
         return int(batch["frame"]), straight_rgba(out, self.model.background).cpu()
 
     # ------------------------------------------------------------ checkpoints

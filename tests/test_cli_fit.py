@@ -4,7 +4,8 @@ Spec:
   * every YAML preset under ``configs/`` fits 2 steps on CPU (1 coarse + 1 fine);
   * ``fit`` writes the run directory of docs/design.md §8; ``test`` reloads the checkpoint and
     reproduces the metrics; ``--ckpt_path last`` resumes;
-  * the test says so when it draws the Gaussians at another pixel scale than they were fitted at;
+  * the test draws the Gaussians at the pixel scale they were fitted at whatever the evaluation
+    resolution, records how, and warns when told to draw them natively at another scale;
   * a wrong key, a wrong type, a missing data root and a NaN loss each fail with a message naming
     the culprit, and a NaN loss leaves the last good checkpoint byte-identical.
 """
@@ -211,9 +212,17 @@ def test_fit_writes_the_run_directory_contract(run_dir: Path) -> None:
     assert (again / "checkpoints" / "last.ckpt").is_file()
 
 
-@pytest.mark.parametrize(("eval_resolution", "warned"), [(64, True), (32, False), (16, True)])
-def test_evaluation_at_another_scale_than_training_is_flagged(
-    run_dir: Path, eval_resolution: int, warned: bool
+@pytest.mark.parametrize(
+    ("eval_resolution", "mode", "supersample", "dilation"),
+    [
+        (64, "fitted", 1, 4.0),
+        (16, "fitted", 2, 1.0),
+        (64, "native", 1, 1.0),
+        (16, "native", 1, 1.0),
+    ],
+)
+def test_evaluation_at_another_scale_draws_the_fitted_scale_or_says_why_not(
+    run_dir: Path, eval_resolution: int, mode: str, supersample: int, dilation: float
 ) -> None:
     args = [
         "fit",
@@ -222,6 +231,7 @@ def test_evaluation_at_another_scale_than_training_is_flagged(
         "--data.synthetic.num_frames=4",
         "--data.synthetic.resolution=32",
         f"--data.synthetic.eval_resolution={eval_resolution}",
+        f"--model.benchmark.render_scale={mode}",
         *tiny_overrides(run_dir),
         "--videos.enabled=false",
         "--export.enabled=false",
@@ -229,9 +239,13 @@ def test_evaluation_at_another_scale_than_training_is_flagged(
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         run(args)
+    record = json.loads((run_dir / "metrics.json").read_text())["render_scale"]
+    assert record["mode"] == mode
+    assert record["ratio"] == pytest.approx(eval_resolution / 32)
+    assert (record["supersample"], record["dilation"]) == (supersample, pytest.approx(dilation))
     flagged = [str(w.message) for w in caught if "pixel scale" in str(w.message)]
-    assert bool(flagged) is warned
-    if warned:
+    assert bool(flagged) is (mode == "native" and eval_resolution != 32)
+    if flagged:
         side = f"{eval_resolution}x{eval_resolution}"
         assert f"evaluated at {side}" in flagged[0] and "(32x32)" in flagged[0]
         assert ("gaps" if eval_resolution > 32 else "alias") in flagged[0]

@@ -40,22 +40,3 @@ def test_placement_reads_a_depth_scaled_start(k: float) -> None:
         means.copy_(centre + k * (means - centre))
     # A fresh model is the identity at every time, so this is the start as placed.
     assert post_fit.placement(model, scene)["depth_ratio"] == pytest.approx(k, abs=1e-4)
-
-
-def test_supersampled_render_is_the_fine_render_averaged_down() -> None:
-    scene = make_synthetic_scene(
-        SyntheticConfig(num_frames=2, resolution=32, eval_resolution=32, num_init_points=300)
-    )
-    field = FieldConfig(plane_resolution=8, time_resolution=2, feature_dim=8, hidden=16)
-    row_b = AblationConfig("points", False, False, "off")
-    model = DS4DModel(GaussianInit(), field, row_b, ConditioningConfig(cache_dir=""), "torch")
-    model.initialise(scene, torch.Generator().manual_seed(0))
-    cam = scene.eval.cameras_at(0)[1].resized(24, 16)  # not square: catches swapped axes
-    fine = model.render(cam.resized(72, 48), 0.0)
-    coarse = post_fit.supersampled(model.render, 3)(cam, 0.0)
-    # 3 x 3 blocks of the fine image, averaged independently of the pooling code.
-    blocks = fine.rgb.reshape(1, 16, 3, 24, 3, 3).mean(dim=(2, 4))
-    assert coarse.rgb.shape == (1, 16, 24, 3)
-    assert torch.allclose(coarse.rgb, blocks, atol=1e-6)
-    assert torch.allclose(coarse.alpha, fine.alpha.reshape(1, 16, 3, 24, 3, 1).mean((2, 4)))
-    assert bool((coarse.alpha > 0.01).any()), "the object is in view"

@@ -49,6 +49,7 @@ from ds4d_pl.data.types import ViewSet, composite
 from ds4d_pl.metrics.image import psnr_from_mse, ssim, ssim_zero_padded, to_8bit
 from ds4d_pl.progress import progress
 from ds4d_pl.render.base import RenderOutput
+from ds4d_pl.render.scale import ScalePlan
 from ds4d_pl.weights import REGISTRY, MissingWeightsError, resolve
 
 __all__ = [
@@ -105,6 +106,12 @@ class BenchmarkConfig:
         scene_protocol: ``standard`` or ``4dgs`` (reproduces 4D-GS's ``metrics.py``: 8-bit
             round trip, zero-padded SSIM, LPIPS on ``[0, 1]``), for comparing scene numbers
             with 4D-GS-style tables.
+        render_scale: How Gaussians are drawn when the protocol's resolution is not the one
+            they were fitted at: ``fitted`` (rendered at the fitted pixel scale and averaged
+            down when smaller; the low-pass dilation scaled with the resolution when larger;
+            the image that was fitted, sampled at the protocol's pixels) or ``native`` (drawn
+            at the protocol's pixels with the training dilation, as most research code does:
+            gaps when larger, aliasing when smaller). NeRF models are always drawn natively.
     """
 
     clip: bool = True
@@ -117,8 +124,13 @@ class BenchmarkConfig:
     white_background: bool = True
     weights: dict[str, str] = field(default_factory=dict)
     scene_protocol: SceneProtocol = "standard"
+    render_scale: Literal["fitted", "native"] = "fitted"
 
     def __post_init__(self) -> None:
+        if self.render_scale not in ("fitted", "native"):
+            raise ValueError(
+                f"render_scale must be 'fitted' or 'native', got {self.render_scale!r}"
+            )
         if self.fvd_mode not in ("consistent4d", "set"):
             raise ValueError(f"fvd_mode must be 'consistent4d' or 'set', got {self.fvd_mode!r}")
         if self.fid_vid_variant not in ("frame_fid", "r3d50"):
@@ -479,9 +491,21 @@ def markdown_table(results: dict[str, Any], title: str) -> str:
     if "fid_vid_variant" in results:
         notes.append(f"FID-VID variant: {results['fid_vid_variant']}")
     notes.append(f"{results.get('num_objects', 0)} object(s), {results.get('num_clips', 0)} clips")
+    scale = results.get("render_scale")
+    if isinstance(scale, dict) and scale.get("ratio", 1.0) != 1.0:
+        notes.append(_scale_note(scale))
     unavailable = "".join(f"\n- {', '.join(cols)}: {reason}" for reason, cols in reasons.items())
     body = f"# {title}\n\n{head}\n{sep}\n{row}\n\n" + "; ".join(notes) + "\n" + unavailable
     return body + ("\n" if unavailable else "") + _split_table(results)
+
+
+def _scale_note(scale: dict[str, Any]) -> str:
+    """How the Gaussians were drawn against the pixel scale they were fitted at."""
+    if scale.get("mode") == "native":
+        done = "drawn natively: splats " + ("alias" if scale["ratio"] < 1 else "show gaps")
+    else:
+        done = ScalePlan(scale["ratio"], scale["supersample"], scale["dilation"]).describe()
+    return f"drawn at {scale['ratio']:.3g}x the pixel scale the model was fitted at ({done})"
 
 
 def write_report(out_dir: str | Path, results: dict[str, Any], title: str = "Metrics") -> None:
