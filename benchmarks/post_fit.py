@@ -42,7 +42,7 @@ from ds4d_pl.conditioning.build import feature_cache_dir
 from ds4d_pl.data.parsers.synthetic import SyntheticConfig, make_synthetic_scene, moving_part_end
 from ds4d_pl.metrics.protocol import BenchmarkConfig, score_model
 from ds4d_pl.model import DS4DModel
-from ds4d_pl.render.scale import ScalePlan, at_fitted_scale, focal_px
+from ds4d_pl.render.scale import ScalePlan, at_fitted_scale, fitted_focal, focal_px
 from ds4d_pl.system import DS4DSystem
 
 #: Metrics of the protocol reported here (the pretrained-network ones are off: no weights here,
@@ -185,7 +185,7 @@ def analyse(
     if model.conditioner is not None:
         out["fusion"] = fusion_spread(model, scene.train.times)
     out["placement"] = placement(model, scene)
-    fitted = focal_px(scene.train.cameras_at(0))
+    fitted = fitted_focal(scene)
     for res in resolutions:
         other = make_synthetic_scene(dataclasses.replace(synthetic, eval_resolution=res))
         plan = ScalePlan.for_ratio(focal_px(other.eval.cameras_at(0)) / fitted)

@@ -8,7 +8,9 @@
 * drawn smaller, the render is the fitted-scale render averaged in blocks (checked against an
   independent block mean, on a non-square image);
 * the renderer's own dilation is restored afterwards, also when the render raises;
-* `metrics.md` says how the Gaussians were drawn when not at the fitted scale.
+* `metrics.md` says how the Gaussians were drawn when not at the fitted scale;
+* the videos draw at the fitted scale when it is given (at the evaluation views' own scale
+  nothing changes).
 """
 
 from __future__ import annotations
@@ -17,9 +19,20 @@ import pytest
 import torch
 
 from ds4d_pl.cameras import Cameras, orbit_cameras
+from ds4d_pl.config import AblationConfig, ConditioningConfig, FieldConfig, GaussianInit
+from ds4d_pl.data.parsers.synthetic import SyntheticConfig, make_synthetic_scene
+from ds4d_pl.export.assets import OrbitSettings, render_orbit_videos, render_view_videos
 from ds4d_pl.metrics.protocol import markdown_table
+from ds4d_pl.model import DS4DModel
 from ds4d_pl.render.base import GaussianParams, rgb_to_sh0
-from ds4d_pl.render.scale import ScalePlan, at_fitted_scale, dilated, focal_px, supersampled
+from ds4d_pl.render.scale import (
+    ScalePlan,
+    at_fitted_scale,
+    dilated,
+    fitted_focal,
+    focal_px,
+    supersampled,
+)
 from ds4d_pl.render.torch_raster import TorchRasterizer
 
 BG = torch.tensor([0.1, 0.2, 0.3])
@@ -136,3 +149,25 @@ def test_metrics_md_says_how_the_gaussians_were_drawn(scale: dict, note: str | N
     assert ("pixel scale the model was fitted at" in text) is (note is not None)
     if note is not None:
         assert note in text
+
+
+def test_videos_draw_the_gaussians_at_the_fitted_scale_when_it_is_known() -> None:
+    scene = make_synthetic_scene(
+        SyntheticConfig(num_frames=2, resolution=32, eval_resolution=32, num_init_points=400)
+    )
+    field = FieldConfig(plane_resolution=8, time_resolution=2, feature_dim=8, hidden=16)
+    row_b = AblationConfig("points", False, False, "off")
+    model = DS4DModel(GaussianInit(), field, row_b, ConditioningConfig(cache_dir=""), "torch")
+    model.initialise(scene, torch.Generator().manual_seed(0))
+    settings = OrbitSettings(resolution=64, turntable_frames=2)  # twice the training scale
+    times, focal = scene.train.times, fitted_focal(scene)
+    fitted = render_orbit_videos(model, times, settings, ["front"], fitted_focal=focal)
+    native = render_orbit_videos(model, times, settings, ["front"])
+    eps2d = model.renderer.eps2d
+    model.renderer.eps2d = eps2d * 4  # the footprint of a training pixel, in video pixels
+    by_hand = render_orbit_videos(model, times, settings, ["front"])
+    model.renderer.eps2d = eps2d
+    assert torch.allclose(fitted["front"], by_hand["front"])
+    assert (fitted["front"] - native["front"]).abs().max() > 0.02
+    views = render_view_videos(model, scene.eval, fitted_focal=focal)
+    assert torch.allclose(views["eval_0"], render_view_videos(model, scene.eval)["eval_0"])

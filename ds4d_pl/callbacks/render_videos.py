@@ -10,6 +10,7 @@ import torch
 from ds4d_pl.callbacks.progress import shows_progress
 from ds4d_pl.export.assets import OrbitSettings, render_orbit_videos, render_view_videos
 from ds4d_pl.export.video import write_video
+from ds4d_pl.render.scale import fitted_focal
 
 
 class RenderVideos(pl.Callback):
@@ -71,13 +72,18 @@ class RenderVideos(pl.Callback):
         """Render every video as ``(T, H, W, 3)`` tensors, keyed by name."""
         videos: dict[str, torch.Tensor] = {}
         model, scene = pl_module.model, pl_module.scene
+        focal = fitted_focal(scene)
         if self.orbit:
             settings = OrbitSettings(
                 self.resolution, self.turntable_frames, self.elevation, self.radius
             )
             videos.update(
-                render_orbit_videos(model, scene.train.times, settings, show_progress=self._show)
+                render_orbit_videos(
+                    model, scene.train.times, settings, show_progress=self._show, fitted_focal=focal
+                )
             )
         if self.eval_views and scene.eval is not None:
-            videos.update(render_view_videos(model, scene.eval, show_progress=self._show))
+            videos.update(
+                render_view_videos(model, scene.eval, show_progress=self._show, fitted_focal=focal)
+            )
         return videos

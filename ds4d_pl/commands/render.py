@@ -54,17 +54,21 @@ def main(argv: list[str]) -> int:
 
     from ds4d_pl.export.assets import OrbitSettings, render_orbit_videos, render_view_videos
     from ds4d_pl.export.video import write_video
+    from ds4d_pl.render.scale import fitted_focal
     from ds4d_pl.run import load_run
 
     run = load_run(a.run, checkpoint=a.ckpt, config=a.config, device=a.device)
     radius = a.radius if a.radius is not None else _run_radius(run)
     settings = OrbitSettings(a.resolution, a.turntable_frames, a.elevation, radius, a.loops)
     orbit = [v for v in wanted if v != "eval"]
+    focal = fitted_focal(run.scene)
     videos = render_orbit_videos(
-        run.model, run.scene.train.times, settings, orbit, show_progress=None
+        run.model, run.scene.train.times, settings, orbit, show_progress=None, fitted_focal=focal
     )
     if "eval" in wanted and run.scene.eval is not None:
-        videos.update(render_view_videos(run.model, run.scene.eval, show_progress=None))
+        videos.update(
+            render_view_videos(run.model, run.scene.eval, show_progress=None, fitted_focal=focal)
+        )
     out = Path(a.out) if a.out else run.files.config.parent / "renders"
     for name, frames in videos.items():
         print(f"wrote {write_video(out / f'{name}.mp4', frames, fps=a.fps)}")

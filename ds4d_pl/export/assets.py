@@ -19,6 +19,7 @@ from ds4d_pl.export.ply import save_ply
 from ds4d_pl.export.splat import write_splat
 from ds4d_pl.model import DS4DModel
 from ds4d_pl.progress import progress
+from ds4d_pl.render.scale import Render, at_fitted_scale
 
 #: Gaussian file formats :func:`export_frames` writes.
 ExportFormat = Literal["ply", "splat"]
@@ -51,6 +52,14 @@ class OrbitSettings:
             raise ValueError(f"radius must be > 0, got {self.radius}")
 
 
+def _drawer(model: DS4DModel, fitted_focal: float | None) -> Render:
+    """``model.render``, drawing the Gaussians at the pixel scale they were fitted at when that
+    is known (a NeRF samples its field per pixel at any resolution)."""
+    if fitted_focal is None or model.is_nerf:
+        return model.render
+    return at_fitted_scale(model.render, model.renderer, fitted_focal)
+
+
 def _looped(times: Tensor, loops: int) -> Tensor:
     """``times`` played ``loops`` times, each pass complete."""
     return times.repeat(loops)
@@ -63,6 +72,7 @@ def render_orbit_videos(
     settings: OrbitSettings,
     views: Sequence[str] | None = None,
     show_progress: bool | None = False,
+    fitted_focal: float | None = None,
 ) -> dict[str, Tensor]:
     """The turntable (one orbit while the clip plays) and the fixed named views.
 
@@ -73,11 +83,15 @@ def render_orbit_videos(
         views: Which videos: ``turntable`` and any of ``front``/``right``/``back``/``left``
             (``None``: all).
         show_progress: A progress bar per video (``None``: when stderr is a terminal).
+        fitted_focal: Focal length in pixels of the views the model was fitted to: the
+            Gaussians are drawn at that pixel scale whatever the video's resolution
+            (:mod:`ds4d_pl.render.scale`; ``None``: drawn natively).
 
     Returns:
         ``(T, H, W, 3)`` frames in ``[0, 1]`` by video name.
     """
     res, s = settings.resolution, settings
+    render = _drawer(model, fitted_focal)
     wanted = ("turntable", *NAMED_VIEWS) if views is None else tuple(views)
     unknown = set(wanted) - {"turntable", *NAMED_VIEWS}
     if unknown:
@@ -91,7 +105,7 @@ def render_orbit_videos(
         orbit_times = torch.linspace(0.0, 1.0, n // s.loops).repeat(s.loops + 1)[:n]
         videos["turntable"] = torch.cat(
             [
-                model.render(cams[i], orbit_times[i]).rgb.cpu()
+                render(cams[i], orbit_times[i]).rgb.cpu()
                 for i in progress(range(n), "video turntable", enabled=show_progress)
             ]
         )
@@ -99,21 +113,26 @@ def render_orbit_videos(
         if name in wanted:
             cam = orbit_cameras([s.elevation], [azimuth], res, res, radius=s.radius)
             steps = progress(clip, f"video {name}", total=len(clip), enabled=show_progress)
-            videos[name] = torch.cat([model.render(cam, t).rgb.cpu() for t in steps])
+            videos[name] = torch.cat([render(cam, t).rgb.cpu() for t in steps])
     return {k: v.clamp(0.0, 1.0) for k, v in videos.items()}
 
 
 @torch.no_grad()
 def render_view_videos(
-    model: DS4DModel, views: ViewSet, prefix: str = "eval", show_progress: bool | None = False
+    model: DS4DModel,
+    views: ViewSet,
+    prefix: str = "eval",
+    show_progress: bool | None = False,
+    fitted_focal: float | None = None,
 ) -> dict[str, Tensor]:
     """Every view of ``views`` playing its frames from its own camera(s), at its resolution
     (with a progress bar per video when ``show_progress``; ``None``: when stderr is a
-    terminal)."""
+    terminal), drawn at the pixel scale ``fitted_focal`` as :func:`render_orbit_videos`."""
+    render = _drawer(model, fitted_focal)
     videos = {}
     for k in range(views.num_views):
         steps = progress(range(views.num_frames), f"video {prefix}_{k}", enabled=show_progress)
-        frames = [model.render(views.cameras_at(f)[k], views.times[f]).rgb.cpu() for f in steps]
+        frames = [render(views.cameras_at(f)[k], views.times[f]).rgb.cpu() for f in steps]
         videos[f"{prefix}_{k}"] = torch.cat(frames).clamp(0.0, 1.0)
     return videos
 

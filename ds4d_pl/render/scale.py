@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ds4d_pl.cameras import Cameras
+from ds4d_pl.data.types import Scene4D
 from ds4d_pl.render.base import RenderOutput
 
 Render = Callable[[Cameras, Any], RenderOutput]
@@ -40,6 +41,12 @@ SCALE_TOLERANCE = 1.5
 def focal_px(cameras: Cameras) -> float:
     """Median horizontal focal length in pixels: the pixel scale of a batch of cameras."""
     return float(cameras.K[:, 0, 0].median())
+
+
+def fitted_focal(scene: Scene4D) -> float:
+    """The pixel scale the Gaussians of a fit on ``scene`` were fitted at (its training
+    views' focal length in pixels)."""
+    return focal_px(scene.train.cameras_at(0))
 
 
 @dataclass(frozen=True)
