@@ -6,8 +6,9 @@ Gaussians are no longer the image that was fitted:
 
 * **larger** (more pixels per radian), the dilation shrinks in world terms, the splats thin out
   and gaps open between them (a synthetic object fitted at 64² and drawn at 128²: 24.1 instead
-  of 30.3 dB full-frame, ``benchmarks/results/render_scale.md``). Scaling the dilation by the square of the scale factor keeps each
-  splat's footprint, and the render is then the fitted image sampled more densely;
+  of 30.3 dB full-frame, ``benchmarks/results/render_scale.md``). Scaling the dilation by the
+  square of the scale factor keeps each splat's footprint, and the render is then the fitted
+  image sampled more densely;
 * **smaller**, splats narrower than a pixel are point-sampled and alias (fitted at 128², drawn
   at 64²: 22.4 instead of 34.0 dB). Rendering at the fitted scale and averaging blocks of
   pixels is the box filter a camera applies.
