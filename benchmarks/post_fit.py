@@ -42,7 +42,7 @@ from ds4d_pl.conditioning.build import feature_cache_dir
 from ds4d_pl.data.parsers.synthetic import SyntheticConfig, make_synthetic_scene, moving_part_end
 from ds4d_pl.metrics.protocol import BenchmarkConfig, score_model
 from ds4d_pl.model import DS4DModel
-from ds4d_pl.render.scale import ScalePlan, at_fitted_scale, fitted_focal, focal_px
+from ds4d_pl.render.scale import ScalePlan, fitted_focal, focal_px
 from ds4d_pl.system import DS4DSystem
 
 #: Metrics of the protocol reported here (the pretrained-network ones are off: no weights here,
@@ -158,8 +158,7 @@ def placement(model: DS4DModel, scene) -> dict[str, float]:
 def _score(model: DS4DModel, scene, name: str, fitted: float) -> dict[str, float | None]:
     """Protocol scores drawn at the pixel scale ``fitted`` (focal length in px), as ds4d test."""
     cfg = BenchmarkConfig(clip=False, lpips=False, fvd=False, fid_vid=False)
-    render = at_fitted_scale(model.render, model.renderer, fitted)
-    results = score_model(render, scene.eval, cfg, model.background, name)
+    results = score_model(model.drawn_at(fitted), scene.eval, cfg, model.background, name)
     return {key: results[key] for key in PROTOCOL_KEYS}
 
 

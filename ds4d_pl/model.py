@@ -53,6 +53,7 @@ from ds4d_pl.gaussians.canonical import CanonicalGaussians
 from ds4d_pl.gaussians.hull import hull_points_from_views
 from ds4d_pl.render import build_renderer
 from ds4d_pl.render.base import GaussianParams, RenderOutput
+from ds4d_pl.render.scale import Render, at_fitted_scale
 from ds4d_pl.render.volume import VolumeRenderer
 
 #: The time at which a NeRF is evaluated when it is not deforming (coarse stage, a run without a
@@ -537,6 +538,15 @@ class DS4DModel(nn.Module):
         """Render the model at time ``t`` from ``cameras`` over :attr:`background`."""
         params = self.at(t, deform)
         return self.renderer(params, cameras.to(self.extent.device), self.background)
+
+    def drawn_at(self, fitted_focal: float | None) -> Render:
+        """:meth:`render` drawing the Gaussians at the pixel scale they were fitted at,
+        ``fitted_focal`` (the training views' focal length in pixels), whatever the cameras'
+        resolution (:mod:`ds4d_pl.render.scale`). ``None``, or a NeRF (its volume rendering
+        samples the field per pixel at any resolution): :meth:`render` as it is."""
+        if fitted_focal is None or self.is_nerf:
+            return self.render
+        return at_fitted_scale(self.render, self.renderer, fitted_focal)
 
     # ------------------------------------------------------------------ optimisation
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:

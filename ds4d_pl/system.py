@@ -78,7 +78,6 @@ from ds4d_pl.render.framing import FramingCorrection, framing_gauge
 from ds4d_pl.render.scale import (
     SCALE_TOLERANCE,
     ScalePlan,
-    at_fitted_scale,
     fitted_focal,
     focal_px,
 )
@@ -744,10 +743,8 @@ class DS4DSystem(pl.LightningModule):
         """Render for evaluation: as :meth:`render`, at the pixel scale the Gaussians were
         fitted at whatever the cameras' resolution (``benchmark.render_scale``; see
         :mod:`ds4d_pl.render.scale`)."""
-        if self.model.is_nerf or self.benchmark_cfg.render_scale == "native":
-            return self.render(cameras, t)
-        fitted = fitted_focal(self.scene)
-        return at_fitted_scale(self.render, self.model.renderer, fitted)(cameras, t)
+        native = self.benchmark_cfg.render_scale == "native"
+        return self.model.drawn_at(None if native else fitted_focal(self.scene))(cameras, t)
 
     def predict_step(self, batch: dict, batch_idx: int) -> tuple[int, Tensor]:
         """Every evaluation view at one frame as straight RGBA (written by

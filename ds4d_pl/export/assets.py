@@ -19,7 +19,6 @@ from ds4d_pl.export.ply import save_ply
 from ds4d_pl.export.splat import write_splat
 from ds4d_pl.model import DS4DModel
 from ds4d_pl.progress import progress
-from ds4d_pl.render.scale import Render, at_fitted_scale
 
 #: Gaussian file formats :func:`export_frames` writes.
 ExportFormat = Literal["ply", "splat"]
@@ -50,14 +49,6 @@ class OrbitSettings:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not self.radius > 0:
             raise ValueError(f"radius must be > 0, got {self.radius}")
-
-
-def _drawer(model: DS4DModel, fitted_focal: float | None) -> Render:
-    """``model.render``, drawing the Gaussians at the pixel scale they were fitted at when that
-    is known (a NeRF samples its field per pixel at any resolution)."""
-    if fitted_focal is None or model.is_nerf:
-        return model.render
-    return at_fitted_scale(model.render, model.renderer, fitted_focal)
 
 
 def _looped(times: Tensor, loops: int) -> Tensor:
@@ -91,7 +82,7 @@ def render_orbit_videos(
         ``(T, H, W, 3)`` frames in ``[0, 1]`` by video name.
     """
     res, s = settings.resolution, settings
-    render = _drawer(model, fitted_focal)
+    render = model.drawn_at(fitted_focal)
     wanted = ("turntable", *NAMED_VIEWS) if views is None else tuple(views)
     unknown = set(wanted) - {"turntable", *NAMED_VIEWS}
     if unknown:
@@ -128,7 +119,7 @@ def render_view_videos(
     """Every view of ``views`` playing its frames from its own camera(s), at its resolution
     (with a progress bar per video when ``show_progress``; ``None``: when stderr is a
     terminal), drawn at the pixel scale ``fitted_focal`` as :func:`render_orbit_videos`."""
-    render = _drawer(model, fitted_focal)
+    render = model.drawn_at(fitted_focal)
     videos = {}
     for k in range(views.num_views):
         steps = progress(range(views.num_frames), f"video {prefix}_{k}", enabled=show_progress)
