@@ -114,13 +114,22 @@ def run_one(a: argparse.Namespace, motion: str, row: str, seed: int, tmp: Path) 
     args = [*fit_args(a, motion, row, seed), *a.override]
     run_dir = tmp / f"{motion}_{row}_{seed}"
     label = f"{motion}/{row}/seed {seed}"
-    result = run_fit(args, run_dir, a.jobs, label, METRICS)
-    return {**result, **post_fit(run_dir, label), "seed": seed}
+    result = run_fit(args, run_dir, a.jobs, label, METRICS, resume=a.resume)
+    return {**result, **post_fit(run_dir, label, reuse=a.resume), "seed": seed}
 
 
-def post_fit(run_dir: Path, label: str) -> dict:
-    """``benchmarks/post_fit.py`` on a finished run, flattened to :data:`POST_FIT`'s names."""
+def post_fit(run_dir: Path, label: str, reuse: bool = False) -> dict:
+    """``benchmarks/post_fit.py`` on a finished run, flattened to :data:`POST_FIT`'s names.
+
+    Args:
+        run_dir: The finished run.
+        label: Names the run in the error when it fails.
+        reuse: Keep a complete ``post_fit.json`` written after the run's metrics (a resumed
+            sweep); a stale or unreadable one is recomputed.
+    """
     out = run_dir / "post_fit.json"
+    if reuse and _fresh_report(out, run_dir / "metrics.json"):
+        return _flatten(json.loads(out.read_text()))
     cmd = [
         sys.executable,
         str(REPO / "benchmarks" / "post_fit.py"),
@@ -133,7 +142,22 @@ def post_fit(run_dir: Path, label: str) -> dict:
     if proc.returncode != 0:
         sys.stderr.write(proc.stderr[-3000:])
         raise SystemExit(f"{label}: post_fit failed (exit {proc.returncode})")
-    report = json.loads(out.read_text())
+    return _flatten(json.loads(out.read_text()))
+
+
+def _fresh_report(report: Path, metrics: Path) -> bool:
+    """Whether ``report`` is complete JSON written after ``metrics`` (the fit it analyses)."""
+    if not report.is_file() or report.stat().st_mtime < metrics.stat().st_mtime:
+        return False
+    try:
+        json.loads(report.read_text())
+    except json.JSONDecodeError:
+        return False
+    return True
+
+
+def _flatten(report: dict) -> dict:
+    """``post_fit.json``'s sections flattened to :data:`POST_FIT`'s names."""
     flat = {}
     for path, name in POST_FIT.items():
         section, key = path.split(".")
@@ -222,12 +246,20 @@ def main() -> None:
         help="keep every run directory under this folder (default: a temporary one)",
     )
     p.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --keep_runs: reuse the finished fits of the same arguments found there and "
+        "redo interrupted ones (a sweep cut short by a lost session or a reboot)",
+    )
+    p.add_argument(
         "--jobs",
         type=int,
         default=1,
         help="runs in parallel; seeds are the outer loop so contention hits all rows alike",
     )
     a = p.parse_args()
+    if a.resume and not a.keep_runs:
+        p.error("--resume needs --keep_runs (the folder of the sweep to resume)")
     motions = a.motion or list(MOTIONS)
     rows = a.rows.split(",")
     stem = "ablation" if a.pseudo_views == "oracle" else "ablation_degraded"

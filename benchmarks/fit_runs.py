@@ -56,8 +56,60 @@ def fine_step_ms(run_dir: Path, coarse_steps: int) -> float | None:
     return statistics.median(values) if values else None
 
 
+#: Written into a run directory after its fit succeeded: the fit's arguments and what
+#: :func:`run_fit` returned, so a resumed sweep can tell a finished run of the same fit apart
+#: from an interrupted one or from another sweep's run.
+RECORD = "benchmark_fit.json"
+
+
+class SweepMismatchError(SystemExit):
+    """A run directory of a resumed sweep holds a finished run of other arguments."""
+
+
+def portable(args: list[str]) -> list[str]:
+    """``args`` with this checkout's path written ``<checkout>``: a sweep started in one
+    worktree can be resumed from another (preset paths are absolute)."""
+    return [arg.replace(str(REPO), "<checkout>") for arg in args]
+
+
+def finished_fit(run_dir: Path, args: list[str]) -> dict | None:
+    """What :func:`run_fit` returned for ``args`` in ``run_dir``, if that fit finished there.
+
+    Returns:
+        The recorded result, or ``None`` when ``run_dir`` holds no finished run (never started,
+        or interrupted before its metrics were written: the caller refits it).
+
+    Raises:
+        SweepMismatchError: ``run_dir`` holds a finished run made with other arguments (another
+            sweep's, or this sweep's before an option changed): reusing it would mix runs, and
+            refitting would destroy it.
+    """
+    record = run_dir / RECORD
+    if not (run_dir / "metrics.json").is_file():
+        return None
+    if not record.is_file():
+        raise SweepMismatchError(
+            f"{run_dir} holds a finished run without {RECORD} (not made by a benchmark sweep, or "
+            "by one older than --resume): move it away or choose another --keep_runs folder"
+        )
+    stored = json.loads(record.read_text())
+    if stored.get("args") != portable(args):
+        theirs, ours = set(stored.get("args", [])), set(portable(args))
+        diff = sorted(theirs ^ ours)[:4]
+        raise SweepMismatchError(
+            f"{run_dir} holds a finished run of other fit arguments (differing: {diff}): "
+            "resume with the options of the sweep that made it, or choose another --keep_runs"
+        )
+    return stored["result"]
+
+
 def run_fit(
-    args: list[str], run_dir: Path, jobs: int, label: str, metrics: tuple[str, ...]
+    args: list[str],
+    run_dir: Path,
+    jobs: int,
+    label: str,
+    metrics: tuple[str, ...],
+    resume: bool = False,
 ) -> dict:
     """One ``ds4d fit`` in a subprocess; its metrics, wall time, step time and Gaussian count.
 
@@ -67,8 +119,21 @@ def run_fit(
         jobs: Fits running at the same time (sets the thread count of each).
         label: Names the run in the error when it fails.
         metrics: Keys of ``metrics.json`` to report.
+        resume: Reuse a finished fit of the same arguments in ``run_dir`` (see
+            :func:`finished_fit`) and replace an interrupted one, instead of refusing to write
+            into a directory that holds a run. For sweeps of many hours that a lost session or a
+            reboot cuts short.
     """
+    if resume:
+        done = finished_fit(run_dir, args)
+        if done is not None:
+            print(f"{label}: reusing the finished fit in {run_dir}", flush=True)
+            return done
     cmd = [sys.executable, "-m", "ds4d_pl.cli", "fit", *args]
+    if resume and (run_dir / "config.yaml").is_file():
+        # Interrupted before metrics.json: its partial outputs are replaced, never continued
+        # (checkpoints of a benchmark fit are off, and a continued fit would not be the same).
+        cmd.append("--overwrite")
     cmd.append(f"--trainer.default_root_dir={run_dir}")
     env = checkout_env()
     if jobs > 1:
@@ -90,6 +155,8 @@ def run_fit(
         step_ms=fine_step_ms(run_dir, coarse),
         num_gaussians=report.get("num_gaussians"),
     )
+    record = {"args": portable(args), "result": result}
+    (run_dir / RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return result
 
 
