@@ -20,6 +20,10 @@ The numbers are what was measured: nothing here is tuned per row.
 Zero123++ output at the default severities of ``DegradeConfig``, drawn with the run's seed)
 instead of the oracle renders, and defaults ``--out`` to
 ``benchmarks/results/ablation_degraded.json`` (same structure as ``ablation.json``).
+
+A sweep of hours that stops part-way (a lost session, a reboot) resumes with the same command
+plus ``--resume``, given ``--keep_runs``: finished fits of the same arguments are reused (each
+records its arguments in ``benchmark_fit.json``), interrupted ones are fitted again.
 """
 
 from __future__ import annotations
