@@ -39,11 +39,14 @@ from pathlib import Path
 from fit_runs import (
     QUIET_FIT_ARGS,
     REPO,
+    add_sweep_arguments,
+    check_sweep_arguments,
     checkout_env,
     mean_pm,
     paired_seeds,
     run_fit,
     summarise,
+    sweep_fit_args,
 )
 
 MOTIONS = ("static_only", "mostly_static", "dynamic_only")
@@ -111,6 +114,7 @@ def fit_args(a: argparse.Namespace, motion: str, row: str, seed: int) -> list[st
         f"--seed_everything={seed}",
         *budget_args(a),
         *pseudo_view_args(a, seed),
+        *sweep_fit_args(a),
     ]
 
 
@@ -118,8 +122,9 @@ def run_one(a: argparse.Namespace, motion: str, row: str, seed: int, tmp: Path) 
     args = [*fit_args(a, motion, row, seed), *a.override]
     run_dir = tmp / f"{motion}_{row}_{seed}"
     label = f"{motion}/{row}/seed {seed}"
-    result = run_fit(args, run_dir, a.jobs, label, METRICS, resume=a.resume)
-    return {**result, **post_fit(run_dir, label, reuse=a.resume), "seed": seed}
+    resume = getattr(a, "resume", False)  # mesh_start.py calls this with its own options
+    result = run_fit(args, run_dir, a.jobs, label, METRICS, resume=resume)
+    return {**result, **post_fit(run_dir, label, reuse=resume), "seed": seed}
 
 
 def post_fit(run_dir: Path, label: str, reuse: bool = False) -> dict:
@@ -244,17 +249,7 @@ def main() -> None:
         "row_h_trust, row_h_dropout)",
     )
     add_budget_arguments(p)
-    p.add_argument(
-        "--keep_runs",
-        default=None,
-        help="keep every run directory under this folder (default: a temporary one)",
-    )
-    p.add_argument(
-        "--resume",
-        action="store_true",
-        help="with --keep_runs: reuse the finished fits of the same arguments found there and "
-        "redo interrupted ones (a sweep cut short by a lost session or a reboot)",
-    )
+    add_sweep_arguments(p)
     p.add_argument(
         "--jobs",
         type=int,
@@ -262,8 +257,7 @@ def main() -> None:
         help="runs in parallel; seeds are the outer loop so contention hits all rows alike",
     )
     a = p.parse_args()
-    if a.resume and not a.keep_runs:
-        p.error("--resume needs --keep_runs (the folder of the sweep to resume)")
+    check_sweep_arguments(p, a)
     motions = a.motion or list(MOTIONS)
     rows = a.rows.split(",")
     stem = "ablation" if a.pseudo_views == "oracle" else "ablation_degraded"

@@ -6,6 +6,7 @@ step time collected, then mean ± std over seeds.
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import os
@@ -21,6 +22,46 @@ REPO = Path(__file__).resolve().parents[1]
 # fit with one version and analyse with another (a script's sys.path starts at benchmarks/).
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
+
+
+def add_sweep_arguments(p: argparse.ArgumentParser) -> None:
+    """Where a sweep keeps its runs and how it survives an interruption (see :func:`run_fit`)."""
+    p.add_argument(
+        "--keep_runs",
+        default=None,
+        help="keep every run directory under this folder (default: a temporary one)",
+    )
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="with --keep_runs: reuse the finished fits of the same arguments found there, "
+        "continue interrupted ones from their last checkpoint (or fit them again when they have "
+        "none): a sweep cut short by a lost session or a reboot",
+    )
+    p.add_argument(
+        "--checkpoint_every",
+        type=int,
+        default=None,
+        metavar="STEPS",
+        help="write checkpoints/last.ckpt every STEPS steps (off by default: a benchmark fit "
+        "only saves at its end), so that --resume continues a long fit instead of restarting it",
+    )
+
+
+def check_sweep_arguments(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """The errors of :func:`add_sweep_arguments`' options, through ``p.error``."""
+    if a.resume and not a.keep_runs:
+        p.error("--resume needs --keep_runs (the folder of the sweep to resume)")
+    if a.checkpoint_every is not None and a.checkpoint_every < 1:
+        p.error(f"--checkpoint_every must be a positive number of steps, got {a.checkpoint_every}")
+
+
+def sweep_fit_args(a: argparse.Namespace) -> list[str]:
+    """``ds4d fit`` arguments of :func:`add_sweep_arguments`' options (after QUIET_FIT_ARGS)."""
+    every = getattr(a, "checkpoint_every", None)  # callers that build ablation args for their own
+    if every is None:
+        return []
+    return [f"--checkpoint.every_n_train_steps={every}"]
 
 
 def checkout_env(**extra: str) -> dict[str, str]:
@@ -43,16 +84,16 @@ QUIET_FIT_ARGS = (
 
 
 def fine_step_ms(run_dir: Path, coarse_steps: int) -> float | None:
-    """Median logged step time after the coarse stage (20 steps of warm-up skipped)."""
-    logs = list(run_dir.glob("lightning_logs/*/metrics.csv"))
-    if not logs:
-        return None
-    with open(logs[0]) as fh:
-        values = [
-            float(r["train/step_ms"])
-            for r in csv.DictReader(fh)
-            if r.get("train/step_ms") and int(r["step"]) > coarse_steps + 20
-        ]
+    """Median logged step time after the coarse stage (20 steps of warm-up skipped), over every
+    log of the run (a fit continued from a checkpoint logs into a new version folder)."""
+    values = []
+    for log in sorted(run_dir.glob("lightning_logs/*/metrics.csv")):
+        with open(log) as fh:
+            values += [
+                float(r["train/step_ms"])
+                for r in csv.DictReader(fh)
+                if r.get("train/step_ms") and int(r["step"]) > coarse_steps + 20
+            ]
     return statistics.median(values) if values else None
 
 
@@ -130,10 +171,13 @@ def run_fit(
             print(f"{label}: reusing the finished fit in {run_dir}", flush=True)
             return done
     cmd = [sys.executable, "-m", "ds4d_pl.cli", "fit", *args]
+    continued = False
     if resume and (run_dir / "config.yaml").is_file():
-        # Interrupted before metrics.json: its partial outputs are replaced, never continued
-        # (checkpoints of a benchmark fit are off, and a continued fit would not be the same).
-        cmd.append("--overwrite")
+        # Interrupted before metrics.json. With a checkpoint (--checkpoint_every) the fit goes
+        # on from it (a resumed fit matches the uninterrupted one: tests/test_cli_fit.py);
+        # without one its partial outputs are replaced.
+        continued = (run_dir / "checkpoints" / "last.ckpt").is_file()
+        cmd.append("--ckpt_path=last" if continued else "--overwrite")
     cmd.append(f"--trainer.default_root_dir={run_dir}")
     env = checkout_env()
     if jobs > 1:
@@ -155,6 +199,8 @@ def run_fit(
         step_ms=fine_step_ms(run_dir, coarse),
         num_gaussians=report.get("num_gaussians"),
     )
+    if continued:
+        result["continued"] = True  # wall_s covers only the part after the checkpoint
     record = {"args": portable(args), "result": result}
     (run_dir / RECORD).write_text(json.dumps(record, indent=2) + "\n")
     return result

@@ -34,12 +34,17 @@ PSNR, to show where the baseline plateaus.
 
 Writes ``--out`` (default ``benchmarks/results/scenes_<format>.json``, ``scenes.json`` for
 dnerf) and the same stem ``.md`` next to it; the curve goes to ``<stem>_curve.{json,md}``.
+
+Long fits (a budget of 4x or more is hours on a CPU) survive an interrupted session with
+``--keep_runs DIR --checkpoint_every 500``: the same command plus ``--resume`` reuses the scene
+and the finished fits in ``DIR`` and continues the others from their last checkpoint.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import statistics
 import subprocess
 import sys
@@ -48,7 +53,17 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import yaml
-from fit_runs import QUIET_FIT_ARGS, REPO, checkout_env, mean_pm, run_fit, summarise
+from fit_runs import (
+    QUIET_FIT_ARGS,
+    REPO,
+    add_sweep_arguments,
+    check_sweep_arguments,
+    checkout_env,
+    mean_pm,
+    run_fit,
+    summarise,
+    sweep_fit_args,
+)
 
 ABLATIONS = REPO / "configs" / "ablation"
 VARIANTS = {
@@ -88,11 +103,16 @@ def preset(fmt: str) -> Path:
 
 
 def write_scene(root: Path, a: argparse.Namespace) -> None:
-    cmd = [sys.executable, "-m", "ds4d_pl.cli", "synth", "--format", a.format, "--out", str(root)]
+    """``ds4d synth`` into ``root``; written beside it and renamed, so ``root`` is complete."""
+    partial = root.with_name(root.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)  # an interrupted earlier write
+    cmd = [sys.executable, "-m", "ds4d_pl.cli", "synth", "--format", a.format]
+    cmd += ["--out", str(partial)]
     cmd += [f"--motion={a.motion}", f"--num_frames={a.frames}", f"--resolution={a.resolution}"]
     if a.format == "n3dv":
         cmd += [f"--num_cameras={a.cameras}", "--background=room"]
     subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, env=checkout_env())
+    partial.rename(root)
 
 
 def scene_args(a: argparse.Namespace, scene: Path) -> list[str]:
@@ -125,13 +145,14 @@ def run_one(
         f"--model.seed={seed}",
         f"--seed_everything={seed}",
         *QUIET_FIT_ARGS,
+        *sweep_fit_args(a),
         *CPU_LIMITS[a.format],
         *a.override,
         *extra,  # last: a curve's step budget wins over --override
     ]
     label = f"{variant}/seed {seed}" + (f" ({tag})" if tag else "")
     run_dir = tmp / f"{variant}_{seed}{'_' + tag if tag else ''}"
-    result = run_fit(args, run_dir, a.jobs, label, ())
+    result = run_fit(args, run_dir, a.jobs, label, (), resume=a.resume)
     report = json.loads((run_dir / "metrics.json").read_text())
     for key in METRICS:
         value = report.get(key)
@@ -334,6 +355,7 @@ def main() -> None:
     p.add_argument("--cameras", type=int, default=12, help="n3dv: cameras, cam00 held out")
     p.add_argument("--resolution", type=int, default=128, help="image (n3dv: width) in pixels")
     p.add_argument("--jobs", type=int, default=1)
+    add_sweep_arguments(p)
     p.add_argument("--scene", default=None, help="existing scene folder (else written)")
     p.add_argument("--override", action="append", default=[], help="extra ds4d fit argument")
     p.add_argument(
@@ -350,6 +372,7 @@ def main() -> None:
         help="fit nothing: one table from these results files of the same scene",
     )
     a = p.parse_args()
+    check_sweep_arguments(p, a)
     a.frames = a.frames or (60 if a.format == "dnerf" else 20)
     if a.seeds < 1:
         raise SystemExit(f"--seeds must be >= 1, got {a.seeds}")
@@ -368,9 +391,14 @@ def main() -> None:
         merge(a, a.merge, out_path)
         return
     with tempfile.TemporaryDirectory() as tmp_dir:
-        tmp = Path(tmp_dir)
+        tmp = Path(a.keep_runs) if a.keep_runs else Path(tmp_dir)
         scene = Path(a.scene) if a.scene else tmp / "scene"
-        if not a.scene:
+        if not a.scene and not (a.resume and scene.is_dir()):
+            if scene.exists():
+                raise SystemExit(
+                    f"{scene} exists (a sweep kept there): add --resume to go on with it, or "
+                    "choose another --keep_runs"
+                )
             write_scene(scene, a)
         text = scene_line(a, scene)
         if not a.skip_variants:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import subprocess
@@ -84,3 +85,40 @@ def test_resume_refuses_a_finished_run_without_a_record(tmp_path, fake_fit):
     with pytest.raises(fit_runs.SweepMismatchError, match=f"{fit_runs.RECORD}"):
         fit_runs.run_fit(ARGS, run_dir, 1, "r", ("psnr",), resume=True)
     assert fake_fit == []
+
+
+def test_resume_continues_an_interrupted_fit_from_its_checkpoint(tmp_path, fake_fit):
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "config.yaml").write_text("partial\n")
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"x")  # --checkpoint_every wrote it
+    result = fit_runs.run_fit(ARGS, run_dir, 1, "r", ("psnr",), resume=True)
+    assert "--ckpt_path=last" in fake_fit[0] and "--overwrite" not in fake_fit[0]
+    assert result["continued"] is True
+    again = fit_runs.run_fit(ARGS, run_dir, 1, "r", ("psnr",), resume=True)
+    assert len(fake_fit) == 1 and again == result
+
+
+def _sweep_parser():
+    p = argparse.ArgumentParser()
+    fit_runs.add_sweep_arguments(p)
+    return p
+
+
+def test_sweep_arguments_add_periodic_checkpoints_only_when_asked():
+    p = _sweep_parser()
+    assert fit_runs.sweep_fit_args(p.parse_args([])) == []
+    a = p.parse_args(["--keep_runs", "k", "--resume", "--checkpoint_every", "500"])
+    fit_runs.check_sweep_arguments(p, a)
+    assert fit_runs.sweep_fit_args(a) == ["--checkpoint.every_n_train_steps=500"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [(["--resume"], "--resume needs --keep_runs"), (["--checkpoint_every", "0"], "positive")],
+)
+def test_sweep_arguments_refuse_what_cannot_work(argv, message, capsys):
+    p = _sweep_parser()
+    with pytest.raises(SystemExit):
+        fit_runs.check_sweep_arguments(p, p.parse_args(argv))
+    assert message in capsys.readouterr().err
