@@ -1,4 +1,4 @@
-"""Which framing gauge suits a mesh start whose depth is off: ``init`` against ``views``.
+"""Which framing gauge suits a mesh start whose depth is off: ``init``, ``views`` or ``depth``.
 
     python benchmarks/mesh_start.py [--seeds 3] [--jobs 2] [--depth_scales 1.0,0.95] \
         [--gauges init,views] [--row row_b]
@@ -11,7 +11,9 @@ point-cloud PLY per seed and given as ``model.init.source=mesh`` (``normalize=fa
 (scale, gauge, seed) is one fit of ``--row`` at the ablation budget on the degraded pseudo views
 with the learned framing (``benchmarks/ablation.py``'s settings and post-fit analyses). The
 ``depth_ratio`` column is where the trained model put the object (``post_fit.placement``; 1 is
-the true depth). Paired differences are to the first scale with the first gauge.
+the true depth). Paired differences are to the first scale with the first gauge. ``depth`` is
+``views`` with the object's depth learned as one scale about the input camera
+(``model.framing.depth``).
 
 Writes ``--out`` (default ``benchmarks/results/mesh_start.json``) and the ``.md`` next to it.
 """
@@ -57,9 +59,11 @@ def write_starts(a: argparse.Namespace, seed: int, scales: list[float], folder: 
 
 def one(a: argparse.Namespace, seed: int, scale: float, gauge: str, start: Path, tmp: Path) -> dict:
     run = argparse.Namespace(**vars(a))
+    # "depth": the views' gauge with the object's depth learned (model.framing.depth).
+    framing = ["--model.framing.gauge=views", "--model.framing.depth=true"]
     run.override = [
         "--model.framing.learn=true",
-        f"--model.framing.gauge={gauge}",
+        *(framing if gauge == "depth" else [f"--model.framing.gauge={gauge}"]),
         "--model.init.source=mesh",
         f"--model.init.path={start}",
         "--model.init.normalize=false",
@@ -72,7 +76,8 @@ def one(a: argparse.Namespace, seed: int, scale: float, gauge: str, start: Path,
 def markdown(runs: dict, a: argparse.Namespace, command: str) -> str:
     first = next(iter(runs))
     lines = [
-        f"# Mesh start with a depth error: framing gauge `init` vs `views` ({a.row})",
+        f"# Mesh start with a depth error: framing gauge {', '.join(a.gauges.split(','))} "
+        f"({a.row})",
         "",
         f"Command: `{command}`. {a.seeds} seeds, {a.coarse_steps} + {a.fine_steps} steps, "
         f"{a.resolution}², {a.frames} frames, {MOTION}, degraded pseudo views, learned framing. "
@@ -112,15 +117,20 @@ def main() -> None:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--row", default="row_b")
     p.add_argument("--depth_scales", default="1.0,0.95", help="comma-separated factors")
-    p.add_argument("--gauges", default="init,views", help="comma-separated: init, views")
+    p.add_argument(
+        "--gauges",
+        default="init,views",
+        help="comma-separated: init, views, depth (views with the object's depth learned, "
+        "model.framing.depth)",
+    )
     add_budget_arguments(p)
     a = p.parse_args()
     a.pseudo_views = "degraded"
     scales = [float(x) for x in a.depth_scales.split(",")]
     gauges = a.gauges.split(",")
     for g in gauges:
-        if g not in ("init", "views"):
-            p.error(f"--gauges: {g!r} is not a gauge (init, views)")
+        if g not in ("init", "views", "depth"):
+            p.error(f"--gauges: {g!r} is not a gauge (init, views, depth)")
     configs = [(x, g) for x in scales for g in gauges]
     # Seed-major: every configuration meets the same mix of co-running fits.
     tasks = [(s, x, g) for s in range(a.seeds) for x, g in configs]

@@ -186,6 +186,12 @@ class FramingConfig:
             novel views (``benchmarks/results/own_video.md``); true points with ``views`` lost
             up to 2.5 dB on a seed whose views share a common error
             (``benchmarks/results/ablation_findings.md``).
+        depth: Also learn the object's depth: one scale of the whole asset about the input
+            camera's centre (:mod:`ds4d_pl.gaussians.placement`), the motion the input view
+            cannot see, bounded by ``max_scale``. The pseudo views' average then places the
+            object (the gauge is ``views``; ``init`` is refused, since the framing would take
+            the same motion). For a start whose depth is a guess, e.g. an image-to-3D mesh: a
+            fit otherwise keeps the depth it starts at. Needs one input view and Gaussians.
     """
 
     learn: bool = False
@@ -193,6 +199,7 @@ class FramingConfig:
     max_scale: float = 0.25
     max_shift: float = 0.15
     gauge: Literal["auto", "views", "init"] = "auto"
+    depth: bool = False
 
     def __post_init__(self) -> None:
         if self.per not in ("view", "frame"):
@@ -205,6 +212,16 @@ class FramingConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not (0.0 < float(value) <= 1.0):
                 raise ValueError(f"model.framing.{name} must be in (0, 1], got {value!r}")
+        if self.depth and not self.learn:
+            raise ValueError(
+                "model.framing.depth is learned from the pseudo views' framing; it needs "
+                "model.framing.learn: true"
+            )
+        if self.depth and self.gauge == "init":
+            raise ValueError(
+                "model.framing.depth with gauge 'init': the framing would take the same motion "
+                "as the depth and nothing would decide between them; use gauge 'views' or 'auto'"
+            )
 
 
 @dataclass

@@ -51,6 +51,7 @@ from ds4d_pl.fields import build_field
 from ds4d_pl.fields.nerf import NeRFAtTime, NeRFConfig, NeRFField
 from ds4d_pl.gaussians.canonical import CanonicalGaussians
 from ds4d_pl.gaussians.hull import hull_points_from_views
+from ds4d_pl.gaussians.placement import DepthPlacement
 from ds4d_pl.render import build_renderer
 from ds4d_pl.render.base import GaussianParams, RenderOutput
 from ds4d_pl.render.scale import Render, at_fitted_scale
@@ -175,6 +176,9 @@ class DS4DModel(nn.Module):
         #: ``(V, N)`` visibility that goes with :attr:`last_fusion_weights`
         #: (``loss.pseudo_weighting: tssf`` needs both).
         self.last_fusion_visible: Tensor | None = None
+        #: The object's learned depth about the input camera (``model.framing.depth``);
+        #: ``None`` unless :meth:`enable_depth` made it.
+        self.placement: DepthPlacement | None = None
         #: Which points the Gaussians started from (``sphere``, ``mesh:<path>``,
         #: ``scene_points``, ``hull``); ``None`` until :meth:`initialise` (and after loading a
         #: checkpoint, which restores it from the checkpoint).
@@ -211,7 +215,50 @@ class DS4DModel(nn.Module):
         """``(3,)`` centre of the object: the field's box for a NeRF, else the Gaussians' mean."""
         if self.is_nerf:
             return self.field.aabb.mean(0)
-        return self.gaussians.means.detach().mean(0)
+        return self._placed_points(self.gaussians.means.detach()).mean(0)
+
+    def enable_depth(self, max_log_scale: float) -> DepthPlacement:
+        """Give the asset a learned depth about the input camera
+        (:mod:`ds4d_pl.gaussians.placement`).
+
+        Called before a checkpoint is loaded (its state holds the learned scale and the pivot);
+        :meth:`place_depth_pivot` sets the pivot from a scene.
+
+        Raises:
+            ValueError: A NeRF (it has no Gaussians to place).
+        """
+        if self.is_nerf:
+            raise ValueError(
+                "model.framing.depth scales the Gaussians about the input camera; a NeRF has "
+                "none: set model.framing.depth: false"
+            )
+        if self.placement is None:
+            self.placement = DepthPlacement(max_log_scale).to(self.extent.device)
+        return self.placement
+
+    def place_depth_pivot(self, scene: Scene4D) -> None:
+        """Pivot the learned depth about the input camera's centre at the clip's middle frame.
+
+        Raises:
+            ValueError: A scene with other than one input view (two or more real views see the
+                object's depth: there is nothing for the pseudo views to place).
+        """
+        if self.placement is None:
+            return
+        if scene.num_input_views != 1:
+            raise ValueError(
+                f"model.framing.depth places the object along the one input view's rays; scene "
+                f"{scene.name!r} has {scene.num_input_views} input views, which see its depth "
+                "themselves: set model.framing.depth: false"
+            )
+        cams = scene.train.cameras_at(scene.train.num_frames // 2)
+        self.placement.set_pivot(cams.c2w[0, :3, 3])
+
+    def _placed(self, params: GaussianParams) -> GaussianParams:
+        return params if self.placement is None else self.placement(params)
+
+    def _placed_points(self, points: Tensor) -> Tensor:
+        return points if self.placement is None else self.placement.points(points)
 
     def initialise(self, scene: Scene4D, generator: torch.Generator) -> None:
         """Place the canonical Gaussians for ``scene`` and fit the field's box to them.
@@ -409,7 +456,7 @@ class DS4DModel(nn.Module):
             finally:
                 self.renderer.train(was_training)
         else:
-            out = self.renderer(self.gaussians.activated(), cams, self.background)
+            out = self.renderer(self._placed(self.gaussians.activated()), cams, self.background)
         self.visibility = out.depth[..., 0].detach()
         return self.visibility
 
@@ -439,7 +486,8 @@ class DS4DModel(nn.Module):
         if force or cond.reference_key != key:
             if self.visibility is None:
                 self.refresh_visibility()
-            cond.refresh_reference(gs.means, self._training_cameras(), self.visibility, key)
+            points = self._placed_points(gs.means)
+            cond.refresh_reference(points, self._training_cameras(), self.visibility, key)
         return cond.reference
 
     def _reference_key(self) -> tuple[int, int, int]:
@@ -486,17 +534,17 @@ class DS4DModel(nn.Module):
             return self._volume(t_field, self.visibility)
         gs = self.gaussians
         if not (self.deformable if deform is None else deform):
-            return gs.activated()
+            return self._placed(gs.activated())
         tt = torch.as_tensor(t, dtype=gs.means.dtype, device=gs.means.device)
         tt = tt.reshape(1, 1).expand(gs.num_gaussians, 1)
         cond = self._condition(t) if self.conditioner is not None else None
-        params = gs.deformed(self.field(gs.means, tt, cond))
+        params = self._placed(gs.deformed(self.field(gs.means, tt, cond)))
         if self.cond_cfg.deformed_positions:
             self._last_deformed = (gs.version, params.means.detach())
         return params
 
     def _condition(self, t: float | Tensor) -> Tensor:
-        points = self.gaussians.means
+        points = self._placed_points(self.gaussians.means)
         if self.cond_cfg.deformed_positions and self._last_deformed is not None:
             version, last = self._last_deformed
             # Where the Gaussians were at the previous forward (stop-grad): a better guess of

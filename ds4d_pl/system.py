@@ -209,6 +209,9 @@ class DS4DSystem(pl.LightningModule):
         self._last_trust: Tensor | None = None
         #: The pseudo views' learned framing (``model.framing.learn``), sized in setup().
         self.framing = FramingCorrection(self.framing_cfg) if self.framing_cfg.learn else None
+        if self.framing is not None and self.framing_cfg.depth:
+            # Before any checkpoint is loaded: its state holds the learned depth and pivot.
+            self.model.enable_depth(self.framing_cfg.max_scale)
         # "auto" resolves at setup, once the initial Gaussians' source is known.
         self.framing_gauge: str = self.framing_cfg.gauge
         self.metrics = nn.ModuleDict(
@@ -256,6 +259,7 @@ class DS4DSystem(pl.LightningModule):
             )
         if not self.model.is_initialised:
             self.model.initialise(self.scene, torch.Generator().manual_seed(self.seed))
+            self.model.place_depth_pivot(self.scene)
         if self.framing is not None:
             self._setup_framing()
         self.sampler = FrameSampler(
@@ -311,7 +315,9 @@ class DS4DSystem(pl.LightningModule):
             )
         self.framing_gauge = self.framing_cfg.gauge
         if self.framing_gauge == "auto":
-            self.framing_gauge = "init" if self.model.placed_independently else "views"
+            # A learned depth is placed by the views (FramingConfig refuses it with "init").
+            independent = self.model.placed_independently and not self.framing_cfg.depth
+            self.framing_gauge = "init" if independent else "views"
         if self.framing_gauge == "views":
             self.framing.set_gauge(
                 framing_gauge(
@@ -354,6 +360,9 @@ class DS4DSystem(pl.LightningModule):
         groups = self.model.parameter_groups()
         if self.framing is not None:
             groups["framing"] = [self.framing.params]
+            if self.model.placement is not None:
+                # The depth is a framing of the whole object: the same schedule.
+                groups["framing"].append(self.model.placement.raw)
         return build_optimizer(
             groups,
             self.optim_table,
@@ -617,6 +626,8 @@ class DS4DSystem(pl.LightningModule):
             n_in = self.scene.num_input_views
             for key, values in self.framing.summary(n_in).items():
                 log.update({f"train/framing/{key}_{n_in + k}": x for k, x in enumerate(values)})
+            if self.model.placement is not None:
+                log["train/framing/depth_scale"] = float(self.model.placement.scale)
         if "sds" in terms and self._last_sds is not None:
             log["train/sds/timestep"] = float(self._last_sds.timesteps.float().mean())
             log["train/sds/grad_norm"] = float(self._last_sds.grad_norm)

@@ -70,6 +70,13 @@ class RunInfo(pl.Callback):
             # framing was kept from absorbing (framing_gauge).
             "gauge": pl_module.framing_gauge,
             "gauge_directions": int(framing.gauge.shape[1]),
+            # model.framing.depth: the learned scale of the whole object about the input camera
+            # (1: where the initial Gaussians put it), else null.
+            "depth_scale": (
+                None
+                if pl_module.model.placement is None
+                else round(float(pl_module.model.placement.scale), 5)
+            ),
             "views": {
                 str(n_in + k): {key: round(values[k], 5) for key, values in summary.items()}
                 for k in range(len(summary["scale"]))
