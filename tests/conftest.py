@@ -53,6 +53,29 @@ def tiny_synthetic() -> list[str]:
     ]
 
 
+def logged_tiny_fit(run_dir: Path, row: str, steps: int, *extra: str) -> Path:
+    """A tiny fit of ``configs/ablation/<row>.yaml`` on the synthetic object that logs every
+    step to CSV and skips the test after fit; returns the ``metrics.csv`` it wrote."""
+    from ds4d_pl.cli import main
+
+    overrides = [a for a in tiny_overrides(run_dir, steps) if not a.startswith("--trainer.logger")]
+    main(
+        [
+            "fit",
+            "-c",
+            str(CONFIGS / "base.yaml"),
+            "-c",
+            str(CONFIGS / "ablation" / f"{row}.yaml"),
+            *tiny_synthetic(),
+            *overrides,
+            "--trainer.log_every_n_steps=1",
+            "--test_after_fit=false",
+            *extra,
+        ]
+    )
+    return next(iter((run_dir / "lightning_logs").rglob("metrics.csv")))
+
+
 def tiny_nerf() -> list[str]:
     """CLI overrides that shrink ``configs/model/nerf.yaml`` like :func:`tiny_overrides` shrinks
     the Gaussians: few samples per ray, a small conditioning grid and small exports (every pixel

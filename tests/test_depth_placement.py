@@ -109,33 +109,22 @@ def test_a_nerf_has_no_gaussians_to_place() -> None:
 def test_a_fit_learns_records_and_saves_the_depth(run_dir) -> None:
     import csv
 
-    from conftest import CONFIGS, tiny_overrides, tiny_synthetic
+    from conftest import logged_tiny_fit
 
-    from ds4d_pl.cli import main
     from ds4d_pl.system import DS4DSystem
 
-    overrides = [a for a in tiny_overrides(run_dir, 4) if not a.startswith("--trainer.logger")]
-    main(
-        [
-            "fit",
-            "-c",
-            str(CONFIGS / "base.yaml"),
-            "-c",
-            str(CONFIGS / "ablation" / "row_b.yaml"),
-            *tiny_synthetic(),
-            *overrides,
-            "--data.synthetic.pseudo_views=degraded",
-            "--trainer.log_every_n_steps=1",
-            "--test_after_fit=false",
-            "--model.framing.learn=true",
-            "--model.framing.depth=true",
-        ]
+    log = logged_tiny_fit(
+        run_dir,
+        "row_b",
+        4,
+        "--data.synthetic.pseudo_views=degraded",
+        "--model.framing.learn=true",
+        "--model.framing.depth=true",
     )
     record = json.loads((run_dir / "run_info.json").read_text())["pseudo_view_framing"]
     # The synthetic object's own points would give gauge "init"; a learned depth needs "views".
     assert record["gauge"] == "views" and record["gauge_directions"] == 1
     assert record["depth_scale"] != 1.0  # Adam's first steps move it
-    log = next(iter((run_dir / "lightning_logs").rglob("metrics.csv")))
     rows = [r for r in csv.DictReader(log.open()) if r.get("train/framing/depth_scale")]
     assert rows and float(rows[-1]["train/framing/depth_scale"]) == pytest.approx(
         record["depth_scale"], abs=1e-4

@@ -238,28 +238,16 @@ def test_a_fit_learns_logs_and_records_the_framing(
     import csv
     import json
 
-    from conftest import CONFIGS, tiny_overrides, tiny_synthetic
+    from conftest import logged_tiny_fit
 
-    from ds4d_pl.cli import main
-
-    overrides = [a for a in tiny_overrides(run_dir, 4) if not a.startswith("--trainer.logger")]
-    main(
-        [
-            "fit",
-            "-c",
-            str(CONFIGS / "base.yaml"),
-            "-c",
-            str(CONFIGS / "ablation" / "row_b.yaml"),
-            *tiny_synthetic(),
-            *overrides,
-            "--data.synthetic.pseudo_views=degraded",
-            "--trainer.log_every_n_steps=1",
-            "--test_after_fit=false",
-            "--model.framing.learn=true",
-            f"--model.init.source={init_source}",
-        ]
+    log = logged_tiny_fit(
+        run_dir,
+        "row_b",
+        4,
+        "--data.synthetic.pseudo_views=degraded",
+        "--model.framing.learn=true",
+        f"--model.init.source={init_source}",
     )
-    log = next(iter((run_dir / "lightning_logs").rglob("metrics.csv")))
     rows = [r for r in csv.DictReader(log.open()) if r.get("train/framing/scale_1")]
     assert rows and rows[-1].get("train/lr/framing")
     # Adam's first steps move every pseudo view that was rendered off the identity.

@@ -223,26 +223,9 @@ def test_a_fit_weighs_the_pseudo_views_and_logs_their_trust(run_dir) -> None:
     import csv
     import json
 
-    from conftest import CONFIGS, tiny_overrides, tiny_synthetic
+    from conftest import logged_tiny_fit
 
-    from ds4d_pl.cli import main
-
-    overrides = [a for a in tiny_overrides(run_dir, 3) if not a.startswith("--trainer.logger")]
-    main(
-        [
-            "fit",
-            "-c",
-            str(CONFIGS / "base.yaml"),
-            "-c",
-            str(CONFIGS / "ablation" / "row_h_trust.yaml"),
-            *tiny_synthetic(),
-            *overrides,
-            "--trainer.log_every_n_steps=1",
-            "--test_after_fit=false",
-            "--model.loss.pseudo_trust_power=2",
-        ]
-    )
-    log = next(iter((run_dir / "lightning_logs").rglob("metrics.csv")))
+    log = logged_tiny_fit(run_dir, "row_h_trust", 3, "--model.loss.pseudo_trust_power=2")
     rows = [r for r in csv.DictReader(log.open()) if r.get("train/pseudo_trust/view_1")]
     assert rows, "no trust logged in the fine steps"
     for row in rows:
