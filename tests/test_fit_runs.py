@@ -122,3 +122,33 @@ def test_sweep_arguments_refuse_what_cannot_work(argv, message, capsys):
     with pytest.raises(SystemExit):
         fit_runs.check_sweep_arguments(p, p.parse_args(argv))
     assert message in capsys.readouterr().err
+
+
+def test_a_kept_scene_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
+    """scenes.py writes its scene beside the kept folder and renames it into place, so a scene
+    found by --resume is complete; a partial write of an interrupted session is replaced."""
+    import sys
+    from types import SimpleNamespace
+
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    monkeypatch.setitem(sys.modules, "fit_runs", fit_runs)
+    spec = importlib.util.spec_from_file_location("scenes", REPO / "benchmarks" / "scenes.py")
+    scenes = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scenes)
+    written = []
+
+    def synth(cmd, **kwargs):
+        out = Path(cmd[cmd.index("--out") + 1])
+        assert not out.exists(), "the stale partial write was not removed"
+        out.mkdir()
+        (out / "transforms_train.json").write_text("{}")
+        written.append(out)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(scenes.subprocess, "run", synth)
+    root = tmp_path / "scene"
+    (tmp_path / "scene.partial").mkdir()  # left by a session killed mid-write
+    a = SimpleNamespace(format="dnerf", motion="mostly_static", frames=4, resolution=32)
+    scenes.write_scene(root, a)
+    assert written == [tmp_path / "scene.partial"]
+    assert (root / "transforms_train.json").is_file() and not written[0].exists()
