@@ -122,9 +122,8 @@ def run_one(a: argparse.Namespace, motion: str, row: str, seed: int, tmp: Path) 
     args = [*fit_args(a, motion, row, seed), *a.override]
     run_dir = tmp / f"{motion}_{row}_{seed}"
     label = f"{motion}/{row}/seed {seed}"
-    resume = getattr(a, "resume", False)  # mesh_start.py calls this with its own options
-    result = run_fit(args, run_dir, a.jobs, label, METRICS, resume=resume)
-    return {**result, **post_fit(run_dir, label, reuse=resume), "seed": seed}
+    result = run_fit(args, run_dir, a.jobs, label, METRICS, resume=a.resume)
+    return {**result, **post_fit(run_dir, label, reuse=a.resume), "seed": seed}
 
 
 def post_fit(run_dir: Path, label: str, reuse: bool = False) -> dict:

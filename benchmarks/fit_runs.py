@@ -58,10 +58,9 @@ def check_sweep_arguments(p: argparse.ArgumentParser, a: argparse.Namespace) -> 
 
 def sweep_fit_args(a: argparse.Namespace) -> list[str]:
     """``ds4d fit`` arguments of :func:`add_sweep_arguments`' options (after QUIET_FIT_ARGS)."""
-    every = getattr(a, "checkpoint_every", None)  # callers that build ablation args for their own
-    if every is None:
+    if a.checkpoint_every is None:
         return []
-    return [f"--checkpoint.every_n_train_steps={every}"]
+    return [f"--checkpoint.every_n_train_steps={a.checkpoint_every}"]
 
 
 def checkout_env(**extra: str) -> dict[str, str]:

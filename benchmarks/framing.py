@@ -1,7 +1,7 @@
 """How well the learned framing (``model.framing``) recovers each degraded view's true error.
 
     python benchmarks/framing.py [--seeds 3] [--jobs 2] [--row row_b] [--per view]
-        [--override=--model.framing.gauge=views ...]
+        [--override=--model.framing.gauge=views ...] [--keep_runs DIR [--resume]]
 
 Fits a row (default B) on the synthetic object's degraded pseudo views at the ablation budget
 (``benchmarks/ablation.py``'s arguments, ``--pseudo_views degraded``) with
@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ablation import add_budget_arguments, fit_args
-from fit_runs import REPO, run_fit
+from fit_runs import REPO, add_sweep_arguments, check_sweep_arguments, run_fit
 
 METRICS = ("psnr", "dyn_psnr_pooled")
 
@@ -39,7 +39,7 @@ def one(a: argparse.Namespace, seed: int, tmp: Path) -> dict:
         *a.override,
     ]
     run_dir = tmp / f"seed{seed}"
-    result = run_fit(args, run_dir, a.jobs, f"{a.row}/seed {seed}", METRICS)
+    result = run_fit(args, run_dir, a.jobs, f"{a.row}/seed {seed}", METRICS, resume=a.resume)
     info = json.loads((run_dir / "run_info.json").read_text())
     truth = ast.literal_eval(info["scene_meta"]["degrade"])
     learned = info["pseudo_view_framing"]["views"]
@@ -124,10 +124,13 @@ def main() -> None:
     p.add_argument("--per", default="view", choices=["view", "frame"])
     p.add_argument("--motion", default="mostly_static")
     add_budget_arguments(p)
+    add_sweep_arguments(p)
     a = p.parse_args()
+    check_sweep_arguments(p, a)
     a.pseudo_views = "degraded"
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(a.jobs) as pool:
-        futures = [pool.submit(one, a, s, Path(tmp)) for s in range(a.seeds)]
+        root = Path(a.keep_runs) if a.keep_runs else Path(tmp)
+        futures = [pool.submit(one, a, s, root) for s in range(a.seeds)]
         runs = [f.result() for f in futures]
     good = [v for r in runs for v in r["views"] if not v["wrong"]]
     out = Path(a.out)

@@ -1,7 +1,7 @@
 """Which framing gauge suits a mesh start whose depth is off: ``init``, ``views`` or ``depth``.
 
     python benchmarks/mesh_start.py [--seeds 3] [--jobs 2] [--depth_scales 1.0,0.95] \
-        [--gauges init,views] [--row row_b]
+        [--gauges init,views] [--row row_b] [--keep_runs DIR [--resume]]
 
 An image-to-3D mesh agrees with the input view but its distance from the camera is a guess: the
 one error a single input view cannot see. This stands in for it with the synthetic object's true
@@ -27,7 +27,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ablation import SUMMARY_KEYS, add_budget_arguments, run_one
-from fit_runs import REPO, mean_pm, paired_seeds, summarise
+from fit_runs import (
+    REPO,
+    add_sweep_arguments,
+    check_sweep_arguments,
+    mean_pm,
+    paired_seeds,
+    summarise,
+)
 
 from ds4d_pl.data.parsers.synthetic import SyntheticConfig, make_synthetic_scene
 from ds4d_pl.export.density import save_points_ply
@@ -124,7 +131,9 @@ def main() -> None:
         "model.framing.depth)",
     )
     add_budget_arguments(p)
+    add_sweep_arguments(p)
     a = p.parse_args()
+    check_sweep_arguments(p, a)
     a.pseudo_views = "degraded"
     scales = [float(x) for x in a.depth_scales.split(",")]
     gauges = a.gauges.split(",")
@@ -135,9 +144,12 @@ def main() -> None:
     # Seed-major: every configuration meets the same mix of co-running fits.
     tasks = [(s, x, g) for s in range(a.seeds) for x, g in configs]
     with tempfile.TemporaryDirectory() as tmp, ThreadPoolExecutor(a.jobs) as pool:
-        # One start per (seed, scale), shared by the gauges.
-        starts = {s: write_starts(a, s, scales, Path(tmp)) for s in range(a.seeds)}
-        futures = [pool.submit(one, a, s, x, g, starts[s][x], Path(tmp)) for s, x, g in tasks]
+        root = Path(a.keep_runs) if a.keep_runs else Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        # One start per (seed, scale), shared by the gauges; written identically on a resume, so
+        # a kept run's recorded --model.init.path still names its start.
+        starts = {s: write_starts(a, s, scales, root) for s in range(a.seeds)}
+        futures = [pool.submit(one, a, s, x, g, starts[s][x], root) for s, x, g in tasks]
         done = [f.result() for f in futures]
     runs = {}
     for x, g in configs:

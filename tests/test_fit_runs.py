@@ -124,6 +124,20 @@ def test_sweep_arguments_refuse_what_cannot_work(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("script", ["ablation.py", "scenes.py", "mesh_start.py", "framing.py"])
+def test_every_sweep_of_ablation_fits_takes_the_sweep_options(script):
+    """The sweeps that build ``ablation.fit_args`` / ``scenes.py`` fits all parse (and check) the
+    sweep options, so a lost session's runs of any of them can be resumed."""
+    proc = subprocess.run(
+        [fit_runs.sys.executable, str(REPO / "benchmarks" / script), "--resume"],
+        capture_output=True,
+        text=True,
+        env=fit_runs.checkout_env(),
+    )
+    assert proc.returncode == 2
+    assert "--resume needs --keep_runs" in proc.stderr
+
+
 def test_a_kept_scene_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
     """scenes.py writes its scene beside the kept folder and renames it into place, so a scene
     found by --resume is complete; a partial write of an interrupted session is replaced."""
