@@ -387,6 +387,11 @@ CASES = [
         ("would take about", "--force"),
     ),
     Case(
+        "synth_zero_motion_cycles",
+        lambda t, f: ["synth", "--out", str(t), "--motion_cycles=0"],
+        ("--motion_cycles must be a positive number",),
+    ),  # fmt: skip
+    Case(
         "synth_zero_frames",
         lambda t, f: ["synth", "--out", str(t), "--num_frames=0"],
         ("--num_frames must be >= 1",),

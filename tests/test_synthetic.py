@@ -387,9 +387,31 @@ def test_config_validation() -> None:
         {"pseudo_version": "v2"},
         {"name": "a/b"},
         {"name": ""},
+        {"motion_cycles": 0},
+        {"motion_cycles": -1.0},
+        {"motion_cycles": True},
+        {"motion_cycles": "2"},
     ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             SyntheticConfig(**bad)
     assert SyntheticConfig(motion="dynamic_only").name == "synthetic_dynamic_only"
     assert SyntheticConfig(seed=2).name == "synthetic_mostly_static_seed2"
     assert SyntheticConfig(name="my_obj").name == "my_obj"
+    assert SyntheticConfig(motion_cycles=2).name == "synthetic_mostly_static_cycles2"
+
+
+def test_motion_cycles_replays_the_same_swing_faster() -> None:
+    """k cycles at time t are one cycle at time k·t: the same motion, k times over the clip,
+    recorded in the scene's provenance; the default (1) is the one smooth swing."""
+    t = torch.linspace(0.0, 1.0, 9)
+    one, _ = moving_part_end(SyntheticConfig(), t)
+    for k in (2.0, 3.5):
+        fast, _ = moving_part_end(SyntheticConfig(motion_cycles=k), t)
+        assert torch.allclose(fast, moving_part_end(SyntheticConfig(), k * t)[0], atol=1e-5)
+        assert not torch.allclose(fast, one, atol=1e-3)
+    # Two cycles: back where it started at mid-clip.
+    two, _ = moving_part_end(SyntheticConfig(motion_cycles=2), torch.tensor([0.0, 0.5]))
+    assert torch.allclose(two[0], two[1], atol=1e-5)
+    scene = make_synthetic_scene(SyntheticConfig(motion_cycles=2, **SMALL))
+    assert scene.meta["motion_cycles"] == 2
+    assert make_synthetic_scene(SyntheticConfig(**SMALL)).meta["motion_cycles"] == 1.0

@@ -80,6 +80,13 @@ def main(argv: list[str]) -> int:
         choices=["static_only", "mostly_static", "dynamic_only"],
     )
     p.add_argument(
+        "--motion_cycles",
+        type=float,
+        default=1.0,
+        help="swings of the motion over the clip (1: one smooth swing; more: the temporal "
+        "detail of a walk or a wave)",
+    )
+    p.add_argument(
         "--num_frames",
         type=int,
         default=None,
@@ -133,6 +140,8 @@ def main(argv: list[str]) -> int:
         p.error("--pseudo_views and --pseudo_background apply to --format consistent4d only")
     if a.pseudo_background is not None and not 0.0 <= a.pseudo_background <= 1.0:
         p.error(f"--pseudo_background must be a grey level in [0, 1]; got {a.pseudo_background}")
+    if not a.motion_cycles > 0:
+        p.error(f"--motion_cycles must be a positive number; got {a.motion_cycles}")
     for flag in ("num_frames", "resolution", "eval_resolution", "num_cameras", "num_test"):
         value = getattr(a, flag)
         if value is not None and value < 1:
@@ -144,6 +153,7 @@ def main(argv: list[str]) -> int:
     if a.format == "consistent4d":
         cfg = SyntheticConfig(
             motion=a.motion,
+            motion_cycles=a.motion_cycles,
             num_frames=a.num_frames or 16,
             resolution=a.resolution,
             eval_resolution=a.eval_resolution,
@@ -154,7 +164,7 @@ def main(argv: list[str]) -> int:
         )
         path = write_synthetic(cfg, a.out, pseudo_background=a.pseudo_background)
     elif a.format == "dnerf":
-        cfg = SyntheticConfig(motion=a.motion, seed=a.seed)
+        cfg = SyntheticConfig(motion=a.motion, motion_cycles=a.motion_cycles, seed=a.seed)
         path = write_dnerf(
             cfg,
             a.out,
@@ -164,7 +174,7 @@ def main(argv: list[str]) -> int:
             seed=a.seed,
         )
     else:
-        cfg = SyntheticConfig(motion=a.motion, seed=a.seed)
+        cfg = SyntheticConfig(motion=a.motion, motion_cycles=a.motion_cycles, seed=a.seed)
         # 4:3 like the N3DV rig, rounded to even sizes so the video option can encode it.
         height = 2 * round(a.resolution * 3 / 8)
         try:

@@ -106,6 +106,10 @@ class SyntheticConfig:
 
     Attributes:
         motion: ``"static_only"``, ``"mostly_static"`` or ``"dynamic_only"`` (see module doc).
+        motion_cycles: Swings of the motion over the clip (times ``0 … 1``). 1 is one smooth
+            swing; more give the motion more temporal detail for the same frames, as a walk or
+            a wave has, which a deformation field with a coarse time axis cannot hold. Keep it
+            under half the number of frames, or the frames alias the motion.
         num_frames: Number of frames ``T``; times are ``linspace(0, 1, T)``.
         resolution: Square size of the input view and of the pseudo views.
         eval_resolution: Square size of the four Consistent4D evaluation views.
@@ -119,6 +123,7 @@ class SyntheticConfig:
     """
 
     motion: str = "mostly_static"
+    motion_cycles: float = 1.0
     num_frames: int = 16
     resolution: int = 128
     eval_resolution: int = 128
@@ -133,6 +138,11 @@ class SyntheticConfig:
         if self.motion not in MOTIONS:
             raise ValueError(
                 f"SyntheticConfig.motion must be one of {', '.join(MOTIONS)}; got {self.motion!r}"
+            )
+        cycles = self.motion_cycles
+        if isinstance(cycles, bool) or not isinstance(cycles, (int, float)) or not cycles > 0:
+            raise ValueError(
+                f"SyntheticConfig.motion_cycles must be a positive number; got {cycles!r}"
             )
         for field_name, minimum in (
             ("num_frames", 1),
@@ -166,7 +176,11 @@ class SyntheticConfig:
                 f"SyntheticConfig.degrade must be a DegradeConfig; got {self.degrade!r}"
             )
         if self.name is None:
-            derived = f"synthetic_{self.motion}" + (f"_seed{self.seed}" if self.seed else "")
+            derived = (
+                f"synthetic_{self.motion}"
+                + (f"_cycles{self.motion_cycles:g}" if self.motion_cycles != 1 else "")
+                + (f"_seed{self.seed}" if self.seed else "")
+            )
             # Frozen dataclass: the derived default is filled in once, at construction.
             object.__setattr__(self, "name", derived)
         elif not isinstance(self.name, str) or not _NAME_RE.match(self.name):
@@ -271,11 +285,11 @@ def _rot(axis: str, angle: Tensor) -> Tensor:
     return torch.stack([torch.stack(r, dim=-1) for r in rows], dim=-2)
 
 
-def _parts(motion: str, seed: int, times: Tensor) -> list[_Part]:
-    """The object's primitives at ``times`` ``(T,)``."""
+def _parts(motion: str, seed: int, times: Tensor, cycles: float = 1.0) -> list[_Part]:
+    """The object's primitives at ``times`` ``(T,)``, the motion making ``cycles`` swings."""
     look = _look(seed)
     t = times.to(torch.float32).reshape(-1)
-    phase = 2 * math.pi * t + look.motion_phase
+    phase = 2 * math.pi * cycles * t + look.motion_phase
     gain = look.motion_gain
     zero = torch.zeros_like(t)
 
@@ -321,7 +335,9 @@ def moving_part_end(cfg: SyntheticConfig, times: Tensor) -> tuple[Tensor, float]
     Returns:
         ``(T, 3)`` centres and the radius.
     """
-    arm = _parts(cfg.motion, cfg.seed, torch.as_tensor(times, dtype=torch.float32))[2]
+    arm = _parts(
+        cfg.motion, cfg.seed, torch.as_tensor(times, dtype=torch.float32), cfg.motion_cycles
+    )[2]
     return arm.origin + arm.rot[:, :, 0] * _ARM_LENGTH, _ARM_RADIUS
 
 
@@ -520,7 +536,7 @@ def render_synthetic(
     times = torch.as_tensor(times, dtype=torch.float32).reshape(-1).cpu()
     cameras = cameras.to("cpu")
     look = _look(cfg.seed if look_seed is None else look_seed)
-    parts = _parts(cfg.motion, cfg.seed, times)
+    parts = _parts(cfg.motion, cfg.seed, times, cfg.motion_cycles)
     static_parts = [p for p in parts if not p.moving]
     moving_parts = [p for p in parts if p.moving]
     ss, width, height = supersample, cameras.width, cameras.height
@@ -601,7 +617,7 @@ def visible_from(
         raise ValueError(
             f"visible_from needs points (T, M, 3) for {len(times)} times; got {tuple(points.shape)}"
         )
-    parts = _parts(cfg.motion, cfg.seed, times)
+    parts = _parts(cfg.motion, cfg.seed, times, cfg.motion_cycles)
     o = torch.as_tensor(origin, dtype=torch.float32).reshape(3)
     out = torch.ones(points.shape[:2], dtype=torch.bool)
     for f in range(len(times)):
@@ -686,7 +702,7 @@ def sample_synthetic_surface(
     """
     if num_points < 1:
         raise ValueError(f"num_points must be >= 1, got {num_points}")
-    parts = _parts(cfg.motion, cfg.seed, torch.tensor([float(time)]))
+    parts = _parts(cfg.motion, cfg.seed, torch.tensor([float(time)]), cfg.motion_cycles)
     look = _look(cfg.seed)
     g = torch.Generator().manual_seed(7919 * cfg.seed + seed + 1)
     areas = torch.tensor([_surface_area(p) for p in parts])
@@ -916,6 +932,7 @@ def make_synthetic_scene(cfg: SyntheticConfig | None = None) -> Scene4D:
     meta = {
         "dataset": "synthetic",
         "motion": cfg.motion,
+        "motion_cycles": cfg.motion_cycles,
         "seed": cfg.seed,
         "num_frames": cfg.num_frames,
         "resolution": cfg.resolution,

@@ -445,6 +445,7 @@ def write_n3dv(
         "generator": "ds4d synth --format n3dv",
         "background": background,
         "motion": cfg.motion,
+        "motion_cycles": cfg.motion_cycles,
         "seed": cfg.seed,
         "num_cameras": num_cameras,
         "num_frames": num_frames,
