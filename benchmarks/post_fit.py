@@ -40,6 +40,7 @@ from torch import Tensor
 
 from ds4d_pl.conditioning.build import feature_cache_dir
 from ds4d_pl.data.parsers.synthetic import SyntheticConfig, make_synthetic_scene, moving_part_end
+from ds4d_pl.data.types import Scene4D
 from ds4d_pl.metrics.protocol import BenchmarkConfig, score_model
 from ds4d_pl.model import DS4DModel
 from ds4d_pl.render.scale import ScalePlan, fitted_focal, focal_px
@@ -162,10 +163,9 @@ def _score(model: DS4DModel, scene, name: str, fitted: float) -> dict[str, float
     return {key: results[key] for key in PROTOCOL_KEYS}
 
 
-def analyse(
-    run_dir: Path, resolutions: tuple[int, ...] = (128,), placebo: bool = True
-) -> dict[str, object]:
-    """The analyses of the module docstring for one run directory."""
+def load_run(run_dir: Path) -> tuple[DS4DSystem, SyntheticConfig, Scene4D]:
+    """A finished fit of the synthetic object: its system (the model in eval mode, its
+    conditioning prepared on the training views), the scene's configuration and the scene."""
     config = yaml.safe_load((run_dir / "config.yaml").read_text())
     if config["data"].get("dataset", "synthetic") != "synthetic":
         raise ValueError(f"{run_dir}: post_fit measures the embedded synthetic object only")
@@ -173,11 +173,28 @@ def analyse(
     system = DS4DSystem.load_from_checkpoint(
         run_dir / "checkpoints" / "last.ckpt", map_location="cpu"
     )
-    model = system.model.eval()
+    system.model.eval()
     scene = make_synthetic_scene(synthetic)
-    cache = feature_cache_dir(system.cond_cfg)
-    if model.conditioner is not None:
-        model.prepare_conditioning(scene.train, cache)
+    if system.model.conditioner is not None:
+        system.model.prepare_conditioning(scene.train, feature_cache_dir(system.cond_cfg))
+    return system, synthetic, scene
+
+
+def write_json(result: dict, out: Path | None) -> None:
+    """``result`` as indented JSON to ``out``, or to stdout when it is ``None``."""
+    text = json.dumps(result, indent=2) + "\n"
+    if out is None:
+        sys.stdout.write(text)
+    else:
+        out.write_text(text)
+
+
+def analyse(
+    run_dir: Path, resolutions: tuple[int, ...] = (128,), placebo: bool = True
+) -> dict[str, object]:
+    """The analyses of the module docstring for one run directory."""
+    system, synthetic, scene = load_run(run_dir)
+    model = system.model
     out: dict[str, object] = {}
     if synthetic.motion != "static_only":
         out["arm"] = arm_tracking(model, synthetic, scene.train.times)
@@ -192,7 +209,7 @@ def analyse(
         out[f"eval_{res}"] = {**block, "supersample": plan.supersample}
     if placebo and model.conditioner is not None:
         model.conditioner.cfg = dataclasses.replace(model.conditioner.cfg, placebo="time_constant")
-        model.prepare_conditioning(scene.train, cache)
+        model.prepare_conditioning(scene.train, feature_cache_dir(system.cond_cfg))
         out["placebo_test"] = _score(model, scene, scene.name, fitted)
     return out
 
@@ -204,12 +221,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--no-placebo", action="store_true")
     p.add_argument("--out", type=Path, default=None, help="write the JSON here (else stdout)")
     a = p.parse_args(argv)
-    result = analyse(a.run_dir, tuple(a.resolutions), placebo=not a.no_placebo)
-    text = json.dumps(result, indent=2) + "\n"
-    if a.out is None:
-        sys.stdout.write(text)
-    else:
-        a.out.write_text(text)
+    write_json(analyse(a.run_dir, tuple(a.resolutions), placebo=not a.no_placebo), a.out)
 
 
 if __name__ == "__main__":

@@ -20,19 +20,14 @@ Writes ``--out`` (JSON, keyed by each run directory as given) or prints it.
 from __future__ import annotations
 
 import argparse
-import json
-import sys
 from pathlib import Path
 
 import torch
-import yaml
-from post_fit import TIP_RADIUS_FACTOR
+from post_fit import TIP_RADIUS_FACTOR, load_run, write_json
 from torch import Tensor
 
-from ds4d_pl.conditioning.build import feature_cache_dir
-from ds4d_pl.data.parsers.synthetic import SyntheticConfig, make_synthetic_scene, moving_part_end
+from ds4d_pl.data.parsers.synthetic import SyntheticConfig, moving_part_end
 from ds4d_pl.model import DS4DModel
-from ds4d_pl.system import DS4DSystem
 
 
 @torch.no_grad()
@@ -60,18 +55,11 @@ def time_signal(model: DS4DModel, synthetic: SyntheticConfig, times: Tensor) -> 
 
 def analyse(run_dir: Path) -> dict[str, float]:
     """:func:`time_signal` of a finished run."""
-    config = yaml.safe_load((run_dir / "config.yaml").read_text())
-    synthetic = SyntheticConfig(**config["data"]["synthetic"])
-    system = DS4DSystem.load_from_checkpoint(
-        run_dir / "checkpoints" / "last.ckpt", map_location="cpu"
-    )
-    model = system.model.eval()
-    if model.conditioner is None:
+    system, synthetic, scene = load_run(run_dir)
+    if system.model.conditioner is None:
         raise SystemExit(f"{run_dir}: this run has no frame features (row A or B)")
-    scene = make_synthetic_scene(synthetic)
-    model.prepare_conditioning(scene.train, feature_cache_dir(system.cond_cfg))
     try:
-        return time_signal(model, synthetic, scene.train.times)
+        return time_signal(system.model, synthetic, scene.train.times)
     except ValueError as err:
         raise SystemExit(f"{run_dir}: {err}") from None
 
@@ -81,12 +69,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("run_dirs", type=Path, nargs="+")
     p.add_argument("--out", type=Path, default=None, help="write the JSON here (else stdout)")
     a = p.parse_args(argv)
-    result = {str(run): analyse(run) for run in a.run_dirs}
-    text = json.dumps(result, indent=2) + "\n"
-    if a.out is None:
-        sys.stdout.write(text)
-    else:
-        a.out.write_text(text)
+    write_json({str(run): analyse(run) for run in a.run_dirs}, a.out)
 
 
 if __name__ == "__main__":

@@ -56,18 +56,10 @@ def test_a_static_object_is_refused() -> None:
 
 
 def test_a_run_without_features_is_refused(tmp_path: Path, monkeypatch) -> None:
-    class NoFeatures:
-        conditioner = None
-
-        def eval(self):
-            return self
-
     class System:
-        model = NoFeatures()
+        class model:  # noqa: N801 - stands in for the attribute of a DS4DSystem
+            conditioner = None
 
-    (tmp_path / "config.yaml").write_text("data:\n  synthetic: {}\n")
-    monkeypatch.setattr(
-        time_signal.DS4DSystem, "load_from_checkpoint", staticmethod(lambda *a, **k: System())
-    )
+    monkeypatch.setattr(time_signal, "load_run", lambda run_dir: (System(), None, None))
     with pytest.raises(SystemExit, match="no frame features"):
         time_signal.analyse(tmp_path)
