@@ -389,7 +389,12 @@ CASES = [
     Case(
         "synth_zero_motion_cycles",
         lambda t, f: ["synth", "--out", str(t), "--motion_cycles=0"],
-        ("--motion_cycles must be a positive number",),
+        ("--motion_cycles must be a positive finite number",),
+    ),  # fmt: skip
+    Case(
+        "synth_infinite_motion_cycles",
+        lambda t, f: ["synth", "--out", str(t), "--motion_cycles=inf"],
+        ("--motion_cycles must be a positive finite number", "inf"),
     ),  # fmt: skip
     Case(
         "synth_zero_frames",

@@ -391,6 +391,8 @@ def test_config_validation() -> None:
         {"motion_cycles": -1.0},
         {"motion_cycles": True},
         {"motion_cycles": "2"},
+        {"motion_cycles": float("inf")},
+        {"motion_cycles": float("nan")},
     ):
         with pytest.raises(ValueError, match=next(iter(bad))):
             SyntheticConfig(**bad)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 
 from ds4d_pl.commands.oneline import OneLineParser
 
@@ -140,8 +141,8 @@ def main(argv: list[str]) -> int:
         p.error("--pseudo_views and --pseudo_background apply to --format consistent4d only")
     if a.pseudo_background is not None and not 0.0 <= a.pseudo_background <= 1.0:
         p.error(f"--pseudo_background must be a grey level in [0, 1]; got {a.pseudo_background}")
-    if not a.motion_cycles > 0:
-        p.error(f"--motion_cycles must be a positive number; got {a.motion_cycles}")
+    if not 0 < a.motion_cycles < math.inf:
+        p.error(f"--motion_cycles must be a positive finite number; got {a.motion_cycles}")
     for flag in ("num_frames", "resolution", "eval_resolution", "num_cameras", "num_test"):
         value = getattr(a, flag)
         if value is not None and value < 1:

@@ -140,9 +140,13 @@ class SyntheticConfig:
                 f"SyntheticConfig.motion must be one of {', '.join(MOTIONS)}; got {self.motion!r}"
             )
         cycles = self.motion_cycles
-        if isinstance(cycles, bool) or not isinstance(cycles, (int, float)) or not cycles > 0:
+        if (
+            isinstance(cycles, bool)
+            or not isinstance(cycles, (int, float))
+            or not 0 < cycles < math.inf
+        ):
             raise ValueError(
-                f"SyntheticConfig.motion_cycles must be a positive number; got {cycles!r}"
+                f"SyntheticConfig.motion_cycles must be a positive finite number; got {cycles!r}"
             )
         for field_name, minimum in (
             ("num_frames", 1),
