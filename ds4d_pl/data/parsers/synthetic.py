@@ -289,11 +289,12 @@ def _rot(axis: str, angle: Tensor) -> Tensor:
     return torch.stack([torch.stack(r, dim=-1) for r in rows], dim=-2)
 
 
-def _parts(motion: str, seed: int, times: Tensor, cycles: float = 1.0) -> list[_Part]:
-    """The object's primitives at ``times`` ``(T,)``, the motion making ``cycles`` swings."""
-    look = _look(seed)
+def _parts(cfg: SyntheticConfig, times: Tensor) -> list[_Part]:
+    """The object's primitives at ``times`` ``(T,)`` (``cfg``'s motion, seed and cycles)."""
+    motion = cfg.motion
+    look = _look(cfg.seed)
     t = times.to(torch.float32).reshape(-1)
-    phase = 2 * math.pi * cycles * t + look.motion_phase
+    phase = 2 * math.pi * cfg.motion_cycles * t + look.motion_phase
     gain = look.motion_gain
     zero = torch.zeros_like(t)
 
@@ -339,9 +340,7 @@ def moving_part_end(cfg: SyntheticConfig, times: Tensor) -> tuple[Tensor, float]
     Returns:
         ``(T, 3)`` centres and the radius.
     """
-    arm = _parts(
-        cfg.motion, cfg.seed, torch.as_tensor(times, dtype=torch.float32), cfg.motion_cycles
-    )[2]
+    arm = _parts(cfg, torch.as_tensor(times, dtype=torch.float32))[2]
     return arm.origin + arm.rot[:, :, 0] * _ARM_LENGTH, _ARM_RADIUS
 
 
@@ -540,7 +539,7 @@ def render_synthetic(
     times = torch.as_tensor(times, dtype=torch.float32).reshape(-1).cpu()
     cameras = cameras.to("cpu")
     look = _look(cfg.seed if look_seed is None else look_seed)
-    parts = _parts(cfg.motion, cfg.seed, times, cfg.motion_cycles)
+    parts = _parts(cfg, times)
     static_parts = [p for p in parts if not p.moving]
     moving_parts = [p for p in parts if p.moving]
     ss, width, height = supersample, cameras.width, cameras.height
@@ -621,7 +620,7 @@ def visible_from(
         raise ValueError(
             f"visible_from needs points (T, M, 3) for {len(times)} times; got {tuple(points.shape)}"
         )
-    parts = _parts(cfg.motion, cfg.seed, times, cfg.motion_cycles)
+    parts = _parts(cfg, times)
     o = torch.as_tensor(origin, dtype=torch.float32).reshape(3)
     out = torch.ones(points.shape[:2], dtype=torch.bool)
     for f in range(len(times)):
@@ -706,7 +705,7 @@ def sample_synthetic_surface(
     """
     if num_points < 1:
         raise ValueError(f"num_points must be >= 1, got {num_points}")
-    parts = _parts(cfg.motion, cfg.seed, torch.tensor([float(time)]), cfg.motion_cycles)
+    parts = _parts(cfg, torch.tensor([float(time)]))
     look = _look(cfg.seed)
     g = torch.Generator().manual_seed(7919 * cfg.seed + seed + 1)
     areas = torch.tensor([_surface_area(p) for p in parts])
