@@ -43,6 +43,7 @@ from ds4d_pl.data.parsers.synthetic import SyntheticConfig, make_synthetic_scene
 from ds4d_pl.data.types import Scene4D
 from ds4d_pl.metrics.protocol import BenchmarkConfig, score_model
 from ds4d_pl.model import DS4DModel
+from ds4d_pl.render.base import GaussianParams
 from ds4d_pl.render.scale import ScalePlan, fitted_focal, focal_px
 from ds4d_pl.system import DS4DSystem
 
@@ -57,6 +58,19 @@ TIP_RADIUS_FACTOR = 1.5
 
 
 @torch.no_grad()
+def tip_gaussians(
+    model: DS4DModel, synthetic: SyntheticConfig, times: Tensor
+) -> tuple[Tensor, float, GaussianParams, Tensor]:
+    """The Gaussians near the arm's tip: the ``(T, 3)`` true tip centres over ``times`` and
+    the hand's radius, the model's Gaussians at the middle frame, and the ``(N,)`` mask of
+    those within ``TIP_RADIUS_FACTOR`` hand radii of the true tip there."""
+    mid = len(times) // 2
+    centres, radius = moving_part_end(synthetic, times)
+    at_mid = model.at(times[mid])
+    near = (at_mid.means - centres[mid]).norm(dim=-1) <= TIP_RADIUS_FACTOR * radius
+    return centres, radius, at_mid, near
+
+
 def arm_tracking(model: DS4DModel, synthetic: SyntheticConfig, times: Tensor) -> dict[str, float]:
     """How well the model's Gaussians at the arm's tip follow the true tip over the clip.
 
@@ -84,9 +98,7 @@ def arm_tracking(model: DS4DModel, synthetic: SyntheticConfig, times: Tensor) ->
         ValueError: No Gaussian lies near the tip at the middle frame, or the arm does not move.
     """
     mid = len(times) // 2
-    centres, radius = moving_part_end(synthetic, times)
-    at_mid = model.at(times[mid])
-    near = (at_mid.means - centres[mid]).norm(dim=-1) <= TIP_RADIUS_FACTOR * radius
+    centres, radius, at_mid, near = tip_gaussians(model, synthetic, times)
     if not bool(near.any()):
         raise ValueError(
             f"no Gaussian within {TIP_RADIUS_FACTOR * radius:.3f} of the arm tip at the middle "

@@ -6,7 +6,7 @@ For each finished run of the synthetic object with frame features (rows D to H),
 conditioning vector each Gaussian feeds the deformation field is computed at every frame time
 (``DS4DModel._condition``, the fused ``[static, dynamic]`` features). Its temporal standard
 deviation, summed over channels, is averaged over the Gaussians near the arm's tip at the middle
-frame (``post_fit.TIP_RADIUS_FACTOR`` hand radii, as the arm tracking selects them) and over all
+frame (``post_fit.tip_gaussians``, the arm tracking's selection) and over all
 the others, which are static on the mostly-static object:
 
 * ``tip``, ``rest``: those two means;
@@ -23,10 +23,10 @@ import argparse
 from pathlib import Path
 
 import torch
-from post_fit import TIP_RADIUS_FACTOR, load_run, write_json
+from post_fit import load_run, tip_gaussians, write_json
 from torch import Tensor
 
-from ds4d_pl.data.parsers.synthetic import SyntheticConfig, moving_part_end
+from ds4d_pl.data.parsers.synthetic import SyntheticConfig
 from ds4d_pl.model import DS4DModel
 
 
@@ -37,10 +37,7 @@ def time_signal(model: DS4DModel, synthetic: SyntheticConfig, times: Tensor) -> 
     if synthetic.motion == "static_only":
         raise ValueError("nothing moves in motion 'static_only': no tip to compare with the rest")
     conds = torch.stack([model._condition(t) for t in times])  # (T, N, C)
-    mid = len(times) // 2
-    centres, radius = moving_part_end(synthetic, times)
-    means = model.at(times[mid]).means
-    tip = (means - centres[mid]).norm(dim=-1) <= TIP_RADIUS_FACTOR * radius
+    *_, tip = tip_gaussians(model, synthetic, times)
     if not bool(tip.any()) or bool(tip.all()):
         raise ValueError("the Gaussians near the arm's tip at the middle frame are none or all")
     change = conds.std(dim=0).norm(dim=-1)  # (N,)
