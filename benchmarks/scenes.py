@@ -15,8 +15,10 @@ Each (variant, seed) is one ``ds4d fit -c configs/scene/<format>.yaml -c <varian
 subprocess: DS4D-DA (``configs/ablation/row_h.yaml``), without DSFD, without TSSF, and the 4D-GS
 baseline (row B, ``configs/ablation/row_b.yaml``). The preset's settings (4D-GS's, step counts
 / 10: ``benchmarks/results/scenes_presets.md``) are used as they are, with two exceptions for
-N3DV: the HexPlane time resolution follows 4D-GS's rule of frames / 2, and the Gaussian count
-is limited for a CPU (``CPU_LIMITS``: 5000 initial points, at most 20000). Reported on the
+N3DV: the HexPlane has one time sample per frame (``--time_resolution``, default the frame
+count; 4D-GS's 150 samples for N3DV's 300 frames, frames / 2, leave a 12-frame clip 6 samples
+for the whole motion, which starves the baseline: ``scenes_findings.md``), and the Gaussian
+count is limited for a CPU (``CPU_LIMITS``: 5000 initial points, at most 20000). Reported on the
 held-out camera or test split: PSNR, SSIM, dynamic-region PSNR (exact masks), LPIPS when its
 weights are present, as mean ± std over seeds and as per-seed differences to the baseline
 (same seed, same initial points and samples), plus wall time and median fine-stage step time.
@@ -115,14 +117,29 @@ def write_scene(root: Path, a: argparse.Namespace) -> None:
     partial.rename(root)
 
 
+def check_time_resolution(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    """Settle ``a.time_resolution``: one sample per frame unless given, N3DV only, and never
+    also set through ``--override`` (the results would record a value the fits did not use)."""
+    if any(o.startswith("--model.field.time_resolution") for o in a.override):
+        p.error("set the HexPlane's time samples with --time_resolution, not --override")
+    if a.format != "n3dv":
+        if a.time_resolution is not None:
+            p.error("--time_resolution is for --format n3dv (the D-NeRF preset sets its own)")
+        return
+    if a.time_resolution is None:
+        a.time_resolution = a.frames
+    if a.time_resolution < 2:
+        p.error(f"--time_resolution must be at least 2 samples, got {a.time_resolution}")
+
+
 def scene_args(a: argparse.Namespace, scene: Path) -> list[str]:
     """Data arguments of every fit: the scene, read at the size it was written."""
     if a.format == "n3dv":
-        # The scene is written at the training size; 4D-GS ties the time grid to frames / 2.
+        # The scene is written at the training size.
         return [
             f"--data.root={scene}",
             "--data.n3dv.downscale=1",
-            f"--model.field.time_resolution={max(2, a.frames // 2)}",
+            f"--model.field.time_resolution={a.time_resolution}",
         ]
     return [f"--data.root={scene}"]
 
@@ -214,6 +231,16 @@ def scene_line(a: argparse.Namespace, scene: Path) -> str:
     )
 
 
+def time_text(a: argparse.Namespace) -> str:
+    """The HexPlane's time samples as a clause of a table's header (N3DV only)."""
+    if a.format != "n3dv":
+        return ""
+    if a.time_resolution is None:
+        return "HexPlane time samples not recorded in every merged file; "
+    per = " (one per frame)" if a.time_resolution == a.frames else ""
+    return f"HexPlane time samples: {a.time_resolution}{per}; "
+
+
 def markdown(results: dict, diffs: dict, a: argparse.Namespace, scene_text: str) -> str:
     split = "held-out camera cam00" if a.format == "n3dv" else "test split"
     lines = [
@@ -229,6 +256,7 @@ def markdown(results: dict, diffs: dict, a: argparse.Namespace, scene_text: str)
             if a.budget != 1
             else "; "
         )
+        + time_text(a)
         + f"metrics on the {split}, mean ± std over seeds; dynamic PSNR over the exact "
         "moving-part masks; wall time of fit + test"
         + (f"; CPU limits: `{' '.join(CPU_LIMITS[a.format])}`" if CPU_LIMITS[a.format] else "")
@@ -299,7 +327,9 @@ def curve_markdown(points: list[dict], a: argparse.Namespace, scene_text: str) -
         scene_text,
         "",
         f"Budget = multiple of `configs/scene/{a.format}.yaml`'s schedule (coarse, fine, "
-        "densification and opacity-reset steps scaled alike). Mean ± std over seeds.",
+        "densification and opacity-reset steps scaled alike); "
+        + time_text(a)
+        + "mean ± std over seeds.",
         "",
         "| budget | steps | dyn PSNR | PSNR | SSIM | wall s |",
         "|---|---|---|---|---|---|",
@@ -333,7 +363,15 @@ def run_curve(a: argparse.Namespace, scene: Path, tmp: Path, out_path: Path, tex
     points = []
     for b in budgets:
         point = summarise(done[b], (*METRICS, "wall_s"))
-        points.append({"budget": b, "steps": budget_args(a.format, b)[1], "scene": text, **point})
+        points.append(
+            {
+                "budget": b,
+                "steps": budget_args(a.format, b)[1],
+                "scene": text,
+                **({"time_resolution": a.time_resolution} if a.time_resolution else {}),
+                **point,
+            }
+        )
     curve_json = out_path.with_name(f"{out_path.stem}_curve.json")
     curve_json.write_text(json.dumps(points, indent=2) + "\n")
     md = curve_markdown(points, a, text)
@@ -354,6 +392,13 @@ def main() -> None:
     p.add_argument("--frames", type=int, default=None, help="dnerf: 60 images, n3dv: 20 frames")
     p.add_argument("--cameras", type=int, default=12, help="n3dv: cameras, cam00 held out")
     p.add_argument("--resolution", type=int, default=128, help="image (n3dv: width) in pixels")
+    p.add_argument(
+        "--time_resolution",
+        type=int,
+        default=None,
+        help="n3dv: the HexPlane's time samples (default one per frame; 4D-GS's frames / 2 "
+        "measured earlier tables)",
+    )
     p.add_argument("--jobs", type=int, default=1)
     add_sweep_arguments(p)
     p.add_argument("--scene", default=None, help="existing scene folder (else written)")
@@ -374,6 +419,7 @@ def main() -> None:
     a = p.parse_args()
     check_sweep_arguments(p, a)
     a.frames = a.frames or (60 if a.format == "dnerf" else 20)
+    check_time_resolution(p, a)
     if a.seeds < 1:
         raise SystemExit(f"--seeds must be >= 1, got {a.seeds}")
     if a.budget <= 0:
@@ -437,6 +483,8 @@ def write_results(results: dict, a: argparse.Namespace, out_path: Path, text: st
     for v, r in results.items():
         r["scene"] = text
         r["budget"] = a.budget
+        if a.time_resolution is not None:
+            r["time_resolution"] = a.time_resolution
         if v != "baseline" and "baseline" in results:
             diffs[v] = r["paired_vs_baseline"] = paired(r["seeds"], results["baseline"]["seeds"])
     # One entry per variant at the top level (what notebooks/02_ablation_results.ipynb reads).
@@ -467,10 +515,16 @@ def merge(a: argparse.Namespace, paths: list[str], out_path: Path) -> None:
     runs: dict[str, dict[int, dict]] = {}
     scenes: dict[str, str] = {}
     budgets: dict[str, float] = {}
+    times: dict[str, int | None] = {}
     unrecorded: list[str] = []
     for path in paths:
         for variant, r in _entries(path):
             budgets[path] = float(r.get("budget", 1.0))
+            times[path] = r.get("time_resolution")
+            recorded = {t for t in times.values() if t is not None}
+            if len(recorded) > 1:
+                listed = "; ".join(f"{p}: {t}" for p, t in times.items() if t is not None)
+                raise SystemExit(f"the files were fitted with different time samples: {listed}")
             if len(set(budgets.values())) != 1:
                 listed = "; ".join(f"{p}: {b:g}x" for p, b in budgets.items())
                 raise SystemExit(f"the files were fitted at different budgets: {listed}")
@@ -489,6 +543,8 @@ def merge(a: argparse.Namespace, paths: list[str], out_path: Path) -> None:
     if not scenes:
         raise SystemExit("no file records its scene; merge at least one results file of variants")
     a.budget = next(iter(budgets.values()))
+    # Files from before the time samples were recorded leave the table's header saying so.
+    a.time_resolution = None if None in times.values() else next(iter(times.values()))
     results = {
         v: summarise_variant(sorted(runs[v].values(), key=lambda r: r["seed"]), a.format)
         for v in VARIANTS
