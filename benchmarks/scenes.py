@@ -15,10 +15,12 @@ Each (variant, seed) is one ``ds4d fit -c configs/scene/<format>.yaml -c <varian
 subprocess: DS4D-DA (``configs/ablation/row_h.yaml``), without DSFD, without TSSF, and the 4D-GS
 baseline (row B, ``configs/ablation/row_b.yaml``). The preset's settings (4D-GS's, step counts
 / 10: ``benchmarks/results/scenes_presets.md``) are used as they are, with two exceptions for
-N3DV: the HexPlane has one time sample per frame (``--time_resolution``, default the frame
-count; 4D-GS's 150 samples for N3DV's 300 frames, frames / 2, leave a 12-frame clip 6 samples
-for the whole motion, which starves the baseline: ``scenes_findings.md``), and the Gaussian
-count is limited for a CPU (``CPU_LIMITS``: 5000 initial points, at most 20000). Reported on the
+N3DV: the HexPlane has as many time samples as the clip has frames (``--time_resolution``).
+The preset maps the clip onto half of its time axis, as 4D-GS does, so that is one sample every
+two frames; 4D-GS's frames / 2 (150 for N3DV's 300 frames) is one every four, which on a
+12-frame clip of one swing leaves under three intervals for the motion and slows the baseline's
+learning by about a budget doubling (``scenes_findings.md``). The Gaussian count is limited for a
+CPU (``CPU_LIMITS``: 5000 initial points, at most 20000). Reported on the
 held-out camera or test split: PSNR, SSIM, dynamic-region PSNR (exact masks), LPIPS when its
 weights are present, as mean ± std over seeds and as per-seed differences to the baseline
 (same seed, same initial points and samples), plus wall time and median fine-stage step time.
@@ -118,7 +120,7 @@ def write_scene(root: Path, a: argparse.Namespace) -> None:
 
 
 def check_time_resolution(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
-    """Settle ``a.time_resolution``: one sample per frame unless given, N3DV only, and never
+    """Settle ``a.time_resolution``: the frame count unless given, N3DV only, and never
     also set through ``--override`` (the results would record a value the fits did not use)."""
     if any(o.startswith("--model.field.time_resolution") for o in a.override):
         p.error("set the HexPlane's time samples with --time_resolution, not --override")
@@ -231,14 +233,26 @@ def scene_line(a: argparse.Namespace, scene: Path) -> str:
     )
 
 
+def frames_per_sample(fmt: str, frames: int, time_resolution: int) -> float:
+    """Frames of the clip per interval of the HexPlane's time axis. With the preset's
+    ``half_time_range`` (4D-GS's: ``t`` in [0, 1] on a [-1, 1] grid) the clip spans only half
+    of the samples, so ``time_resolution = frames`` is one sample every two frames."""
+    half = bool(yaml.safe_load(preset(fmt).read_text())["model"]["field"]["half_time_range"])
+    intervals = (time_resolution - 1) / (2 if half else 1)
+    return (frames - 1) / intervals
+
+
 def time_text(a: argparse.Namespace) -> str:
     """The HexPlane's time samples as a clause of a table's header (N3DV only)."""
     if a.format != "n3dv":
         return ""
     if a.time_resolution is None:
         return "HexPlane time samples not recorded in every merged file; "
-    per = " (one per frame)" if a.time_resolution == a.frames else ""
-    return f"HexPlane time samples: {a.time_resolution}{per}; "
+    every = frames_per_sample(a.format, a.frames, a.time_resolution)
+    return (
+        f"HexPlane time samples: {a.time_resolution} (over the {a.frames}-frame clip one every "
+        f"{every:.1f} frames; 4D-GS's N3DV setting: one every 4.0); "
+    )
 
 
 def markdown(results: dict, diffs: dict, a: argparse.Namespace, scene_text: str) -> str:
@@ -396,8 +410,8 @@ def main() -> None:
         "--time_resolution",
         type=int,
         default=None,
-        help="n3dv: the HexPlane's time samples (default one per frame; 4D-GS's frames / 2 "
-        "measured earlier tables)",
+        help="n3dv: the HexPlane's time samples (default: the frame count, one every two frames "
+        "on the preset's half time axis; 4D-GS's frames / 2 measured earlier tables)",
     )
     p.add_argument("--jobs", type=int, default=1)
     add_sweep_arguments(p)

@@ -1,5 +1,6 @@
-"""``benchmarks/scenes.py``'s HexPlane time axis on the N3DV benchmark: one sample per frame by
-default, set in one place, recorded with the results, never mixed by ``--merge``."""
+"""``benchmarks/scenes.py``'s HexPlane time axis on the N3DV benchmark: as many samples as frames
+by default, set in one place, stated as frames per sample, recorded with the results, never
+mixed by ``--merge``."""
 
 from __future__ import annotations
 
@@ -51,6 +52,16 @@ def test_n3dv_fits_one_time_sample_per_frame_unless_told(scenes, monkeypatch, tm
     a = _parse(scenes, monkeypatch, ["--format", "dnerf"])
     assert a.time_resolution is None
     assert scenes.scene_args(a, tmp_path / "s") == [f"--data.root={tmp_path / 's'}"]
+
+
+def test_frames_per_sample_counts_the_half_of_the_axis_the_clip_spans(scenes):
+    """The N3DV preset puts the clip on half of the time axis (4D-GS's ``t`` in [0, 1] on a
+    [-1, 1] grid): 4D-GS's 150 samples for 300 frames are one every 4 frames, not every 2."""
+    assert scenes.frames_per_sample("n3dv", 300, 150) == pytest.approx(4.013, abs=1e-3)
+    assert scenes.frames_per_sample("n3dv", 12, 12) == pytest.approx(2.0)
+    assert scenes.frames_per_sample("n3dv", 12, 6) == pytest.approx(4.4)
+    # 2 F - 1 samples put one exactly on every frame.
+    assert scenes.frames_per_sample("n3dv", 12, 23) == pytest.approx(1.0)
 
 
 @pytest.mark.parametrize(
@@ -110,7 +121,10 @@ def test_merged_table_states_its_time_axis_or_that_a_file_lacks_it(tmp_path):
     merged = json.loads((tmp_path / "merged.json").read_text())
     assert merged["baseline"]["time_resolution"] == 12
     assert merged["baseline"]["n_seeds"] == 2
-    assert "HexPlane time samples: 12 (one per frame)" in (tmp_path / "merged.md").read_text()
+    assert (
+        "HexPlane time samples: 12 (over the 12-frame clip one every 2.0 frames"
+        in (tmp_path / "merged.md").read_text()
+    )
     # A file from before the setting was recorded: merged, and the header says it is unknown.
     files[1] = _results(tmp_path / "old.json", 1, None)
     assert _merge(tmp_path, files).returncode == 0
