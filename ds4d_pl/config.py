@@ -377,7 +377,7 @@ class FieldConfig:
         encoding: ``hexplane`` or ``hashgrid``.
         plane_resolution: Base spatial resolution of the HexPlane.
         time_resolution: Temporal resolution of the HexPlane (4D-GS: frames / 2 for a 300-frame
-            capture; a short clip needs about one per frame).
+            capture; with ``half_time_range`` the clip spans half of the samples).
         multires: Spatial resolution multipliers (one plane set per entry).
         feature_dim: Channels per plane.
         half_time_range: Parity flag: map time to ``[0, 1]`` of the grid like some anchor code,
