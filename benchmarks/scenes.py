@@ -106,6 +106,16 @@ def preset(fmt: str) -> Path:
     return REPO / "configs" / "scene" / f"{fmt}.yaml"
 
 
+def preset_model(fmt: str) -> dict:
+    """The ``model`` section of the scene preset, as written (no overrides)."""
+    return yaml.safe_load(preset(fmt).read_text())["model"]
+
+
+def time_record(a: argparse.Namespace) -> dict:
+    """What a results entry or curve point records of the time axis (N3DV only)."""
+    return {} if a.time_resolution is None else {"time_resolution": a.time_resolution}
+
+
 def write_scene(root: Path, a: argparse.Namespace) -> None:
     """``ds4d synth`` into ``root``; written beside it and renamed, so ``root`` is complete."""
     partial = root.with_name(root.name + ".partial")
@@ -237,7 +247,7 @@ def frames_per_sample(fmt: str, frames: int, time_resolution: int) -> float:
     """Frames of the clip per interval of the HexPlane's time axis. With the preset's
     ``half_time_range`` (4D-GS's: ``t`` in [0, 1] on a [-1, 1] grid) the clip spans only half
     of the samples, so ``time_resolution = frames`` is one sample every two frames."""
-    half = bool(yaml.safe_load(preset(fmt).read_text())["model"]["field"]["half_time_range"])
+    half = bool(preset_model(fmt)["field"]["half_time_range"])
     intervals = (time_resolution - 1) / (2 if half else 1)
     return (frames - 1) / intervals
 
@@ -321,7 +331,7 @@ def markdown(results: dict, diffs: dict, a: argparse.Namespace, scene_text: str)
 
 def budget_args(fmt: str, factor: float) -> tuple[list[str], int]:
     """Overrides scaling the preset's step counts by ``factor``, and the total steps."""
-    cfg = yaml.safe_load(preset(fmt).read_text())["model"]
+    cfg = preset_model(fmt)
     args = []
     for group, key in SCALED_STEPS:
         value = int(cfg[group][key])
@@ -382,7 +392,7 @@ def run_curve(a: argparse.Namespace, scene: Path, tmp: Path, out_path: Path, tex
                 "budget": b,
                 "steps": budget_args(a.format, b)[1],
                 "scene": text,
-                **({"time_resolution": a.time_resolution} if a.time_resolution else {}),
+                **time_record(a),
                 **point,
             }
         )
@@ -497,8 +507,7 @@ def write_results(results: dict, a: argparse.Namespace, out_path: Path, text: st
     for v, r in results.items():
         r["scene"] = text
         r["budget"] = a.budget
-        if a.time_resolution is not None:
-            r["time_resolution"] = a.time_resolution
+        r.update(time_record(a))
         if v != "baseline" and "baseline" in results:
             diffs[v] = r["paired_vs_baseline"] = paired(r["seeds"], results["baseline"]["seeds"])
     # One entry per variant at the top level (what notebooks/02_ablation_results.ipynb reads).

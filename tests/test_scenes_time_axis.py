@@ -40,7 +40,7 @@ def _parse(scenes, monkeypatch, argv: list[str]):
     return seen.get("a")
 
 
-def test_n3dv_fits_one_time_sample_per_frame_unless_told(scenes, monkeypatch, tmp_path):
+def test_n3dv_fits_as_many_time_samples_as_frames_unless_told(scenes, monkeypatch, tmp_path):
     keep = ["--keep_runs", str(tmp_path / "k")]
     a = _parse(scenes, monkeypatch, ["--format", "n3dv", "--frames", "12", *keep])
     assert a.time_resolution == 12
