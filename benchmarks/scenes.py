@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import statistics
 import subprocess
@@ -112,8 +113,15 @@ def preset_model(fmt: str) -> dict:
 
 
 def time_record(a: argparse.Namespace) -> dict:
-    """What a results entry or curve point records of the time axis (N3DV only)."""
-    return {} if a.time_resolution is None else {"time_resolution": a.time_resolution}
+    """What a results entry or curve point records of the time axis (N3DV only): enough to
+    state it as frames per sample without the command line that fitted it."""
+    if a.time_resolution is None:
+        return {}
+    return {
+        "time_resolution": a.time_resolution,
+        "frames": a.frames,
+        "half_time_range": a.half_time_range,
+    }
 
 
 def write_scene(root: Path, a: argparse.Namespace) -> None:
@@ -142,6 +150,22 @@ def check_time_resolution(p: argparse.ArgumentParser, a: argparse.Namespace) -> 
         a.time_resolution = a.frames
     if a.time_resolution < 2:
         p.error(f"--time_resolution must be at least 2 samples, got {a.time_resolution}")
+    a.half_time_range = half_time_range(p, a)
+
+
+def half_time_range(p: argparse.ArgumentParser, a: argparse.Namespace) -> bool:
+    """The fits' ``half_time_range``: the preset's, or the last ``--override`` of it (``ds4d
+    fit`` applies overrides in order)."""
+    half = preset_model(a.format)["field"]["half_time_range"]
+    key = "--model.field.half_time_range="
+    for o in a.override:
+        if o == key[:-1]:
+            p.error(f"write {key}VALUE as one --override, so the results record what was fitted")
+        if o.startswith(key):
+            half = yaml.safe_load(o[len(key) :])
+    if not isinstance(half, bool):
+        p.error(f"{key} takes true or false, got {half!r}")
+    return half
 
 
 def scene_args(a: argparse.Namespace, scene: Path) -> list[str]:
@@ -243,11 +267,10 @@ def scene_line(a: argparse.Namespace, scene: Path) -> str:
     )
 
 
-def frames_per_sample(fmt: str, frames: int, time_resolution: int) -> float:
-    """Frames of the clip per interval of the HexPlane's time axis. With the preset's
-    ``half_time_range`` (4D-GS's: ``t`` in [0, 1] on a [-1, 1] grid) the clip spans only half
+def frames_per_sample(frames: int, time_resolution: int, half: bool) -> float:
+    """Frames of the clip per interval of the HexPlane's time axis. With ``half_time_range``
+    (the N3DV preset's and 4D-GS's: ``t`` in [0, 1] on a [-1, 1] grid) the clip spans only half
     of the samples, so ``time_resolution = frames`` is one sample every two frames."""
-    half = bool(preset_model(fmt)["field"]["half_time_range"])
     intervals = (time_resolution - 1) / (2 if half else 1)
     return (frames - 1) / intervals
 
@@ -258,7 +281,7 @@ def time_text(a: argparse.Namespace) -> str:
         return ""
     if a.time_resolution is None:
         return "HexPlane time samples not recorded in every merged file; "
-    every = frames_per_sample(a.format, a.frames, a.time_resolution)
+    every = frames_per_sample(a.frames, a.time_resolution, a.half_time_range)
     return (
         f"HexPlane time samples: {a.time_resolution} (over the {a.frames}-frame clip one every "
         f"{every:.1f} frames; 4D-GS's N3DV setting: one every 4.0); "
@@ -438,7 +461,8 @@ def main() -> None:
         nargs="+",
         default=None,
         metavar="JSON",
-        help="fit nothing: one table from these results files of the same scene",
+        help="fit nothing: one table from these results files of the same scene (the clip's "
+        "frames and time axis are taken from the files)",
     )
     a = p.parse_args()
     check_sweep_arguments(p, a)
@@ -539,6 +563,8 @@ def merge(a: argparse.Namespace, paths: list[str], out_path: Path) -> None:
     scenes: dict[str, str] = {}
     budgets: dict[str, float] = {}
     times: dict[str, int | None] = {}
+    halves: dict[str, bool] = {}
+    frames: dict[str, int] = {}
     unrecorded: list[str] = []
     for path in paths:
         for variant, r in _entries(path):
@@ -548,6 +574,13 @@ def merge(a: argparse.Namespace, paths: list[str], out_path: Path) -> None:
             if len(recorded) > 1:
                 listed = "; ".join(f"{p}: {t}" for p, t in times.items() if t is not None)
                 raise SystemExit(f"the files were fitted with different time samples: {listed}")
+            if "half_time_range" in r:
+                halves[path] = r["half_time_range"]
+            if len(set(halves.values())) > 1:
+                listed = "; ".join(f"{p}: {h}" for p, h in halves.items())
+                raise SystemExit(f"the files were fitted with different half_time_range: {listed}")
+            if "frames" in r:
+                frames[path] = r["frames"]
             if len(set(budgets.values())) != 1:
                 listed = "; ".join(f"{p}: {b:g}x" for p, b in budgets.items())
                 raise SystemExit(f"the files were fitted at different budgets: {listed}")
@@ -568,6 +601,16 @@ def merge(a: argparse.Namespace, paths: list[str], out_path: Path) -> None:
     a.budget = next(iter(budgets.values()))
     # Files from before the time samples were recorded leave the table's header saying so.
     a.time_resolution = None if None in times.values() else next(iter(times.values()))
+    # The clip and its time axis as the files were fitted, not as this command line says
+    # (files from before they were recorded: the frames from the scene line, the preset's axis).
+    scene_text = next(iter(scenes.values()))
+    counted = re.search(r"(\d+) frames at", scene_text)
+    if frames:
+        a.frames = next(iter(frames.values()))
+    elif counted:
+        a.frames = int(counted.group(1))
+    if halves:
+        a.half_time_range = next(iter(halves.values()))
     results = {
         v: summarise_variant(sorted(runs[v].values(), key=lambda r: r["seed"]), a.format)
         for v in VARIANTS
@@ -577,7 +620,7 @@ def merge(a: argparse.Namespace, paths: list[str], out_path: Path) -> None:
         r["merged_from"] = list(paths)
         if unrecorded:
             r["scene_not_recorded_in"] = unrecorded
-    write_results(results, a, out_path, next(iter(scenes.values())))
+    write_results(results, a, out_path, scene_text)
 
 
 if __name__ == "__main__":
