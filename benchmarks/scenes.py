@@ -555,6 +555,14 @@ def _entries(path: str) -> list[tuple[str, dict]]:
     return list(data.items())
 
 
+def _refuse_mixed(values: dict[str, object], what: str) -> None:
+    """Stop when the files recorded more than one value of ``what`` (unrecorded: ``None``)."""
+    recorded = {p: v for p, v in values.items() if v is not None}
+    if len(set(recorded.values())) > 1:
+        listed = "; ".join(f"{p}: {v}" for p, v in recorded.items())
+        raise SystemExit(f"the files were fitted with different {what}: {listed}")
+
+
 def merge(a: argparse.Namespace, paths: list[str], out_path: Path) -> None:
     """One table from earlier results files of the same scene and budget (e.g. seeds run on
     different days with ``--first_seed``, or a curve point as the baseline): every (variant,
@@ -570,15 +578,10 @@ def merge(a: argparse.Namespace, paths: list[str], out_path: Path) -> None:
         for variant, r in _entries(path):
             budgets[path] = float(r.get("budget", 1.0))
             times[path] = r.get("time_resolution")
-            recorded = {t for t in times.values() if t is not None}
-            if len(recorded) > 1:
-                listed = "; ".join(f"{p}: {t}" for p, t in times.items() if t is not None)
-                raise SystemExit(f"the files were fitted with different time samples: {listed}")
+            _refuse_mixed(times, "time samples")
             if "half_time_range" in r:
                 halves[path] = r["half_time_range"]
-            if len(set(halves.values())) > 1:
-                listed = "; ".join(f"{p}: {h}" for p, h in halves.items())
-                raise SystemExit(f"the files were fitted with different half_time_range: {listed}")
+            _refuse_mixed(halves, "half_time_range")
             if "frames" in r:
                 frames[path] = r["frames"]
             if len(set(budgets.values())) != 1:
