@@ -607,10 +607,9 @@ def merge(a: argparse.Namespace, paths: list[str], out_path: Path) -> None:
     # The clip and its time axis as the files were fitted, not as this command line says
     # (files from before they were recorded: the frames from the scene line, the preset's axis).
     scene_text = next(iter(scenes.values()))
-    counted = re.search(r"(\d+) frames at", scene_text)
     if frames:
         a.frames = next(iter(frames.values()))
-    elif counted:
+    elif counted := re.search(r"(\d+) frames at", scene_text):
         a.frames = int(counted.group(1))
     if halves:
         a.half_time_range = next(iter(halves.values()))
