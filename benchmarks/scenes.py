@@ -282,9 +282,14 @@ def time_text(a: argparse.Namespace) -> str:
     if a.time_resolution is None:
         return "HexPlane time samples not recorded in every merged file; "
     every = frames_per_sample(a.frames, a.time_resolution, a.half_time_range)
+    stated = (
+        "; `--time_resolution` of the merge for the files that do not record it"
+        if getattr(a, "time_stated", False)
+        else ""
+    )
     return (
         f"HexPlane time samples: {a.time_resolution} (over the {a.frames}-frame clip one every "
-        f"{every:.1f} frames; 4D-GS's N3DV setting: one every 4.0); "
+        f"{every:.1f} frames; 4D-GS's N3DV setting: one every 4.0{stated}); "
     )
 
 
@@ -444,7 +449,8 @@ def main() -> None:
         type=int,
         default=None,
         help="n3dv: the HexPlane's time samples (default: the frame count, one every two frames "
-        "on the preset's half time axis; 4D-GS's frames / 2 measured earlier tables)",
+        "on the preset's half time axis; 4D-GS's frames / 2 measured earlier tables); with "
+        "--merge, what the files that do not record it were fitted with",
     )
     p.add_argument("--jobs", type=int, default=1)
     add_sweep_arguments(p)
@@ -467,6 +473,8 @@ def main() -> None:
     a = p.parse_args()
     check_sweep_arguments(p, a)
     a.frames = a.frames or (60 if a.format == "dnerf" else 20)
+    # What --merge may state for files from before the time axis was recorded.
+    a.stated_time_resolution = a.time_resolution
     check_time_resolution(p, a)
     if a.seeds < 1:
         raise SystemExit(f"--seeds must be >= 1, got {a.seeds}")
@@ -574,10 +582,18 @@ def merge(a: argparse.Namespace, paths: list[str], out_path: Path) -> None:
     halves: dict[str, bool] = {}
     frames: dict[str, int] = {}
     unrecorded: list[str] = []
+    # Files from before the time samples were recorded take the command line's statement; one
+    # that records another value is refused with the statement listed beside it.
+    stated = a.stated_time_resolution
+    if stated is not None:
+        times["--time_resolution"] = stated
+    stated_for: list[str] = []
     for path in paths:
         for variant, r in _entries(path):
             budgets[path] = float(r.get("budget", 1.0))
-            times[path] = r.get("time_resolution")
+            times[path] = r.get("time_resolution", stated)
+            if "time_resolution" not in r and stated is not None and path not in stated_for:
+                stated_for.append(path)
             _refuse_mixed(times, "time samples")
             if "half_time_range" in r:
                 halves[path] = r["half_time_range"]
@@ -602,8 +618,9 @@ def merge(a: argparse.Namespace, paths: list[str], out_path: Path) -> None:
     if not scenes:
         raise SystemExit("no file records its scene; merge at least one results file of variants")
     a.budget = next(iter(budgets.values()))
-    # Files from before the time samples were recorded leave the table's header saying so.
+    # Files from before the time samples were recorded, unless stated, leave the header saying so.
     a.time_resolution = None if None in times.values() else next(iter(times.values()))
+    a.time_stated = bool(stated_for)
     # The clip and its time axis as the files were fitted, not as this command line says
     # (files from before they were recorded: the frames from the scene line, the preset's axis).
     scene_text = next(iter(scenes.values()))
@@ -622,6 +639,8 @@ def merge(a: argparse.Namespace, paths: list[str], out_path: Path) -> None:
         r["merged_from"] = list(paths)
         if unrecorded:
             r["scene_not_recorded_in"] = unrecorded
+        if stated_for:
+            r["time_resolution_stated_for"] = stated_for
     write_results(results, a, out_path, scene_text)
 
 

@@ -137,9 +137,12 @@ def _results(
     return str(path)
 
 
-def _merge(tmp_path: Path, files: list[str], frames: str = "12") -> subprocess.CompletedProcess:
+def _merge(
+    tmp_path: Path, files: list[str], frames: str = "12", extra: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
     out = tmp_path / "merged.json"
     cmd = [sys.executable, str(SCRIPT), "--format", "n3dv", "--frames", frames, "--out", str(out)]
+    cmd += extra
     return subprocess.run([*cmd, "--merge", *files], capture_output=True, text=True, cwd=REPO)
 
 
@@ -192,3 +195,27 @@ def test_merge_refuses_fits_on_different_halves_of_the_time_axis(tmp_path):
     proc = _merge(tmp_path, files)
     assert proc.returncode != 0
     assert "different half_time_range" in proc.stderr and "b.json: False" in proc.stderr
+
+
+def test_merge_states_the_time_axis_of_unrecorded_files_only_where_told_and_consistent(tmp_path):
+    files = [_results(tmp_path / "a.json", 0, 6), _results(tmp_path / "old.json", 1, None)]
+    assert _merge(tmp_path, files, extra=("--time_resolution", "6")).returncode == 0
+    merged = json.loads((tmp_path / "merged.json").read_text())["baseline"]
+    assert merged["time_resolution"] == 6
+    assert merged["time_resolution_stated_for"] == [files[1]]
+    md = (tmp_path / "merged.md").read_text()
+    assert "HexPlane time samples: 6 (over the 12-frame clip one every 4.4 frames" in md
+    assert "`--time_resolution` of the merge for the files that do not record it" in md
+    # A statement that contradicts a file's record is refused, naming both.
+    proc = _merge(tmp_path, files, extra=("--time_resolution", "12"))
+    assert proc.returncode != 0
+    assert "different time samples" in proc.stderr
+    assert "--time_resolution: 12" in proc.stderr and "a.json: 6" in proc.stderr
+    # Every file recorded: the header says nothing was stated.
+    files[1] = _results(tmp_path / "b.json", 1, 6)
+    assert _merge(tmp_path, files, extra=("--time_resolution", "6")).returncode == 0
+    assert (
+        "time_resolution_stated_for"
+        not in json.loads((tmp_path / "merged.json").read_text())["baseline"]
+    )
+    assert "of the merge" not in (tmp_path / "merged.md").read_text()
