@@ -54,6 +54,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -284,7 +285,7 @@ def time_text(a: argparse.Namespace) -> str:
     every = frames_per_sample(a.frames, a.time_resolution, a.half_time_range)
     stated = (
         "; `--time_resolution` of the merge for the files that do not record it"
-        if getattr(a, "time_stated", False)
+        if a.time_stated
         else ""
     )
     return (
@@ -473,8 +474,9 @@ def main() -> None:
     a = p.parse_args()
     check_sweep_arguments(p, a)
     a.frames = a.frames or (60 if a.format == "dnerf" else 20)
-    # What --merge may state for files from before the time axis was recorded.
-    a.stated_time_resolution = a.time_resolution
+    # What --merge may state for files from before the time axis was recorded (and whether
+    # it did, for the table's header).
+    a.stated_time_resolution, a.time_stated = a.time_resolution, False
     check_time_resolution(p, a)
     if a.seeds < 1:
         raise SystemExit(f"--seeds must be >= 1, got {a.seeds}")
@@ -563,12 +565,13 @@ def _entries(path: str) -> list[tuple[str, dict]]:
     return list(data.items())
 
 
-def _refuse_mixed(values: dict[str, object], what: str) -> None:
-    """Stop when the files recorded more than one value of ``what`` (unrecorded: ``None``)."""
+def _refuse_mixed(values: dict[str, object], differ: str, show: Callable = str) -> None:
+    """Stop when the files recorded more than one value (unrecorded: ``None``), listing each
+    file's ``show(value)`` after "the files were {differ}"."""
     recorded = {p: v for p, v in values.items() if v is not None}
     if len(set(recorded.values())) > 1:
-        listed = "; ".join(f"{p}: {v}" for p, v in recorded.items())
-        raise SystemExit(f"the files were fitted with different {what}: {listed}")
+        listed = "; ".join(f"{p}: {show(v)}" for p, v in recorded.items())
+        raise SystemExit(f"the files were {differ}: {listed}")
 
 
 def merge(a: argparse.Namespace, paths: list[str], out_path: Path) -> None:
@@ -594,23 +597,19 @@ def merge(a: argparse.Namespace, paths: list[str], out_path: Path) -> None:
             times[path] = r.get("time_resolution", stated)
             if "time_resolution" not in r and stated is not None and path not in stated_for:
                 stated_for.append(path)
-            _refuse_mixed(times, "time samples")
+            _refuse_mixed(times, "fitted with different time samples")
             if "half_time_range" in r:
                 halves[path] = r["half_time_range"]
-            _refuse_mixed(halves, "half_time_range")
+            _refuse_mixed(halves, "fitted with different half_time_range")
             if "frames" in r:
                 frames[path] = r["frames"]
-            if len(set(budgets.values())) != 1:
-                listed = "; ".join(f"{p}: {b:g}x" for p, b in budgets.items())
-                raise SystemExit(f"the files were fitted at different budgets: {listed}")
+            _refuse_mixed(budgets, "fitted at different budgets", lambda b: f"{b:g}x")
             if r.get("scene"):
                 scenes[path] = r["scene"]
             elif path not in unrecorded:
                 # Curve files written before they recorded their scene.
                 unrecorded.append(path)
-            if len(set(scenes.values())) > 1:
-                listed = "; ".join(f"{p}: {t}" for p, t in scenes.items())
-                raise SystemExit(f"the files were measured on different scenes: {listed}")
+            _refuse_mixed(scenes, "measured on different scenes")
             for run in r["seeds"]:
                 if run["seed"] in runs.setdefault(variant, {}):
                     raise SystemExit(f"{path}: {variant} seed {run['seed']} is in two files")
